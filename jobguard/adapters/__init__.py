@@ -1,0 +1,1 @@
+"""Adapters between jobguard's commands and AWS: Batch and the manifest stores."""

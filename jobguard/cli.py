@@ -1,0 +1,170 @@
+"""The `jobguard` command line. The one place that turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+from . import __version__
+from .adapters.batch import Batch
+from .adapters.store import check_deploy_id, open_store
+from .commands.context import Context
+from .commands.drain import drain
+from .commands.restore import manifests_to_restore, restore
+from .commands.status import status
+from .errors import CredentialsError, JobguardError, UsageError
+from .manifest import DRAIN, FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest
+from .options import DEFAULT_STORE, JOB_DEFINITION_POLICIES, Options, github_deploy_id, resolve
+from .report import Reporter, counts_line
+from .retry import error_code
+
+# jobguard's retry policy is the only one: botocore's own retries would resend SubmitJob blindly.
+BOTO_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30, user_agent_extra=f"jobguard/{__version__}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="jobguard", description="Drain AWS Batch jobs before a deploy and resubmit them after, exactly once.")
+    parser.add_argument("--version", action="version", version=f"jobguard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--store", metavar="URI", help=f"manifest store: file://PATH or s3://BUCKET/PREFIX (default {DEFAULT_STORE})")
+        sub.add_argument("--config", metavar="FILE", help="YAML config file (default .jobguard.yml when present)")
+        return sub
+
+    drain_cmd = command("drain", "record and terminate every active job of the named queues")
+    drain_cmd.add_argument("--queue", dest="queues", action="append", metavar="NAME", help="job queue name or ARN (repeat for more)")
+    drain_cmd.add_argument("--deploy-id", metavar="ID", help="deploy id (default: GITHUB_RUN_ID, else a new id that is printed)")
+    drain_cmd.add_argument("--dry-run", action="store_true", default=None, help="list what would be drained; change nothing")
+
+    restore_cmd = command("restore", "resubmit drained jobs on the queues and job definitions in place now")
+    restore_cmd.add_argument("--deploy-id", metavar="ID", help="restore this deploy only (default: GITHUB_RUN_ID, else every manifest with work left)")
+    restore_cmd.add_argument("--job-definition", choices=JOB_DEFINITION_POLICIES, help="latest ACTIVE revision (default), or the recorded one while it is active")
+    restore_cmd.add_argument("--dry-run", action="store_true", default=None, help="list what would be submitted; change nothing")
+
+    status_cmd = command("status", "show manifests and where their replacements are now")
+    status_cmd.add_argument("--deploy-id", metavar="ID", help="show this deploy only (default: every manifest)")
+    status_cmd.add_argument("--json", action="store_true", default=None, help="print JSON for scripts")
+
+    commands.add_parser("demo", help="run a whole drain/deploy/restore cycle against a simulated AWS", description="Run a whole cycle against moto (pip install 'jobguard[demo]').")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    args = build_parser().parse_args(argv)
+    report = Reporter()
+    try:
+        return _run(args, report)
+    except JobguardError as exc:
+        report.error(str(exc))
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        report.error("interrupted")
+        return 130
+
+
+def _run(args: argparse.Namespace, report: Reporter) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(report)
+    flags = {k: getattr(args, k, None) for k in ("store", "queues", "deploy_id", "dry_run", "job_definition", "json")}
+    flags["queues"] = tuple(q.strip() for q in flags["queues"] or () if q.strip())
+    options = resolve(args.config, flags)
+    deploy_id = options.deploy_id or github_deploy_id()
+    if deploy_id:
+        check_deploy_id(deploy_id)
+    if args.command == "drain":
+        if not options.queues:
+            raise UsageError("drain: name at least one queue with --queue NAME (or `queues:` in the config file)")
+        return _drain(build_context(options, report), deploy_id or _new_deploy_id())
+    if args.command == "restore":
+        return _restore(build_context(options, report), deploy_id)
+    status(build_context(options, report), deploy_id)
+    return 0
+
+
+def build_context(options: Options, report: Reporter) -> Context:
+    """boto3 from its usual chain, the caller's account and region, and the adapters."""
+    session = boto3.session.Session()
+    region = session.region_name
+    if not region:
+        raise CredentialsError("no AWS region configured", hint="set AWS_REGION (or AWS_DEFAULT_REGION), or a region in your AWS profile")
+    try:
+        sts = session.client("sts", config=BOTO_CONFIG)
+        account = options.retry.call(sts.get_caller_identity)["Account"]
+    except (NoCredentialsError, NoRegionError):
+        raise CredentialsError("no AWS credentials found", hint="configure credentials as for the AWS CLI: environment, profile, or an assumed role") from None
+    except ClientError as exc:
+        raise CredentialsError(f"AWS credentials rejected: {error_code(exc)}") from None
+    except BotoCoreError as exc:
+        raise CredentialsError(f"cannot reach AWS STS: {exc}") from None
+    store = open_store(options.store, _ClientFactory(session), options.retry)
+    batch = Batch(session.client("batch", config=BOTO_CONFIG), options.retry)
+    return Context(batch=batch, store=store, account=account, region=region, options=options, report=report)
+
+
+class _ClientFactory:
+    """Hands the stores clients configured like every other jobguard client."""
+
+    def __init__(self, session: boto3.session.Session) -> None:
+        self.session = session
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, config=BOTO_CONFIG)  # type: ignore[call-overload]
+
+
+def _new_deploy_id() -> str:
+    return f"jg-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _drain(ctx: Context, deploy_id: str) -> int:
+    ctx.report.line(f"jobguard drain: deploy {deploy_id}, manifest {ctx.store.uri(deploy_id)}" + (" (dry run)" if ctx.options.dry_run else ""))
+    manifest = drain(ctx, deploy_id)
+    if ctx.options.dry_run:
+        return 0
+    failed = [r for r in manifest if r.outcome == FAILED and r.stage == DRAIN]
+    _finish(ctx, "drain", manifest, drained=sum(r.outcome == TERMINATED for r in manifest), failed=len(failed))
+    return 1 if failed else 0
+
+
+def _restore(ctx: Context, deploy_id: str | None) -> int:
+    manifests = manifests_to_restore(ctx, deploy_id)
+    if not manifests:
+        ctx.report.line(f"jobguard restore: nothing to restore in {ctx.options.store}")
+    failed = 0
+    for manifest in manifests:
+        ctx.report.line(f"jobguard restore: deploy {manifest.deploy_id}, manifest {ctx.store.uri(manifest.deploy_id)}" + (" (dry run)" if ctx.options.dry_run else ""))
+        with ctx.report.group(f"deploy {manifest.deploy_id}: {sum(r.restorable for r in manifest)} jobs to resubmit"):
+            restore(ctx, manifest)
+        if ctx.options.dry_run:
+            continue
+        failures = sum(r.outcome == FAILED and r.stage == RESTORE for r in manifest)
+        failed += failures
+        _finish(ctx, "restore", manifest, resubmitted=sum(r.outcome == RESUBMITTED for r in manifest), failed=failures)
+    return 1 if failed else 0
+
+
+def _finish(ctx: Context, title: str, manifest: Manifest, **counts: int) -> None:
+    uri = ctx.store.uri(manifest.deploy_id)
+    ctx.report.line(f"{title} {manifest.deploy_id}: {counts_line(manifest)}")
+    ctx.report.summary(title, manifest, uri)
+    ctx.report.outputs({"deploy-id": manifest.deploy_id, "manifest": uri, **counts})
+
+
+def main_exit() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

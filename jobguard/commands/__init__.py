@@ -1,0 +1,1 @@
+"""The commands: drain, restore and status. They know nothing of which store they use."""

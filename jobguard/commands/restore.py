@@ -1,0 +1,180 @@
+"""restore: resubmit every drained job exactly once, on the queue and job definition in place now.
+
+Order of work per manifest: refresh what Batch knows of the originals and their dependencies,
+then submit in dependency waves. Each slice of a wave is marked `submitting` in the store
+before SubmitJob is sent; a job marked so is looked up by its jobguard tags before it is ever
+submitted again, so a restore killed at any instant and run again makes no second job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..adapters.batch import DESCRIBE_BATCH, Queue, chunks
+from ..errors import AwsError, UsageError
+from ..manifest import ACTIVE_STATUSES, FAILED, RECORDED, RESTORE, RESUBMITTED, SKIPPED, SUBMITTING, TERMINATED, JobRecord, Manifest
+from ..retry import error_code
+from .context import Context
+
+DEPLOY_TAG = "jobguard:deploy-id"
+ORIGINAL_TAG = "jobguard:original-job-id"
+
+
+def manifests_to_restore(ctx: Context, deploy_id: str | None) -> list[Manifest]:
+    """The named manifest, or every manifest with work left, oldest first.
+
+    All are loaded and checked before anything is submitted: one damaged manifest stops the run
+    with nothing changed.
+    """
+    if deploy_id is not None:
+        manifest = ctx.store.load(deploy_id)
+        if manifest is None:
+            raise UsageError(f"no manifest for deploy {deploy_id} at {ctx.store.uri(deploy_id)}")
+        return [ctx.check_owner(manifest)]
+    loaded = [ctx.store.load(i) for i in ctx.store.deploy_ids()]
+    manifests = [ctx.check_owner(m) for m in loaded if m is not None]
+    return sorted((m for m in manifests if m.has_work_left), key=lambda m: m.created_at)
+
+
+def restore(ctx: Context, manifest: Manifest) -> Manifest:
+    """Resubmit the jobs of one manifest that still wait for a replacement."""
+    _Restore(ctx, manifest).run()
+    return manifest
+
+
+@dataclass
+class _Restore:
+    ctx: Context
+    manifest: Manifest
+    batch_status: dict[str, str] = field(default_factory=dict)
+    queues: dict[str, Queue | None] = field(default_factory=dict)
+    revisions: dict[str, list[int]] = field(default_factory=dict)
+
+    def run(self) -> None:
+        pending = [r for r in self.manifest if r.restorable]
+        dependencies = {d["jobId"] for r in pending for d in r.submission.get("dependsOn", []) if "jobId" in d}
+        details = self.ctx.batch.describe_jobs([r.job_id for r in pending] + sorted(dependencies))
+        self.batch_status = {i: d["status"] for i, d in details.items()}
+        pending = [r for r in pending if self._still_owed(r)]
+        waiting = {r.job_id for r in pending}
+        while pending:
+            wave = [r for r in pending if not (self._dependency_ids(r) & waiting)] or pending
+            for page in chunks([r.job_id for r in wave], DESCRIBE_BATCH):
+                self._submit_page([self.manifest.jobs[i] for i in page])
+            waiting -= {r.job_id for r in wave}
+            pending = [r for r in pending if r.job_id in waiting]
+
+    def _still_owed(self, record: JobRecord) -> bool:
+        """Jobs that ended on their own, or were never stopped, get no replacement."""
+        status = self.batch_status.get(record.job_id)
+        if record.outcome not in (RECORDED, TERMINATED) or status is None:
+            return True
+        if status == "SUCCEEDED":
+            self._finish(record.moved_to(SKIPPED, RESTORE, error="finished on its own before it was stopped"))
+            return False
+        if record.outcome == RECORDED and status in ACTIVE_STATUSES:
+            self._finish(record.moved_to(SKIPPED, RESTORE, error=f"never terminated: it is still {status}"))
+            return False
+        return True
+
+    def _submit_page(self, records: list[JobRecord]) -> None:
+        planned: list[tuple[JobRecord, dict[str, Any]]] = []
+        for record in records:
+            request, problem = self._request(record)
+            if problem:
+                self._finish(record.moved_to(FAILED, RESTORE, error=problem))
+            elif self.ctx.options.dry_run:
+                self.ctx.report.job(record, "would submit")
+            else:
+                planned.append((record.moved_to(SUBMITTING, RESTORE, error=None), request))
+        if self.ctx.options.dry_run:
+            return
+        self.manifest.put(r for r, _ in planned)
+        self.ctx.save(self.manifest)
+        for record, request in planned:
+            self._finish(self._submit(record, request))
+        self.ctx.save(self.manifest)
+
+    def _submit(self, record: JobRecord, request: dict[str, Any]) -> JobRecord:
+        marker = {DEPLOY_TAG: self.manifest.deploy_id, ORIGINAL_TAG: record.job_id}
+        try:
+            job_id = self.ctx.batch.submit_once(request, marker, look_first=SUBMITTING in record.times)
+        except (ClientError, BotoCoreError, AwsError) as exc:
+            return record.moved_to(FAILED, RESTORE, error=f"SubmitJob failed: {error_code(exc)}: {_message(exc)}")
+        return record.moved_to(RESUBMITTED, RESTORE, replacement_id=job_id, replacement_job_definition=request["jobDefinition"], error=None)
+
+    def _finish(self, record: JobRecord) -> None:
+        self.manifest.put([record])
+        if record.outcome == FAILED:
+            self.ctx.report.error(f"{record.job_name} [{record.job_id}]: {record.error}")
+        self.ctx.report.job(record)
+
+    def _request(self, record: JobRecord) -> tuple[dict[str, Any], str | None]:
+        """The SubmitJob request for a record, or why it cannot be submitted now."""
+        queue = self._queue(record.queue)
+        if queue is None:
+            return {}, f"queue {record.queue} does not exist"
+        if queue.state != "ENABLED":
+            return {}, f"queue {record.queue} is {queue.state}"
+        definition, problem = self._definition(record.job_definition)
+        if problem:
+            return {}, problem
+        depends_on = []
+        for dependency in record.submission.get("dependsOn", []):
+            resolved, problem = self._dependency(dependency)
+            if problem:
+                return {}, problem
+            if resolved:
+                depends_on.append(resolved)
+        request = {**record.submission, "jobQueue": queue.name, "jobDefinition": definition}
+        request.pop("dependsOn", None)
+        if depends_on:
+            request["dependsOn"] = depends_on
+        request["tags"] = {**record.submission.get("tags", {}), DEPLOY_TAG: self.manifest.deploy_id, ORIGINAL_TAG: record.job_id}
+        return request, None
+
+    def _dependency(self, dependency: dict[str, str]) -> tuple[dict[str, str] | None, str | None]:
+        """Where a dependency points now: its replacement, itself, nowhere (it succeeded), or a reason to hold."""
+        job_id = dependency.get("jobId")
+        if job_id is None:
+            return dependency, None
+        drained = self.manifest.jobs.get(job_id)
+        if drained is not None and drained.outcome == RESUBMITTED:
+            return {**dependency, "jobId": drained.replacement_id or job_id}, None
+        status = self.batch_status.get(job_id)
+        if status == "SUCCEEDED":
+            return None, None
+        if status in ACTIVE_STATUSES and (drained is None or drained.outcome == SKIPPED):
+            return dependency, None
+        if drained is not None:
+            return None, f"dependency {job_id} was not resubmitted ({drained.outcome})"
+        return None, f"dependency {job_id} {'failed' if status == 'FAILED' else 'is unknown to Batch'}"
+
+    def _dependency_ids(self, record: JobRecord) -> set[str]:
+        return {d["jobId"] for d in record.submission.get("dependsOn", []) if "jobId" in d}
+
+    def _queue(self, name: str) -> Queue | None:
+        if name not in self.queues:
+            self.queues[name] = self.ctx.batch.queue(name)
+        return self.queues[name]
+
+    def _definition(self, recorded: str) -> tuple[str, str | None]:
+        """`name:revision` to submit with: the newest ACTIVE revision, or the recorded one while active."""
+        name, _, revision = recorded.rpartition(":")
+        if name not in self.revisions:
+            self.revisions[name] = self.ctx.batch.active_revisions(name)
+        active = self.revisions[name]
+        if not active:
+            return "", f"job definition {name} has no ACTIVE revision"
+        if self.ctx.options.job_definition == "recorded" and revision.isdigit() and int(revision) in active:
+            return recorded, None
+        return f"{name}:{active[0]}", None
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Message", ""))
+    return str(exc)
