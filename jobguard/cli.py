@@ -27,12 +27,16 @@ from .report import Reporter, counts_line
 from .retry import error_code
 
 # jobguard's retry policy is the only one: botocore's own retries would resend SubmitJob blindly.
-BOTO_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30, user_agent_extra=f"jobguard/{__version__}")
+BOTO_CONFIG = Config(
+    retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30, user_agent_extra=f"jobguard/{__version__}"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="jobguard", description="Drain AWS Batch jobs before a deploy and resubmit them after, exactly once.")
+    parser = argparse.ArgumentParser(
+        prog="jobguard", description="Drain AWS Batch jobs before a deploy and resubmit them after, exactly once."
+    )
     parser.add_argument("--version", action="version", version=f"jobguard {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -48,15 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
     drain_cmd.add_argument("--dry-run", action="store_true", default=None, help="list what would be drained; change nothing")
 
     restore_cmd = command("restore", "resubmit drained jobs on the queues and job definitions in place now")
-    restore_cmd.add_argument("--deploy-id", metavar="ID", help="restore this deploy only (default: GITHUB_RUN_ID, else every manifest with work left)")
-    restore_cmd.add_argument("--job-definition", choices=JOB_DEFINITION_POLICIES, help="latest ACTIVE revision (default), or the recorded one while it is active")
+    restore_cmd.add_argument(
+        "--deploy-id", metavar="ID", help="restore this deploy only (default: GITHUB_RUN_ID, else every manifest with work left)"
+    )
+    restore_cmd.add_argument(
+        "--job-definition", choices=JOB_DEFINITION_POLICIES, help="latest ACTIVE revision (default), or the recorded one while it is active"
+    )
     restore_cmd.add_argument("--dry-run", action="store_true", default=None, help="list what would be submitted; change nothing")
 
     status_cmd = command("status", "show manifests and where their replacements are now")
     status_cmd.add_argument("--deploy-id", metavar="ID", help="show this deploy only (default: every manifest)")
     status_cmd.add_argument("--json", action="store_true", default=None, help="print JSON for scripts")
 
-    commands.add_parser("demo", help="run a whole drain/deploy/restore cycle against a simulated AWS", description="Run a whole cycle against moto (pip install 'jobguard[demo]').")
+    commands.add_parser(
+        "demo",
+        help="run a whole drain/deploy/restore cycle against a simulated AWS",
+        description="Run a whole cycle against moto (pip install 'jobguard[demo]').",
+    )
     return parser
 
 
@@ -84,7 +96,9 @@ def _run(args: argparse.Namespace, report: Reporter) -> int:
     flags = {k: getattr(args, k, None) for k in ("store", "queues", "deploy_id", "dry_run", "job_definition", "json")}
     flags["queues"] = tuple(q.strip() for q in flags["queues"] or () if q.strip())
     options = resolve(args.config, flags)
-    deploy_id = options.deploy_id or github_deploy_id()
+    # Only drain takes the run id by default: restore and status look at every manifest, so a
+    # deploy whose restore never ran is picked up by the next one.
+    deploy_id = options.deploy_id or (github_deploy_id() if args.command == "drain" else None)
     if deploy_id:
         check_deploy_id(deploy_id)
     if args.command == "drain":
@@ -107,7 +121,9 @@ def build_context(options: Options, report: Reporter) -> Context:
         sts = session.client("sts", config=BOTO_CONFIG)
         account = options.retry.call(sts.get_caller_identity)["Account"]
     except (NoCredentialsError, NoRegionError):
-        raise CredentialsError("no AWS credentials found", hint="configure credentials as for the AWS CLI: environment, profile, or an assumed role") from None
+        raise CredentialsError(
+            "no AWS credentials found", hint="configure credentials as for the AWS CLI: environment, profile, or an assumed role"
+        ) from None
     except ClientError as exc:
         raise CredentialsError(f"AWS credentials rejected: {error_code(exc)}") from None
     except BotoCoreError as exc:
@@ -132,37 +148,49 @@ def _new_deploy_id() -> str:
 
 
 def _drain(ctx: Context, deploy_id: str) -> int:
-    ctx.report.line(f"jobguard drain: deploy {deploy_id}, manifest {ctx.store.uri(deploy_id)}" + (" (dry run)" if ctx.options.dry_run else ""))
+    ctx.report.line(
+        f"jobguard drain: deploy {deploy_id}, manifest {ctx.store.uri(deploy_id)}" + (" (dry run)" if ctx.options.dry_run else "")
+    )
     manifest = drain(ctx, deploy_id)
     if ctx.options.dry_run:
         return 0
-    failed = [r for r in manifest if r.outcome == FAILED and r.stage == DRAIN]
-    _finish(ctx, "drain", manifest, drained=sum(r.outcome == TERMINATED for r in manifest), failed=len(failed))
-    return 1 if failed else 0
+    return _finish(ctx, "drain", [manifest], failed_stage=DRAIN)
 
 
 def _restore(ctx: Context, deploy_id: str | None) -> int:
     manifests = manifests_to_restore(ctx, deploy_id)
     if not manifests:
         ctx.report.line(f"jobguard restore: nothing to restore in {ctx.options.store}")
-    failed = 0
     for manifest in manifests:
-        ctx.report.line(f"jobguard restore: deploy {manifest.deploy_id}, manifest {ctx.store.uri(manifest.deploy_id)}" + (" (dry run)" if ctx.options.dry_run else ""))
+        ctx.report.line(
+            f"jobguard restore: deploy {manifest.deploy_id}, manifest {ctx.store.uri(manifest.deploy_id)}"
+            + (" (dry run)" if ctx.options.dry_run else "")
+        )
         with ctx.report.group(f"deploy {manifest.deploy_id}: {sum(r.restorable for r in manifest)} jobs to resubmit"):
             restore(ctx, manifest)
-        if ctx.options.dry_run:
-            continue
-        failures = sum(r.outcome == FAILED and r.stage == RESTORE for r in manifest)
-        failed += failures
-        _finish(ctx, "restore", manifest, resubmitted=sum(r.outcome == RESUBMITTED for r in manifest), failed=failures)
+    if ctx.options.dry_run:
+        return 0
+    return _finish(ctx, "restore", manifests, failed_stage=RESTORE)
+
+
+def _finish(ctx: Context, title: str, manifests: list[Manifest], failed_stage: str) -> int:
+    """Counts, job summary and step outputs; exit 1 when a job failed in this stage."""
+    for manifest in manifests:
+        ctx.report.line(f"{title} {manifest.deploy_id}: {counts_line(manifest)}")
+        ctx.report.summary(title, manifest, ctx.store.uri(manifest.deploy_id))
+    records = [r for m in manifests for r in m]
+    failed = sum(r.outcome == FAILED and r.stage == failed_stage for r in records)
+    last = manifests[-1].deploy_id if manifests else ""
+    ctx.report.outputs(
+        {
+            "deploy-id": last,
+            "manifest": ctx.store.uri(last) if last else "",
+            "drained": sum(TERMINATED in r.times for r in records),
+            "resubmitted": sum(r.outcome == RESUBMITTED for r in records),
+            "failed": failed,
+        }
+    )
     return 1 if failed else 0
-
-
-def _finish(ctx: Context, title: str, manifest: Manifest, **counts: int) -> None:
-    uri = ctx.store.uri(manifest.deploy_id)
-    ctx.report.line(f"{title} {manifest.deploy_id}: {counts_line(manifest)}")
-    ctx.report.summary(title, manifest, uri)
-    ctx.report.outputs({"deploy-id": manifest.deploy_id, "manifest": uri, **counts})
 
 
 def main_exit() -> None:

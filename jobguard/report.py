@@ -60,7 +60,7 @@ class Reporter:
         rows = [_row(r, current or {}) for r in manifest]
         widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(COLUMNS)]
         for row in [COLUMNS, *rows]:
-            self.line("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            self.line("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
         self.line(counts_line(manifest))
 
     def summary(self, title: str, manifest: Manifest, uri: str, current: Mapping[str, str] | None = None) -> None:

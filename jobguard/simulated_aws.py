@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,7 +218,12 @@ class BatchJobs:
             "isTerminated": job.terminated,
             "isCancelled": job.cancelled,
         }
-        for name, override in (("retryStrategy", "retryStrategy"), ("timeout", "timeout"), ("propagateTags", "propagateTags"), ("schedulingPriority", "schedulingPriorityOverride")):
+        for name, override in (
+            ("retryStrategy", "retryStrategy"),
+            ("timeout", "timeout"),
+            ("propagateTags", "propagateTags"),
+            ("schedulingPriority", "schedulingPriorityOverride"),
+        ):
             value = request.get(override, definition.get(name))
             if value is not None:
                 detail[name] = value
@@ -238,7 +243,7 @@ class BatchJobs:
 
     def _add(self, job_id: str, name: str, queue_arn: str, definition: Json, request: Json, index: int | None) -> SimJob:
         with self.lock:
-            job = SimJob(job_id, name, queue_arn, definition, json.loads(json.dumps(request)), self.initial_status, _now_ms(), index)
+            job = SimJob(job_id, name, queue_arn, definition, _copy(request), self.initial_status, _now_ms(), index)
             self.jobs[job_id] = job
         return job
 
@@ -259,13 +264,19 @@ class BatchJobs:
         return f"arn:aws:batch:{REGION}:{ACCOUNT}:job/{job_id}"
 
 
+def _copy(document: Json) -> Json:
+    return dict(json.loads(json.dumps(document)))
+
+
 def _merge_container(base: Json, overrides: Json, job: SimJob) -> Json:
-    merged = json.loads(json.dumps(base))
+    merged = _copy(base)
     if "command" in overrides:
         merged["command"] = overrides["command"]
     environment = {e["name"]: e["value"] for e in base.get("environment") or []}
     environment.update({e["name"]: e["value"] for e in overrides.get("environment") or []})
-    environment.update({"AWS_BATCH_JOB_ID": job.job_id, "AWS_BATCH_JQ_NAME": job.queue_arn.rsplit("/", 1)[-1], "AWS_BATCH_JOB_ATTEMPT": "1"})
+    environment.update(
+        {"AWS_BATCH_JOB_ID": job.job_id, "AWS_BATCH_JQ_NAME": job.queue_arn.rsplit("/", 1)[-1], "AWS_BATCH_JOB_ATTEMPT": "1"}
+    )
     merged["environment"] = [{"name": k, "value": v} for k, v in environment.items()]
     resources = {r["type"]: r["value"] for r in base.get("resourceRequirements") or []}
     resources.update({r["type"]: r["value"] for r in overrides.get("resourceRequirements") or []})
@@ -277,7 +288,7 @@ def _merge_container(base: Json, overrides: Json, job: SimJob) -> Json:
 
 
 def _merge_nodes(base: Json, overrides: Json, job: SimJob) -> Json:
-    merged = json.loads(json.dumps(base))
+    merged = _copy(base)
     if "numNodes" in overrides:
         merged["numNodes"] = overrides["numNodes"]
     by_target = {o["targetNodes"]: o.get("containerOverrides") or {} for o in overrides.get("nodePropertyOverrides") or []}
@@ -300,7 +311,9 @@ def _matches(job: SimJob, rule: Json) -> bool:
 
 
 # -- the HTTP side -----------------------------------------------------------------------
-Fault = tuple[int, str] | str  # (HTTP status, AWS error code), or "drop" to cut the connection
+# (HTTP status, AWS error code); "drop": the connection is cut before AWS acts; "lost-reply": AWS
+# carries the request out and the connection is cut before its answer arrives.
+Fault = tuple[int, str] | str
 FaultRule = Callable[[str, int], Fault | None]  # (action, how many calls of it so far) -> fault
 
 
@@ -348,23 +361,25 @@ class SimulatedAWS:
         burst: float | None = None,
         fault: FaultRule | None = None,
         initial_status: str = "SUBMITTED",
+        after: Callable[[str, int], None] | None = None,
+        port: int = 0,
     ) -> None:
         from moto.batch.models import batch_backends
         from moto.core.config import default_user_config
 
         default_user_config["batch"] = {"use_docker": False}
         self.batch = BatchJobs(batch_backends[ACCOUNT][REGION], initial_status)
-        self.latency, self.fault = latency, fault
+        self.latency, self.fault, self.after = latency, fault, after
         self.rate, self.burst = rate, burst or rate
         self.buckets: dict[str, TokenBucket] = {}
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self._count_lock = threading.Lock()
-        self.endpoint = ""
+        self.endpoint, self.port = "", port
 
     def __enter__(self) -> SimulatedAWS:
-        from moto.server import DomainDispatcherApplication, create_backend_app
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import WSGIRequestHandler, make_server
 
         class QuietHandler(WSGIRequestHandler):
@@ -372,8 +387,8 @@ class SimulatedAWS:
                 pass
 
         self._moto = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=QuietHandler)
-        self._server.daemon_threads = True
+        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True, request_handler=QuietHandler)
+        self._server.daemon_threads = True  # type: ignore[attr-defined]
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self._reset_moto()
@@ -420,6 +435,12 @@ class SimulatedAWS:
     # -- WSGI ---------------------------------------------------------------------------
     def _app(self, environ: Json, start_response: Any) -> Any:
         action = self._action(environ)
+        answer = self._answer(environ, start_response, action)
+        if self.after:
+            self.after(action, self.calls[action])
+        return answer
+
+    def _answer(self, environ: Json, start_response: Any, action: str) -> Any:
         with self._count_lock:
             self.calls[action] += 1
             count = self.calls[action]
@@ -428,16 +449,21 @@ class SimulatedAWS:
         if self.rate and action.startswith("batch:") and not self._bucket(action).take():
             with self._count_lock:
                 self.throttled[action] += 1
-            return _error(start_response, 429, "TooManyRequestsException", "Too Many Requests")
+            return _error(start_response, 429, "TooManyRequestsException", "Too Many Requests", xml=False)
         fault = self.fault(action, count) if self.fault else None
         if fault is not None:
             with self._count_lock:
                 self.faults[action] += 1
-            if fault == "drop":
-                environ["werkzeug.socket"].close()
+            if isinstance(fault, str):  # "drop" or "lost-reply"
+                if fault == "lost-reply":  # AWS carries the request out; its answer never arrives
+                    b"".join(self._handle(environ, start_response=lambda *a, **k: None, action=action))
+                _cut(environ)
                 return []
             status, code = fault
-            return _error(start_response, status, code, "injected fault")
+            return _error(start_response, status, code, "injected fault", xml=not action.startswith(("batch:", "dynamodb:")))
+        return self._handle(environ, start_response, action)
+
+    def _handle(self, environ: Json, start_response: Any, action: str) -> Any:
         path = environ.get("PATH_INFO", "")
         handler = getattr(self.batch, _snake(_BATCH_ACTIONS.get(path, "")), None) if action.startswith("batch:") else None
         if handler is not None and path not in ("/v1/registerjobdefinition", "/v1/describejobdefinitions", "/v1/describejobqueues"):
@@ -445,7 +471,7 @@ class SimulatedAWS:
             try:
                 return _json(start_response, 200, handler(body))
             except ClientException as exc:
-                return _error(start_response, 400, "ClientException", str(exc))
+                return _error(start_response, 400, "ClientException", str(exc), xml=False)
         if path in ("/v1/registerjobdefinition", "/v1/describejobdefinitions"):
             return self._definitions(environ, start_response, path)
         return self._moto(environ, start_response)
@@ -467,11 +493,15 @@ class SimulatedAWS:
         if path == "/v1/registerjobdefinition" and "jobDefinitionArn" in body:
             self.batch.definition_extras[body["jobDefinitionArn"]] = {k: request[k] for k in _DEFINITION_EXTRAS if k in request}
         if path == "/v1/describejobdefinitions":
-            definitions = [self.batch.described_definition(d) for d in self.batch.backend._job_definitions.values() if d.arn in {j["jobDefinitionArn"] for j in body.get("jobDefinitions", [])}]
+            definitions = [
+                self.batch.described_definition(d)
+                for d in self.batch.backend._job_definitions.values()
+                if d.arn in {j["jobDefinitionArn"] for j in body.get("jobDefinitions", [])}
+            ]
             body["jobDefinitions"] = definitions
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         payload = json.dumps(body).encode()
-        start_response(captured["status"], headers + [("Content-Length", str(len(payload)))])
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(payload)))])
         return [payload]
 
     def _bucket(self, action: str) -> TokenBucket:
@@ -491,22 +521,36 @@ class SimulatedAWS:
         return f"{service}:{target.rsplit('.', 1)[-1] if target else environ.get('REQUEST_METHOD', '')}"
 
 
+def _cut(environ: Json) -> None:
+    """Cut the client's connection, as a network failure would."""
+    import socket
+
+    connection = environ["werkzeug.socket"]
+    with suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
 def _json(start_response: Any, status: int, body: Json) -> list[bytes]:
     payload = json.dumps(body).encode()
-    start_response(f"{status} {'OK' if status == 200 else 'Error'}", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    start_response(
+        f"{status} {'OK' if status == 200 else 'Error'}", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+    )
     return [payload]
 
 
-def _error(start_response: Any, status: int, code: str, message: str) -> list[bytes]:
-    payload = json.dumps({"__type": code, "message": message}).encode()
-    start_response(
-        f"{status} Error",
-        [("Content-Type", "application/json"), ("x-amzn-ErrorType", code), ("Content-Length", str(len(payload)))],
-    )
+def _error(start_response: Any, status: int, code: str, message: str, xml: bool) -> list[bytes]:
+    """An AWS error answer: JSON for JSON protocols, XML for query and REST-XML ones (S3, STS)."""
+    if xml:
+        payload = f"<ErrorResponse><Error><Code>{code}</Code><Message>{message}</Message></Error></ErrorResponse>".encode()
+        headers = [("Content-Type", "text/xml")]
+    else:
+        payload = json.dumps({"__type": code, "message": message}).encode()
+        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", code)]
+    start_response(f"{status} Error", [*headers, ("Content-Length", str(len(payload)))])
     return [payload]
 
 
@@ -535,11 +579,21 @@ class Seeder:
         """A job queue on its own unmanaged compute environment; its ARN."""
         if not self._service_role:
             iam = self.client("iam")
-            document = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "batch.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+            document = json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Principal": {"Service": "batch.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+                }
+            )
             self._service_role = iam.create_role(RoleName="batch-service", AssumeRolePolicyDocument=document)["Role"]["Arn"]
-        environment = self.batch.create_compute_environment(computeEnvironmentName=f"{name}-ce", type="UNMANAGED", serviceRole=self._service_role)
+        environment = self.batch.create_compute_environment(
+            computeEnvironmentName=f"{name}-ce", type="UNMANAGED", serviceRole=self._service_role
+        )
         answer = self.batch.create_job_queue(
-            jobQueueName=name, state=state, priority=1, computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}]
+            jobQueueName=name,
+            state=state,
+            priority=1,
+            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}],
         )
         return str(answer["jobQueueArn"])
 
@@ -548,7 +602,11 @@ class Seeder:
         request: Json = {
             "jobDefinitionName": name,
             "type": "container",
-            "containerProperties": {"image": "busybox", "command": ["echo", "hello"], "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}]},
+            "containerProperties": {
+                "image": "busybox",
+                "command": ["echo", "hello"],
+                "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}],
+            },
             **properties,
         }
         return str(self.batch.register_job_definition(**request)["jobDefinitionArn"])
@@ -558,3 +616,33 @@ class Seeder:
         job_id = str(self.batch.submit_job(**request)["jobId"])
         self.aws.batch.set_status(job_id, status)
         return job_id
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a simulated AWS on a fixed port until interrupted, with a queue of running jobs.
+
+    `python -m jobguard.simulated_aws --port 5000 --queue work --jobs 3`: for trying the action
+    or the CLI against something that behaves like AWS Batch.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m jobguard.simulated_aws", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--queue", action="append", default=[], help="create this queue with running jobs")
+    parser.add_argument("--jobs", type=int, default=3, help="running jobs per queue")
+    args = parser.parse_args(argv)
+    with SimulatedAWS(port=args.port) as aws:
+        seed = Seeder(aws)
+        if args.queue:
+            seed.definition("demo-job")
+        for queue in args.queue:
+            seed.queue(queue)
+            for index in range(args.jobs):
+                seed.job(jobName=f"{queue}-job-{index}", jobQueue=queue, jobDefinition="demo-job")
+        print(f"simulated AWS on {aws.endpoint} (account {ACCOUNT}, region {REGION})", flush=True)
+        with suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

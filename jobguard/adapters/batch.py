@@ -105,7 +105,9 @@ class Batch:
         wanted = list(dict.fromkeys(arns))
         missing = [a for a in wanted if a not in self._definitions]
         for chunk in chunks(missing, DESCRIBE_BATCH):
-            found = {d["jobDefinitionArn"]: d for d in self._call("describe_job_definitions", jobDefinitions=chunk).get("jobDefinitions", [])}
+            found = {
+                d["jobDefinitionArn"]: d for d in self._call("describe_job_definitions", jobDefinitions=chunk).get("jobDefinitions", [])
+            }
             for arn in chunk:
                 self._definitions[arn] = found.get(arn)
         return {a: self._definitions[a] for a in wanted}

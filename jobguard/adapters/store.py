@@ -56,7 +56,9 @@ def open_store(uri: str, session: Any, retry: RetryPolicy) -> ManifestStore:
         if not parsed.netloc:
             raise UsageError(f"store {uri!r}: an S3 store needs a bucket, as in s3://BUCKET/PREFIX")
         return S3Store(session.client("s3"), parsed.netloc, parsed.path.strip("/"), retry)
-    raise UsageError(f"store {uri!r}: unknown scheme {parsed.scheme + '://' if parsed.scheme else '(none)'}; use file://PATH or s3://BUCKET/PREFIX")
+    raise UsageError(
+        f"store {uri!r}: unknown scheme {parsed.scheme + '://' if parsed.scheme else '(none)'}; use file://PATH or s3://BUCKET/PREFIX"
+    )
 
 
 class FileStore:

@@ -49,7 +49,11 @@ def github_origin() -> dict[str, str]:
     env = os.environ
     if env.get("GITHUB_ACTIONS") != "true":
         return {}
-    origin = {"repository": env.get("GITHUB_REPOSITORY", ""), "commit": env.get("GITHUB_SHA", ""), "workflow": env.get("GITHUB_WORKFLOW", "")}
+    origin = {
+        "repository": env.get("GITHUB_REPOSITORY", ""),
+        "commit": env.get("GITHUB_SHA", ""),
+        "workflow": env.get("GITHUB_WORKFLOW", ""),
+    }
     if env.get("GITHUB_RUN_ID"):
         server = env.get("GITHUB_SERVER_URL", "https://github.com")
         origin["run_url"] = f"{server}/{origin['repository']}/actions/runs/{env['GITHUB_RUN_ID']}"

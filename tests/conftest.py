@@ -1,0 +1,101 @@
+"""Fixtures: a simulated AWS on loopback (moto behind jobguard's faithful Batch job model),
+a seeder for queues, job definitions and jobs, and a runner for the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobguard.cli import main
+from jobguard.simulated_aws import Seeder, SimulatedAWS
+
+FAST_RETRY = "retry:\n  initial-wait: 0.001\n  max-wait: 0.01\n  attempts: 10\n"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory whose .jobguard.yml makes retries fast."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".jobguard.yml").write_text(FAST_RETRY)
+    for name in ("GITHUB_ACTIONS", "GITHUB_RUN_ID", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def aws(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedAWS]:
+    with SimulatedAWS() as sim:
+        for key, value in sim.env().items():
+            monkeypatch.setenv(key, value)
+        yield sim
+
+
+@pytest.fixture
+def seed(aws: SimulatedAWS) -> Seeder:
+    return Seeder(aws)
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request: pytest.FixtureRequest, seed: Seeder, workdir: Path) -> str:
+    """Every store kind: a local folder and an S3 prefix."""
+    if request.param == "file":
+        return f"file://{workdir}/manifests"
+    seed.client("s3").create_bucket(Bucket="jobguard-manifests")
+    return "s3://jobguard-manifests/deploys"
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run the CLI in-process as `jobguard ARGS`."""
+
+    def run(*args: str) -> Result:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `python -m jobguard ARGS` as a separate process, as a runner does."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobguard", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def load_manifest(store: str, seed: Seeder, deploy_id: str) -> dict[str, Any]:
+    """The stored manifest document, read straight from the store."""
+    if store.startswith("file://"):
+        return dict(json.loads(Path(store[len("file://") :], f"{deploy_id}.json").read_text()))
+    bucket, _, prefix = store[len("s3://") :].partition("/")
+    body = seed.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/{deploy_id}.json")["Body"].read()
+    return dict(json.loads(body))
+
+
+def jobs_by_original(aws: SimulatedAWS) -> dict[str, list[str]]:
+    """Replacement job ids by the original job id they carry in their jobguard tag."""
+    found: dict[str, list[str]] = {}
+    for job in aws.batch.jobs.values():
+        original = (job.request.get("tags") or {}).get("jobguard:original-job-id")
+        if original and job.index is None:
+            found.setdefault(original, []).append(job.job_id)
+    return found

@@ -1,0 +1,167 @@
+"""The composite action run as a runner runs it: its step's env built from action.yml, bash,
+GITHUB_OUTPUT / GITHUB_STEP_SUMMARY / GITHUB_ACTION_PATH / RUNNER_TEMP set, against the
+simulated AWS. The first run installs jobguard from this checkout into RUNNER_TEMP for real."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobguard.simulated_aws import Seeder, SimulatedAWS
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
+SECRET = "hunter2-do-not-print"
+
+
+@pytest.fixture(scope="module")
+def runner_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One RUNNER_TEMP for the module: jobguard is installed into it once, as in one job."""
+    return tmp_path_factory.mktemp("runner-temp")
+
+
+def _expression(value: str, inputs: dict[str, str]) -> str:
+    def evaluate(match: re.Match[str]) -> str:
+        expression = match.group(1).strip()
+        if expression.startswith("inputs."):
+            return inputs[expression[len("inputs.") :]]
+        if expression == "steps.python.outputs.python-path":
+            return sys.executable
+        raise AssertionError(f"unexpected expression in action.yml: {expression}")
+
+    return re.sub(r"\$\{\{(.*?)\}\}", evaluate, value)
+
+
+def run_step(
+    runner_temp: Path, workdir: Path, aws: SimulatedAWS, attempt: int = 1, **given: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
+    """Run the action's jobguard step with `given` inputs; its result, outputs and summary."""
+    inputs = {name: spec.get("default", "") for name, spec in ACTION["inputs"].items()}
+    inputs.update({k.replace("_", "-"): v for k, v in given.items()})
+    (step,) = [s for s in ACTION["runs"]["steps"] if s.get("id") == "jobguard"]
+    assert "${{" not in step["run"], "inputs must reach the script through env, never inside run:"
+    output, summary = workdir / f"output-{attempt}", workdir / f"summary-{attempt}"
+    output.write_text("")
+    summary.write_text("")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("JOBGUARD_", "GITHUB_"))},
+        **aws.env(),
+        **{k: _expression(str(v), inputs) for k, v in step["env"].items()},
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_ACTION_PATH": str(ROOT),
+        "RUNNER_TEMP": str(runner_temp),
+        "GITHUB_OUTPUT": str(output),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "GITHUB_RUN_ID": "4242",
+        "GITHUB_RUN_ATTEMPT": str(attempt),
+        "GITHUB_REPOSITORY": "org/pipeline",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_SHA": "0123abc",
+    }
+    process = subprocess.run([step["shell"], "-e", "-c", step["run"]], env=env, cwd=workdir, capture_output=True, text=True, timeout=600)
+    return process, _outputs(output.read_text()), summary.read_text()
+
+
+def _outputs(text: str) -> dict[str, str]:
+    found = {}
+    for match in re.finditer(r"^([\w-]+)<<(\S+)\n(.*?)\n\2$", text, flags=re.M | re.S):
+        found[match.group(1)] = match.group(3)
+    return found
+
+
+def _seed(seed: Seeder) -> list[str]:
+    seed.queue("work")
+    seed.queue("etl")
+    seed.definition("proc")
+    secret = {"containerOverrides": {"environment": [{"name": "DB_PASSWORD", "value": SECRET}]}}
+    return [
+        seed.job(jobName="train", jobQueue="work", jobDefinition="proc", **secret),
+        seed.job(jobName="load", jobQueue="etl", jobDefinition="proc"),
+        seed.job(status="RUNNABLE", jobName="score", jobQueue="work", jobDefinition="proc"),
+    ]
+
+
+def test_drain_then_restore_through_the_action(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
+    _seed(seed)
+    store = f"file://{workdir}/manifests"
+    drain, drained, drain_summary = run_step(runner_temp, workdir, aws, command="drain", store=store, queues="work,\n etl \n")
+    assert drain.returncode == 0, drain.stderr + drain.stdout
+    assert drained["deploy-id"] == "4242"  # the run id: shared by both steps and by re-run attempts
+    assert (
+        drained["manifest"] == f"{store}/4242.json".replace("file://", "file://") and drained["drained"] == "3" and drained["failed"] == "0"
+    )
+    assert "| job name | queue | status at drain | outcome | replacement | now |" in drain_summary
+    assert "| train | work | RUNNING | terminated |" in drain_summary and "3 jobs: 3 terminated" in drain_summary
+    assert "::group::queue work" in drain.stdout and "::endgroup::" in drain.stdout
+    seed.definition("proc")  # the deploy
+    restore, restored, restore_summary = run_step(runner_temp, workdir, aws, command="restore", store=store)
+    assert restore.returncode == 0, restore.stderr
+    assert restored == {"deploy-id": "4242", "manifest": drained["manifest"], "drained": "3", "resubmitted": "3", "failed": "0"}
+    assert "3 jobs: 3 resubmitted" in restore_summary and "(proc:2)" in restore.stdout
+    for text in (drain.stdout, drain.stderr, drain_summary, restore.stdout, restore.stderr, restore_summary, str(drained), str(restored)):
+        assert SECRET not in text  # environment overrides may hold secrets
+
+
+def test_rerun_attempt_finds_the_first_attempts_manifest(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
+    _seed(seed)
+    store = f"file://{workdir}/manifests"
+    first, first_out, _ = run_step(runner_temp, workdir, aws, command="drain", store=store, queues="work")
+    assert first.returncode == 0 and first_out["drained"] == "2"
+    second, second_out, _ = run_step(runner_temp, workdir, aws, attempt=2, command="drain", store=store, queues="work\netl")
+    assert second.returncode == 0
+    assert second_out["deploy-id"] == first_out["deploy-id"] == "4242" and second_out["drained"] == "3"
+
+
+def test_failures_are_annotated_and_fail_the_step(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
+    _seed(seed)
+    store = f"file://{workdir}/manifests"
+    assert run_step(runner_temp, workdir, aws, command="drain", store=store, queues="work")[0].returncode == 0
+    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")
+    restore, outputs, summary = run_step(runner_temp, workdir, aws, command="restore", store=store)
+    assert restore.returncode == 1
+    assert outputs["failed"] == "2" and outputs["resubmitted"] == "0"
+    assert "::error::train [" in restore.stderr and "queue work is DISABLED" in restore.stderr
+    assert "<summary>Errors</summary>" in summary
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"command": "explode"}, "input 'command' must be drain, restore or status"),
+        ({"command": "drain", "dry_run": "yes"}, "input 'dry-run' must be true or false"),
+    ],
+)
+def test_bad_inputs_fail_with_an_annotation(
+    runner_temp: Path, workdir: Path, aws: SimulatedAWS, inputs: dict[str, Any], message: str
+) -> None:
+    process, _, _ = run_step(runner_temp, workdir, aws, **inputs)
+    assert process.returncode == 2 and f"::error title=jobguard::{message}" in process.stdout
+
+
+def test_dry_run_and_status(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
+    jobs = _seed(seed)
+    store = f"file://{workdir}/manifests"
+    dry, _, _ = run_step(runner_temp, workdir, aws, command="drain", store=store, queues="work", dry_run="true")
+    assert dry.returncode == 0 and "would drain" in dry.stdout and not aws.batch.jobs[jobs[0]].terminated
+    assert run_step(runner_temp, workdir, aws, command="drain", store=store, queues="work")[0].returncode == 0
+    status, _, summary = run_step(runner_temp, workdir, aws, command="status", store=store)
+    assert status.returncode == 0 and "train" in status.stdout and "run: https://github.com/org/pipeline/actions/runs/4242" in status.stdout
+    assert "### jobguard status: deploy `4242`" in summary
+
+
+def test_action_metadata_is_complete() -> None:
+    for name, spec in ACTION["inputs"].items():
+        assert name == name.lower() and "_" not in name and spec.get("description"), name
+    assert set(ACTION["outputs"]) == {"deploy-id", "manifest", "drained", "resubmitted", "failed"}
+    for step in ACTION["runs"]["steps"]:
+        if "uses" in step:
+            assert re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+        else:
+            assert step["shell"] == "bash" and "${{" not in step["run"]

@@ -1,0 +1,66 @@
+"""Checks of the repository itself: lint, format, types, the action and workflow schemas,
+zizmor, shellcheck, and third-party actions pinned by commit SHA with their version."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WORKFLOWS = sorted([*ROOT.glob(".github/workflows/*.yml"), *ROOT.glob("examples/workflows/*.yml")])
+
+
+def _tool(name: str) -> str:
+    path = BIN / name if (BIN / name).exists() else shutil.which(name)
+    assert path, f"{name} is not installed: pip install -e '.[test]'"
+    return str(path)
+
+
+def _run(*command: str) -> None:
+    process = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert process.returncode == 0, f"{' '.join(command)}\n{process.stdout}\n{process.stderr}"
+
+
+def test_ruff_lint() -> None:
+    _run(_tool("ruff"), "check", "jobguard", "tests", "bench")
+
+
+def test_ruff_format() -> None:
+    _run(_tool("ruff"), "format", "--check", "jobguard", "tests", "bench")
+
+
+def test_mypy() -> None:
+    _run(_tool("mypy"))
+
+
+def test_action_schema() -> None:
+    _run(_tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions", "action.yml")
+
+
+def test_workflow_schemas() -> None:
+    assert len(WORKFLOWS) >= 4
+    _run(_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS))
+
+
+def test_zizmor_reports_nothing() -> None:
+    _run(_tool("zizmor"), "--offline", "action.yml", ".github/workflows", "examples/workflows")
+
+
+def test_shellcheck() -> None:
+    _run(_tool("shellcheck"), *map(str, ROOT.glob("action/*.sh")), ".ci/run")
+
+
+@pytest.mark.parametrize("path", [ROOT / "action.yml", *WORKFLOWS], ids=lambda p: p.name)
+def test_third_party_actions_pinned_with_version_comment(path: Path) -> None:
+    for line in path.read_text().splitlines():
+        match = re.search(r"uses:\s*([^\s#]+)(.*)", line)
+        if not match or match.group(1).startswith(("./", "org/jobguard@")):
+            continue
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match.group(1)), line
+        assert re.search(r"#\s*v?\d+(\.\d+)*", match.group(2)), f"no version comment: {line}"
