@@ -18,6 +18,7 @@ from .adapters.batch import Batch
 from .adapters.store import check_deploy_id, open_store
 from .commands.context import Context
 from .commands.drain import drain
+from .commands.lock import DeployLock
 from .commands.restore import manifests_to_restore, restore
 from .commands.status import status
 from .errors import CredentialsError, JobguardError, UsageError
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     drain_cmd.add_argument("--queue", dest="queues", action="append", metavar="NAME", help="job queue name or ARN (repeat for more)")
     drain_cmd.add_argument("--deploy-id", metavar="ID", help="deploy id (default: GITHUB_RUN_ID, else a new id that is printed)")
     drain_cmd.add_argument("--dry-run", action="store_true", default=None, help="list what would be drained; change nothing")
+    drain_cmd.add_argument(
+        "--lock-timeout", type=float, metavar="SECONDS", help="wait this long for another run's deploy lock (default 300)"
+    )
 
     restore_cmd = command("restore", "resubmit drained jobs on the queues and job definitions in place now")
     restore_cmd.add_argument(
@@ -59,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--job-definition", choices=JOB_DEFINITION_POLICIES, help="latest ACTIVE revision (default), or the recorded one while it is active"
     )
     restore_cmd.add_argument("--dry-run", action="store_true", default=None, help="list what would be submitted; change nothing")
+    restore_cmd.add_argument(
+        "--lock-timeout", type=float, metavar="SECONDS", help="wait this long for another run's deploy lock (default 300)"
+    )
 
     status_cmd = command("status", "show manifests and where their replacements are now")
     status_cmd.add_argument("--deploy-id", metavar="ID", help="show this deploy only (default: every manifest)")
@@ -93,7 +100,7 @@ def _run(args: argparse.Namespace, report: Reporter) -> int:
         from .demo import run_demo
 
         return run_demo(report)
-    flags = {k: getattr(args, k, None) for k in ("store", "queues", "deploy_id", "dry_run", "job_definition", "json")}
+    flags = {k: getattr(args, k, None) for k in ("store", "queues", "deploy_id", "dry_run", "job_definition", "json", "lock_timeout")}
     flags["queues"] = tuple(q.strip() for q in flags["queues"] or () if q.strip())
     options = resolve(args.config, flags)
     # Only drain takes the run id by default: restore and status look at every manifest, so a
@@ -151,13 +158,23 @@ def _drain(ctx: Context, deploy_id: str) -> int:
     ctx.report.line(
         f"jobguard drain: deploy {deploy_id}, manifest {ctx.store.uri(deploy_id)}" + (" (dry run)" if ctx.options.dry_run else "")
     )
-    manifest = drain(ctx, deploy_id)
     if ctx.options.dry_run:
+        drain(ctx, deploy_id)
         return 0
+    with DeployLock(ctx.store, ctx.options.queues, ctx.options.lock_timeout, ctx.options.lock_ttl, ctx.report):
+        manifest = drain(ctx, deploy_id)
     return _finish(ctx, "drain", [manifest], failed_stage=DRAIN)
 
 
 def _restore(ctx: Context, deploy_id: str | None) -> int:
+    if ctx.options.dry_run:
+        return _restore_locked(ctx, deploy_id)
+    queues = {r.queue for m in manifests_to_restore(ctx, deploy_id) for r in m}
+    with DeployLock(ctx.store, queues, ctx.options.lock_timeout, ctx.options.lock_ttl, ctx.report):
+        return _restore_locked(ctx, deploy_id)  # loads the manifests again: they may have moved on while we waited
+
+
+def _restore_locked(ctx: Context, deploy_id: str | None) -> int:
     manifests = manifests_to_restore(ctx, deploy_id)
     if not manifests:
         ctx.report.line(f"jobguard restore: nothing to restore in {ctx.options.store}")

@@ -97,7 +97,11 @@ class Manifest:
 
     def to_json(self) -> str:
         """The document as stored."""
-        document = {
+        return json.dumps({**self.header(), "jobs": [asdict(r) for r in self]}, indent=1, sort_keys=True)
+
+    def header(self) -> dict[str, Any]:
+        """Every field but the jobs."""
+        return {
             "schema_version": SCHEMA_VERSION,
             "deploy_id": self.deploy_id,
             "account": self.account,
@@ -105,9 +109,7 @@ class Manifest:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "origin": self.origin,
-            "jobs": [asdict(r) for r in self],
         }
-        return json.dumps(document, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str) -> Manifest:
@@ -116,6 +118,11 @@ class Manifest:
             document = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{where}: damaged manifest, not valid JSON ({exc})") from None
+        return cls.from_document(document, where)
+
+    @classmethod
+    def from_document(cls, document: Any, where: str) -> Manifest:
+        """Check a parsed document; `where` names it in errors."""
         if not isinstance(document, dict):
             raise ManifestError(f"{where}: damaged manifest, expected a JSON object")
         version = document.get("schema_version")

@@ -31,6 +31,8 @@ class Options:
     dry_run: bool = False
     job_definition: str = "latest"
     json: bool = False
+    lock_timeout: float = 300.0
+    lock_ttl: float = 120.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -77,6 +79,8 @@ _KEYS = {
     "deploy-id": ("deploy_id", _string),
     "dry-run": ("dry_run", _boolean),
     "job-definition": ("job_definition", _policy),
+    "lock-timeout": ("lock_timeout", _positive(float)),
+    "lock-ttl": ("lock_ttl", _positive(float)),
 }
 _RETRY_KEYS = {
     "attempts": ("attempts", _positive(int)),

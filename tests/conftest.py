@@ -17,7 +17,22 @@ import pytest
 from jobguard.cli import main
 from jobguard.simulated_aws import Seeder, SimulatedAWS
 
-FAST_RETRY = "retry:\n  initial-wait: 0.001\n  max-wait: 0.01\n  attempts: 10\n"
+FAST_RETRY = "lock-ttl: 1\nretry:\n  initial-wait: 0.001\n  max-wait: 0.01\n  attempts: 10\n"
+
+
+_FAULT_REPORT: list[dict[str, Any]] = []
+
+
+def record_faults(**figures: int) -> None:
+    """Note one fault test's figures (with the test's name) for the fault report."""
+    _FAULT_REPORT.append({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], **figures})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With JOBGUARD_FAULT_REPORT=FILE, write the fault tests' figures there (docs/reliability.md)."""
+    path = os.environ.get("JOBGUARD_FAULT_REPORT")
+    if path and _FAULT_REPORT:
+        Path(path).write_text(json.dumps(_FAULT_REPORT, indent=1))
 
 
 @dataclass
@@ -50,13 +65,28 @@ def seed(aws: SimulatedAWS) -> Seeder:
     return Seeder(aws)
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "s3", "dynamodb"])
 def store(request: pytest.FixtureRequest, seed: Seeder, workdir: Path) -> str:
-    """Every store kind: a local folder and an S3 prefix."""
+    """Every store kind: a local folder, an S3 prefix, a DynamoDB table."""
     if request.param == "file":
         return f"file://{workdir}/manifests"
+    if request.param == "dynamodb":
+        create_table(seed, "jobguard-manifests")
+        return "dynamodb://jobguard-manifests"
     seed.client("s3").create_bucket(Bucket="jobguard-manifests")
     return "s3://jobguard-manifests/deploys"
+
+
+def create_table(seed: Seeder, name: str) -> None:
+    """The table the Terraform module creates: pk/sk strings, TTL on expires_at."""
+    dynamodb = seed.client("dynamodb")
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
 
 
 @pytest.fixture
@@ -86,6 +116,9 @@ def load_manifest(store: str, seed: Seeder, deploy_id: str) -> dict[str, Any]:
     """The stored manifest document, read straight from the store."""
     if store.startswith("file://"):
         return dict(json.loads(Path(store[len("file://") :], f"{deploy_id}.json").read_text()))
+    if store.startswith("dynamodb://"):
+        return dynamodb_document(seed, store[len("dynamodb://") :], deploy_id)
+    assert store.startswith("s3://"), store
     bucket, _, prefix = store[len("s3://") :].partition("/")
     body = seed.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/{deploy_id}.json")["Body"].read()
     return dict(json.loads(body))
@@ -99,3 +132,14 @@ def jobs_by_original(aws: SimulatedAWS) -> dict[str, list[str]]:
         if original and job.index is None:
             found.setdefault(original, []).append(job.job_id)
     return found
+
+
+def dynamodb_document(seed: Seeder, table: str, deploy_id: str) -> dict[str, Any]:
+    """A manifest as one document, read item by item from the table."""
+    dynamodb = seed.client("dynamodb")
+    header = dynamodb.get_item(TableName=table, Key={"pk": {"S": "deploys"}, "sk": {"S": deploy_id}})["Item"]
+    items = dynamodb.query(
+        TableName=table, KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": f"deploy#{deploy_id}"}}
+    )["Items"]
+    jobs = [json.loads(i["body"]["S"]) for i in sorted(items, key=lambda i: int(i["seq"]["N"]))]
+    return {**json.loads(header["body"]["S"]), "jobs": jobs}

@@ -11,7 +11,7 @@ import pytest
 
 from jobguard.simulated_aws import Seeder, SimulatedAWS
 
-from .conftest import jobs_by_original, load_manifest, run_process
+from .conftest import create_table, jobs_by_original, load_manifest, record_faults, run_process
 
 
 def _world(seed: Seeder, jobs: int = 3) -> list[str]:
@@ -25,9 +25,18 @@ def _world(seed: Seeder, jobs: int = 3) -> list[str]:
     return [first, *rest]
 
 
-def _assert_exactly_once(aws: SimulatedAWS, jobs: list[str]) -> None:
+def _assert_exactly_once(aws: SimulatedAWS, jobs: list[str], runs: int = 1, kills: int = 0) -> None:
+    """Every job replaced exactly once; the figures go to the fault report."""
     replacements = jobs_by_original(aws)
-    assert {j: len(replacements.get(j, [])) for j in jobs} == dict.fromkeys(jobs, 1)
+    counts = {j: len(replacements.get(j, [])) for j in jobs}
+    record_faults(
+        runs=runs,
+        faults=sum(aws.faults.values()) + kills,
+        jobs=len(jobs),
+        lost=sum(c == 0 for c in counts.values()),
+        doubled=sum(c > 1 for c in counts.values()),
+    )
+    assert counts == dict.fromkeys(jobs, 1)
 
 
 @pytest.mark.parametrize("share", [2, 3])
@@ -79,15 +88,24 @@ def test_invalid_request_is_not_retried(seed: Seeder, store: str, run, aws: Simu
     _assert_exactly_once(aws, jobs)
 
 
-def test_store_failing_mid_drain_stops_terminating(seed: Seeder, run, aws: SimulatedAWS) -> None:
-    seed.client("s3").create_bucket(Bucket="jobguard-manifests")
-    store = "s3://jobguard-manifests/deploys"
+@pytest.mark.parametrize(
+    ("kind", "write", "first_failing"),
+    [
+        ("s3", "s3:PUT", 5),  # the bucket, the lock, the empty manifest, the first page; then the store fails
+        ("dynamodb", "dynamodb:TransactWriteItems", 4),  # the empty manifest, the first page (two transactions); then it fails
+    ],
+)
+def test_store_failing_mid_drain_stops_terminating(seed: Seeder, run, aws: SimulatedAWS, kind: str, write: str, first_failing: int) -> None:
+    if kind == "s3":
+        seed.client("s3").create_bucket(Bucket="jobguard-manifests")
+        store = "s3://jobguard-manifests/deploys"
+    else:
+        create_table(seed, "jobguard-manifests")
+        store = "dynamodb://jobguard-manifests"
     seed.queue("work")
     seed.definition("proc")
     jobs = [seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc") for i in range(150)]
-    aws.fault = lambda action, n: (
-        (500, "InternalError") if action == "s3:PUT" and n >= 4 else None
-    )  # bucket, empty manifest, first page: then fail
+    aws.fault = lambda action, n: (500, "InternalError") if action == write and n >= first_failing else None
     result = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
     assert result.code == 1 and "cannot write manifest" in result.err
     terminated = {j for j in jobs if aws.batch.jobs[j].terminated}
@@ -148,7 +166,7 @@ def test_kill_9_after_every_call_then_rerun(seed: Seeder, store: str, run, aws: 
             assert run("drain", "--store", store, "--queue", "work", "--deploy-id", deploy).code == 0
         assert run("restore", "--store", store, "--deploy-id", deploy).code == 0
         current = _active_originals(aws)
-        _assert_exactly_once(aws, [j for j in current if aws.batch.jobs[j].terminated])
+        _assert_exactly_once(aws, [j for j in current if aws.batch.jobs[j].terminated], runs=3 if command == "drain" else 2, kills=1)
         # the replacements are the work of the next round
         for job in list(aws.batch.jobs.values()):
             if job.terminated:

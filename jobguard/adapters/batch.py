@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -21,6 +21,7 @@ LIST_PAGE = 1000
 FILTERED_LIST_PAGE = 100
 
 Json = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Queue:
     compute_environments: tuple[str, ...]
 
 
-def chunks(items: list[str], size: int) -> Iterator[list[str]]:
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
     """`items` in consecutive slices of at most `size`."""
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -1,6 +1,7 @@
 """Manifest stores: where manifests live. Commands see only `ManifestStore`.
 
-`file://PATH` is a local folder, `s3://BUCKET/PREFIX` an S3 prefix. Every write is atomic (no
+`file://PATH` is a local folder, `s3://BUCKET/PREFIX` an S3 prefix, `dynamodb://TABLE` a table
+(see dynamodb_store). Every write is atomic (no
 half-written manifest is ever visible) and S3 writes are conditional, so two writers never
 silently overwrite each other.
 """
@@ -19,6 +20,7 @@ from botocore.exceptions import ClientError
 from ..errors import ConflictError, StoreError, UsageError
 from ..manifest import Manifest
 from ..retry import RetryPolicy, error_code
+from .locks import LockRecord
 
 SUFFIX = ".json"
 DEPLOY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -39,6 +41,15 @@ class ManifestStore(Protocol):
     def deploy_ids(self) -> list[str]:
         """Every deploy id with a manifest in the store."""
 
+    def try_lock(self, name: str, record: LockRecord) -> LockRecord | None:
+        """Take (or renew) lock `name` for `record` unless another holder has an unexpired one.
+
+        None when taken; else the current holder.
+        """
+
+    def unlock(self, name: str, record: LockRecord) -> None:
+        """Release lock `name` if `record` still holds it."""
+
 
 def check_deploy_id(deploy_id: str) -> str:
     """A deploy id becomes a file name and an S3 key: keep it to a safe alphabet."""
@@ -56,8 +67,14 @@ def open_store(uri: str, session: Any, retry: RetryPolicy) -> ManifestStore:
         if not parsed.netloc:
             raise UsageError(f"store {uri!r}: an S3 store needs a bucket, as in s3://BUCKET/PREFIX")
         return S3Store(session.client("s3"), parsed.netloc, parsed.path.strip("/"), retry)
+    if parsed.scheme == "dynamodb":
+        if not parsed.netloc or parsed.path.strip("/"):
+            raise UsageError(f"store {uri!r}: a DynamoDB store is a table, as in dynamodb://TABLE")
+        from .dynamodb_store import DynamoDBStore
+
+        return DynamoDBStore(session.client("dynamodb"), parsed.netloc, retry)
     raise UsageError(
-        f"store {uri!r}: unknown scheme {parsed.scheme + '://' if parsed.scheme else '(none)'}; use file://PATH or s3://BUCKET/PREFIX"
+        f"store {uri!r}: unknown scheme {parsed.scheme + '://' if parsed.scheme else '(none)'}; use file://PATH, s3://BUCKET/PREFIX or dynamodb://TABLE"
     )
 
 
@@ -84,12 +101,7 @@ class FileStore:
         path = self.folder / f"{manifest.deploy_id}{SUFFIX}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=SUFFIX)
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                stream.write(manifest.to_json())
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp, path)
+            self._write(path, manifest.to_json())
         except OSError as exc:
             raise StoreError(f"{path}: cannot write manifest ({exc.strerror})") from None
 
@@ -97,6 +109,38 @@ class FileStore:
         if not self.folder.is_dir():
             return []
         return sorted(p.name[: -len(SUFFIX)] for p in self.folder.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+
+    def try_lock(self, name: str, record: LockRecord) -> LockRecord | None:
+        path = self.folder / "locks" / f"{name}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "x", encoding="utf-8") as stream:
+                stream.write(record.to_json())
+            return None
+        except FileExistsError:
+            current = LockRecord.from_json(path.read_bytes())
+            if not (current.expired or current.holder_id == record.holder_id):
+                return current
+            self._write(path, record.to_json())
+            return None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot take lock ({exc.strerror})") from None
+
+    def unlock(self, name: str, record: LockRecord) -> None:
+        path = self.folder / "locks" / f"{name}.lock"
+        try:
+            if LockRecord.from_json(path.read_bytes()).holder_id == record.holder_id:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _write(self, path: Path, text: str) -> None:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
 
 
 class S3Store:
@@ -152,6 +196,40 @@ class S3Store:
             return False
         self._etags[key.rsplit("/", 1)[-1][: -len(SUFFIX)]] = current["ETag"]
         return True
+
+    def try_lock(self, name: str, record: LockRecord) -> LockRecord | None:
+        key = self._key(f"locks/{name}")
+        body = record.to_json().encode()
+        try:
+            self.retry.call(lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*"))
+            return None
+        except ClientError as exc:
+            if error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                raise StoreError(f"s3://{self.bucket}/{key}: cannot take lock ({error_code(exc)})") from None
+        try:
+            answer = self.retry.call(lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+            current = LockRecord.from_json(answer["Body"].read())
+            if not (current.expired or current.holder_id == record.holder_id):
+                return current
+            # Take over an expired lock only if nobody changed it since we read it.
+            self.retry.call(lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfMatch=answer["ETag"]))
+            return None
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "PreconditionFailed", "ConditionalRequestConflict", "412"):
+                return LockRecord(
+                    holder_id="", holder="another process (the lock changed hands just now)", acquired_at=0.0, expires_at=float("inf")
+                )
+            raise StoreError(f"s3://{self.bucket}/{key}: cannot take lock ({error_code(exc)})") from None
+
+    def unlock(self, name: str, record: LockRecord) -> None:
+        key = self._key(f"locks/{name}")
+        try:
+            current = LockRecord.from_json(self.retry.call(lambda: self.client.get_object(Bucket=self.bucket, Key=key))["Body"].read())
+            if current.holder_id == record.holder_id:
+                self.retry.call(lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchKey":
+                raise StoreError(f"s3://{self.bucket}/{key}: cannot release lock ({error_code(exc)})") from None
 
     def deploy_ids(self) -> list[str]:
         prefix = f"{self.prefix}/" if self.prefix else ""
