@@ -10,7 +10,9 @@ from collections import defaultdict
 def main(path: str) -> None:
     """Print one Markdown row per fault test (parameters folded), then the totals."""
     rows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for entry in json.load(open(path, encoding="utf-8")):
+    with open(path, encoding="utf-8") as stream:
+        entries = json.load(stream)
+    for entry in entries:
         name = entry["test"].split("::")[-1].split("[")[0]
         for key in ("runs", "faults", "jobs", "lost", "doubled"):
             rows[name][key] += entry[key]

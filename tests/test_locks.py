@@ -88,7 +88,7 @@ def test_two_drains_started_together_never_both_take_a_job(seed: Seeder, store: 
     first = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "left")
     second = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "right")
     for process in (first, second):
-        out, err = process.communicate(timeout=120)
+        _out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
     recorded = [r["job_id"] for deploy in ("left", "right") for r in load_manifest(store, seed, deploy)["jobs"]]
     assert sorted(recorded) == sorted(jobs)  # each job in exactly one manifest

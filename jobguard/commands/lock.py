@@ -21,6 +21,7 @@ from ..adapters.store import ManifestStore
 from ..errors import JobguardError, LockError
 from ..report import Reporter
 
+
 def holder_description() -> str:
     """Who holds a lock, as a person can follow it up: the run URL in Actions."""
     env = os.environ
