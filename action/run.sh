@@ -10,10 +10,14 @@ case "${JOBGUARD_COMMAND:-}" in
   drain|restore|status) ;;
   *) fail "input 'command' must be drain, restore or status, not '${JOBGUARD_COMMAND:-}'" ;;
 esac
-case "${JOBGUARD_DRY_RUN:-false}" in
-  true|false) ;;
-  *) fail "input 'dry-run' must be true or false, not '${JOBGUARD_DRY_RUN}'" ;;
-esac
+boolean() {
+  case "$2" in
+    ""|true|false) ;;
+    *) fail "input '$1' must be true or false, not '$2'" ;;
+  esac
+}
+boolean dry-run "${JOBGUARD_DRY_RUN:-}"
+boolean freeze "${JOBGUARD_FREEZE:-}"
 
 venv="${RUNNER_TEMP:?RUNNER_TEMP is not set}/jobguard-venv"
 if [ ! -x "$venv/bin/jobguard" ]; then
@@ -33,6 +37,14 @@ if [ "$JOBGUARD_COMMAND" = drain ]; then
     queue="${queue%"${queue##*[![:space:]]}"}"
     [ -n "$queue" ] && args+=(--queue "$queue")
   done < <(printf '%s\n' "${JOBGUARD_QUEUES:-}" | tr ',' '\n')
+fi
+if [ "$JOBGUARD_COMMAND" = drain ]; then
+  [ -n "${JOBGUARD_PLAN:-}" ] && args+=(--plan "$JOBGUARD_PLAN")
+  [ -n "${JOBGUARD_GRACE:-}" ] && args+=(--grace "$JOBGUARD_GRACE")
+  [ "${JOBGUARD_FREEZE:-false}" = true ] && args+=(--freeze)
+fi
+if [ "$JOBGUARD_COMMAND" != status ] && [ -n "${JOBGUARD_LOCK_TIMEOUT:-}" ]; then
+  args+=(--lock-timeout "$JOBGUARD_LOCK_TIMEOUT")
 fi
 if [ "$JOBGUARD_COMMAND" = restore ] && [ -n "${JOBGUARD_JOB_DEFINITION:-}" ]; then
   args+=(--job-definition "$JOBGUARD_JOB_DEFINITION")

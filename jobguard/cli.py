@@ -18,12 +18,11 @@ from .adapters.batch import Batch
 from .adapters.store import check_deploy_id, open_store
 from .commands.context import Context
 from .commands.drain import drain
-from .commands.lock import DeployLock
-from .commands.restore import manifests_to_restore, restore
+from .commands.restore import restore_all
 from .commands.status import status
-from .errors import CredentialsError, JobguardError, UsageError
+from .errors import ConfigError, CredentialsError, JobguardError, UsageError
 from .manifest import DRAIN, FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest
-from .options import DEFAULT_STORE, JOB_DEFINITION_POLICIES, Options, github_deploy_id, resolve
+from .options import DEFAULT_STORE, JOB_DEFINITION_POLICIES, Options, duration, github_deploy_id, resolve
 from .report import Reporter, counts_line
 from .retry import error_code
 
@@ -51,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     drain_cmd.add_argument("--queue", dest="queues", action="append", metavar="NAME", help="job queue name or ARN (repeat for more)")
     drain_cmd.add_argument("--deploy-id", metavar="ID", help="deploy id (default: GITHUB_RUN_ID, else a new id that is printed)")
     drain_cmd.add_argument("--dry-run", action="store_true", default=None, help="list what would be drained; change nothing")
+    drain_cmd.add_argument("--plan", metavar="PLAN.json", help="`terraform show -json` output: drain only the queues the plan puts at risk")
+    drain_cmd.add_argument(
+        "--grace", type=_duration, metavar="DURATION", help="drain queued jobs, then let running ones finish this long (90s, 30m, 1h)"
+    )
+    drain_cmd.add_argument(
+        "--freeze", action="store_true", default=None, help="disable the queues for the deploy; restore enables them again"
+    )
     drain_cmd.add_argument(
         "--lock-timeout", type=float, metavar="SECONDS", help="wait this long for another run's deploy lock (default 300)"
     )
@@ -79,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _duration(text: str) -> float:
+    try:
+        return duration(text, "--grace")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -100,7 +113,10 @@ def _run(args: argparse.Namespace, report: Reporter) -> int:
         from .demo import run_demo
 
         return run_demo(report)
-    flags = {k: getattr(args, k, None) for k in ("store", "queues", "deploy_id", "dry_run", "job_definition", "json", "lock_timeout")}
+    flags = {
+        k: getattr(args, k, None)
+        for k in ("store", "queues", "deploy_id", "dry_run", "job_definition", "json", "lock_timeout", "plan", "grace", "freeze")
+    }
     flags["queues"] = tuple(q.strip() for q in flags["queues"] or () if q.strip())
     options = resolve(args.config, flags)
     # Only drain takes the run id by default: restore and status look at every manifest, so a
@@ -109,8 +125,8 @@ def _run(args: argparse.Namespace, report: Reporter) -> int:
     if deploy_id:
         check_deploy_id(deploy_id)
     if args.command == "drain":
-        if not options.queues:
-            raise UsageError("drain: name at least one queue with --queue NAME (or `queues:` in the config file)")
+        if not options.queues and not options.plan:
+            raise UsageError("drain: name the queues with --queue NAME (or `queues:` in the config), or give --plan PLAN.json")
         return _drain(build_context(options, report), deploy_id or _new_deploy_id())
     if args.command == "restore":
         return _restore(build_context(options, report), deploy_id)
@@ -158,36 +174,15 @@ def _drain(ctx: Context, deploy_id: str) -> int:
     ctx.report.line(
         f"jobguard drain: deploy {deploy_id}, manifest {ctx.store.uri(deploy_id)}" + (" (dry run)" if ctx.options.dry_run else "")
     )
-    if ctx.options.dry_run:
-        drain(ctx, deploy_id)
-        return 0
-    with DeployLock(ctx.store, ctx.options.queues, ctx.options.lock_timeout, ctx.options.lock_ttl, ctx.report):
-        manifest = drain(ctx, deploy_id)
-    return _finish(ctx, "drain", [manifest], failed_stage=DRAIN)
+    manifest = drain(ctx, deploy_id)
+    return 0 if ctx.options.dry_run else _finish(ctx, "drain", [manifest], failed_stage=DRAIN)
 
 
 def _restore(ctx: Context, deploy_id: str | None) -> int:
-    if ctx.options.dry_run:
-        return _restore_locked(ctx, deploy_id)
-    queues = {r.queue for m in manifests_to_restore(ctx, deploy_id) for r in m}
-    with DeployLock(ctx.store, queues, ctx.options.lock_timeout, ctx.options.lock_ttl, ctx.report):
-        return _restore_locked(ctx, deploy_id)  # loads the manifests again: they may have moved on while we waited
-
-
-def _restore_locked(ctx: Context, deploy_id: str | None) -> int:
-    manifests = manifests_to_restore(ctx, deploy_id)
-    if not manifests:
+    manifests = restore_all(ctx, deploy_id)
+    if not manifests and ctx.options.dry_run:
         ctx.report.line(f"jobguard restore: nothing to restore in {ctx.options.store}")
-    for manifest in manifests:
-        ctx.report.line(
-            f"jobguard restore: deploy {manifest.deploy_id}, manifest {ctx.store.uri(manifest.deploy_id)}"
-            + (" (dry run)" if ctx.options.dry_run else "")
-        )
-        with ctx.report.group(f"deploy {manifest.deploy_id}: {sum(r.restorable for r in manifest)} jobs to resubmit"):
-            restore(ctx, manifest)
-    if ctx.options.dry_run:
-        return 0
-    return _finish(ctx, "restore", manifests, failed_stage=RESTORE)
+    return 0 if ctx.options.dry_run else _finish(ctx, "restore", manifests, failed_stage=RESTORE)
 
 
 def _finish(ctx: Context, title: str, manifests: list[Manifest], failed_stage: str) -> int:

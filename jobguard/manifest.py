@@ -74,6 +74,7 @@ class Manifest:
     updated_at: str
     origin: dict[str, str] = field(default_factory=dict)
     jobs: dict[str, JobRecord] = field(default_factory=dict)
+    frozen_queues: dict[str, str] = field(default_factory=dict)  # queue -> state to put back
 
     def put(self, records: Iterable[JobRecord]) -> None:
         """Add or replace records."""
@@ -92,8 +93,8 @@ class Manifest:
 
     @property
     def has_work_left(self) -> bool:
-        """True while some job still waits for a replacement."""
-        return any(r.restorable for r in self)
+        """True while some job still waits for a replacement, or a frozen queue for its state."""
+        return bool(self.frozen_queues) or any(r.restorable for r in self)
 
     def to_json(self) -> str:
         """The document as stored."""
@@ -109,6 +110,7 @@ class Manifest:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "origin": self.origin,
+            "frozen_queues": self.frozen_queues,
         }
 
     @classmethod
@@ -133,8 +135,11 @@ class Manifest:
             )
         header = {k: _field(document, k, str, where) for k in ("deploy_id", "account", "region", "created_at", "updated_at")}
         origin = _field(document, "origin", dict, where)
+        frozen = document.get("frozen_queues", {})
+        if not isinstance(frozen, dict) or not all(isinstance(v, str) for v in frozen.values()):
+            raise ManifestError(f"{where}: damaged manifest, field 'frozen_queues' is not a mapping of queue to state")
         jobs = [_record(job, f"{where}: jobs[{i}]") for i, job in enumerate(_field(document, "jobs", list, where))]
-        return cls(**header, origin=origin, jobs={r.job_id: r for r in jobs})
+        return cls(**header, origin=origin, jobs={r.job_id: r for r in jobs}, frozen_queues=frozen)
 
 
 _RECORD_TYPES: dict[str, tuple[type, ...]] = {

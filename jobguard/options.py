@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .policies import ACTIONS, Policy
 from .retry import RetryPolicy
 
 DEFAULT_CONFIG = ".jobguard.yml"
@@ -33,6 +35,11 @@ class Options:
     json: bool = False
     lock_timeout: float = 300.0
     lock_ttl: float = 120.0
+    plan: str | None = None
+    grace: float = 0.0
+    freeze: bool = False
+    triggers: tuple[str, ...] = ()
+    policies: tuple[Policy, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -73,6 +80,42 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+def duration(value: Any, where: str) -> float:
+    """Seconds from a number or a duration like 90s, 30m, 1h30m."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", str(value).strip())
+    if not match or not any(match.groups()):
+        raise ConfigError(f"{where}: expected a duration such as 90s, 30m or 1h30m, got {value!r}")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def _patterns(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of resource addresses or patterns")
+    return tuple(_string(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+_POLICY_KEYS = {"action": "action", "queue": "queue", "job-name": "job_name", "job-definition": "job_definition"}
+
+
+def _policies(value: Any, where: str) -> tuple[Policy, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of policies")
+    policies = []
+    for index, rule in enumerate(value):
+        place = f"{where}[{index}]"
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{place}: expected a mapping with action and queue, job-name or job-definition")
+        _check_keys(rule, _POLICY_KEYS, place)
+        action = _string(rule.get("action"), f"{place}.action")
+        if action not in ACTIONS:
+            raise ConfigError(f"{place}.action: expected one of {', '.join(ACTIONS)}, got {action!r}")
+        policies.append(Policy(**{_POLICY_KEYS[k]: _string(v, f"{place}.{k}") for k, v in rule.items()}))
+    return tuple(policies)
+
+
 _KEYS = {
     "store": ("store", _string),
     "queues": ("queues", _queues),
@@ -81,6 +124,11 @@ _KEYS = {
     "job-definition": ("job_definition", _policy),
     "lock-timeout": ("lock_timeout", _positive(float)),
     "lock-ttl": ("lock_ttl", _positive(float)),
+    "plan": ("plan", _string),
+    "grace": ("grace", duration),
+    "freeze": ("freeze", _boolean),
+    "triggers": ("triggers", _patterns),
+    "policies": ("policies", _policies),
 }
 _RETRY_KEYS = {
     "attempts": ("attempts", _positive(int)),

@@ -211,6 +211,12 @@ data "aws_iam_policy_document" "jobguard" {
   }
 
   statement {
+    sid       = "FreezeTheseQueuesDuringTheDeploy"
+    actions   = ["batch:UpdateJobQueue"]
+    resources = var.job_queue_arns
+  }
+
+  statement {
     sid       = "SubmitToTheseQueuesAndDefinitions"
     actions   = ["batch:SubmitJob"]
     resources = concat(var.job_queue_arns, local.job_definition_arns)

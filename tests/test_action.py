@@ -165,3 +165,31 @@ def test_action_metadata_is_complete() -> None:
             assert re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
         else:
             assert step["shell"] == "bash" and "${{" not in step["run"]
+
+
+def test_plan_grace_and_freeze_inputs(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
+    _seed(seed)
+    seed.queue("etl-queue")
+    at_risk = seed.job(jobName="nightly", jobQueue="etl-queue", jobDefinition="proc")
+    plan = Path(__file__).parent / "plans" / "ce-infrastructure-update.json"  # puts etl-queue at risk
+    store = f"file://{workdir}/manifests"
+    drain, outputs, _ = run_step(
+        runner_temp,
+        workdir,
+        aws,
+        command="drain",
+        store=store,
+        queues="work\netl-queue",
+        plan=str(plan),
+        grace="1s",
+        freeze="true",
+        lock_timeout="5",
+    )
+    assert drain.returncode == 0, drain.stderr
+    assert "queue etl-queue: at risk: aws_batch_compute_environment.etl gets an infrastructure update" in drain.stdout
+    assert outputs["drained"] == "1" and aws.batch.jobs[at_risk].terminated
+    assert not any(aws.batch.jobs[j].terminated for j in aws.batch.jobs if j != at_risk and ":" not in j)
+    assert seed.batch.describe_job_queues(jobQueues=["etl-queue"])["jobQueues"][0]["state"] == "DISABLED"
+    restore, restored, _ = run_step(runner_temp, workdir, aws, command="restore", store=store)
+    assert restore.returncode == 0 and restored["resubmitted"] == "1"
+    assert seed.batch.describe_job_queues(jobQueues=["etl-queue"])["jobQueues"][0]["state"] == "ENABLED"

@@ -69,7 +69,7 @@ def test_damaged_s3_manifest_names_its_key(seed: Seeder, run, aws: SimulatedAWS)
     [
         (["restore", "--store", "ftp://somewhere"], ("store 'ftp://somewhere'", "unknown scheme ftp://")),
         (["restore", "--store", "s3://"], ("needs a bucket",)),
-        (["drain", "--store", "file://x"], ("name at least one queue",)),
+        (["drain", "--store", "file://x"], ("name the queues with --queue NAME",)),
         (["drain", "--queue", "q", "--deploy-id", "../../etc"], ("deploy id '../../etc'",)),
         (["restore", "--deploy-id", "nope"], ("no manifest for deploy nope",)),
     ],

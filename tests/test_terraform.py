@@ -112,6 +112,7 @@ def test_policy_grants_exactly_what_jobguard_calls() -> None:
         "batch:DescribeComputeEnvironments",
         "batch:TerminateJob",
         "batch:SubmitJob",
+        "batch:UpdateJobQueue",
         "batch:TagResource",
         "s3:GetObject",
         "s3:PutObject",

@@ -34,6 +34,15 @@ class Queue:
     compute_environments: tuple[str, ...]
 
 
+def _queue(queue: Json) -> Queue:
+    return Queue(
+        name=queue["jobQueueName"],
+        arn=queue["jobQueueArn"],
+        state=queue.get("state", "ENABLED"),
+        compute_environments=tuple(c["computeEnvironment"] for c in queue.get("computeEnvironmentOrder", [])),
+    )
+
+
 def chunks(items: list[T], size: int) -> Iterator[list[T]]:
     """`items` in consecutive slices of at most `size`."""
     for start in range(0, len(items), size):
@@ -66,19 +75,30 @@ class Batch:
     def queue(self, name_or_arn: str) -> Queue | None:
         """The queue, or None when it does not exist."""
         answer = self._call("describe_job_queues", jobQueues=[name_or_arn])
-        for queue in answer.get("jobQueues", []):
-            return Queue(
-                name=queue["jobQueueName"],
-                arn=queue["jobQueueArn"],
-                state=queue.get("state", "ENABLED"),
-                compute_environments=tuple(c["computeEnvironment"] for c in queue.get("computeEnvironmentOrder", [])),
-            )
-        return None
+        return next((_queue(q) for q in answer.get("jobQueues", [])), None)
 
-    def active_job_ids(self, queue_arn: str) -> list[str]:
-        """Ids of every job in an active state on the queue, without array or node children."""
+    def queues_using(self, compute_environment: str) -> list[Queue]:
+        """Every job queue whose compute environments include this one (by ARN or name)."""
+        found: list[Queue] = []
+        request: Json = {"maxResults": 100}
+        while True:
+            page = self._call("describe_job_queues", **request)
+            for queue in page.get("jobQueues", []):
+                environments = [c["computeEnvironment"] for c in queue.get("computeEnvironmentOrder", [])]
+                if any(e == compute_environment or e.rsplit("/", 1)[-1] == compute_environment for e in environments):
+                    found.append(_queue(queue))
+            if not page.get("nextToken"):
+                return found
+            request = {**request, "nextToken": page["nextToken"]}
+
+    def set_queue_state(self, queue: str, state: str) -> None:
+        """Enable or disable a job queue (UpdateJobQueue)."""
+        self._call("update_job_queue", jobQueue=queue, state=state)
+
+    def active_job_ids(self, queue_arn: str, statuses: tuple[str, ...] = ACTIVE_STATUSES) -> list[str]:
+        """Ids of every job in `statuses` on the queue, without array or node children."""
         ids: list[str] = []
-        for status in ACTIVE_STATUSES:
+        for status in statuses:
             request: Json = {"jobQueue": queue_arn, "jobStatus": status, "maxResults": LIST_PAGE}
             for summary in self._list(request):
                 if not is_array_child(summary["jobId"]) and "index" not in (summary.get("arrayProperties") or {}):

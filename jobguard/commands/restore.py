@@ -18,6 +18,7 @@ from ..errors import AwsError, UsageError
 from ..manifest import ACTIVE_STATUSES, FAILED, RECORDED, RESTORE, RESUBMITTED, SKIPPED, SUBMITTING, TERMINATED, JobRecord, Manifest
 from ..retry import error_code
 from .context import Context
+from .lock import DeployLock
 
 DEPLOY_TAG = "jobguard:deploy-id"
 ORIGINAL_TAG = "jobguard:original-job-id"
@@ -39,10 +40,43 @@ def manifests_to_restore(ctx: Context, deploy_id: str | None) -> list[Manifest]:
     return sorted((m for m in manifests if m.has_work_left), key=lambda m: m.created_at)
 
 
-def restore(ctx: Context, manifest: Manifest) -> Manifest:
-    """Resubmit the jobs of one manifest that still wait for a replacement."""
-    _Restore(ctx, manifest).run()
+def restore_all(ctx: Context, deploy_id: str | None) -> list[Manifest]:
+    """Restore the named manifest, or every manifest with work left, under the deploy lock."""
+    if ctx.options.dry_run:
+        return [_restore_one(ctx, m) for m in manifests_to_restore(ctx, deploy_id)]
+    queues = {q for m in manifests_to_restore(ctx, deploy_id) for q in [*(r.queue for r in m), *m.frozen_queues]}
+    with DeployLock(ctx.store, queues, ctx.options.lock_timeout, ctx.options.lock_ttl, ctx.report):
+        # Loaded again: another run may have moved them on while we waited for the lock.
+        manifests = manifests_to_restore(ctx, deploy_id)
+        if not manifests:
+            ctx.report.line(f"jobguard restore: nothing to restore in {ctx.options.store}")
+        return [_restore_one(ctx, m) for m in manifests]
+
+
+def _restore_one(ctx: Context, manifest: Manifest) -> Manifest:
+    suffix = " (dry run)" if ctx.options.dry_run else ""
+    ctx.report.line(f"jobguard restore: deploy {manifest.deploy_id}, manifest {ctx.store.uri(manifest.deploy_id)}{suffix}")
+    if not ctx.options.dry_run:
+        _unfreeze(ctx, manifest)
+    with ctx.report.group(f"deploy {manifest.deploy_id}: {sum(r.restorable for r in manifest)} jobs to resubmit"):
+        _Restore(ctx, manifest).run()
     return manifest
+
+
+def _unfreeze(ctx: Context, manifest: Manifest) -> None:
+    """Put back the state of the queues drain --freeze disabled, before anything is submitted."""
+    for name, state in list(manifest.frozen_queues.items()):
+        try:
+            if ctx.batch.queue(name) is not None:
+                ctx.batch.set_queue_state(name, state)
+                ctx.report.line(f"queue {name}: {state} again")
+            else:
+                ctx.report.warning(f"queue {name}: no longer exists; nothing to put back")
+        except AwsError as exc:
+            ctx.report.warning(f"queue {name}: could not put back state {state} ({exc}); the next restore tries again")
+            continue
+        del manifest.frozen_queues[name]
+        ctx.save(manifest)
 
 
 @dataclass
