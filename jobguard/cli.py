@@ -19,10 +19,12 @@ from .adapters.store import check_deploy_id, open_store
 from .commands.context import Context
 from .commands.drain import drain
 from .commands.restore import restore_all
-from .commands.status import status
+from .commands.status import status, watch
 from .errors import ConfigError, CredentialsError, JobguardError, UsageError
 from .manifest import DRAIN, FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest
-from .options import DEFAULT_STORE, JOB_DEFINITION_POLICIES, Options, duration, github_deploy_id, resolve
+from .notify import Notifier
+from .options import DEFAULT_STORE, JOB_DEFINITION_POLICIES, Options, check_notify, duration, github_deploy_id, resolve
+from .pacing import Pacer
 from .report import Reporter, counts_line
 from .retry import error_code
 
@@ -61,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--lock-timeout", type=float, metavar="SECONDS", help="wait this long for another run's deploy lock (default 300)"
     )
 
+    notify_help = "send a summary to sns:TOPIC_ARN or a Slack-compatible webhook URL (repeat for more)"
+    drain_cmd.add_argument("--notify", action="append", metavar="TARGET", help=notify_help)
+
     restore_cmd = command("restore", "resubmit drained jobs on the queues and job definitions in place now")
+    restore_cmd.add_argument("--notify", action="append", metavar="TARGET", help=notify_help)
     restore_cmd.add_argument(
         "--deploy-id", metavar="ID", help="restore this deploy only (default: GITHUB_RUN_ID, else every manifest with work left)"
     )
@@ -76,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     status_cmd = command("status", "show manifests and where their replacements are now")
     status_cmd.add_argument("--deploy-id", metavar="ID", help="show this deploy only (default: every manifest)")
     status_cmd.add_argument("--json", action="store_true", default=None, help="print JSON for scripts")
+    status_cmd.add_argument(
+        "--watch", action="store_true", default=None, help="follow the replacements until they finish; exit 1 if any failed"
+    )
+    status_cmd.add_argument("--interval", type=float, metavar="SECONDS", help="--watch: seconds between looks (default 30)")
+    status_cmd.add_argument("--timeout", type=float, metavar="SECONDS", help="--watch: give up (exit 1) after this long")
 
     commands.add_parser(
         "demo",
@@ -113,11 +124,24 @@ def _run(args: argparse.Namespace, report: Reporter) -> int:
         from .demo import run_demo
 
         return run_demo(report)
-    flags = {
-        k: getattr(args, k, None)
-        for k in ("store", "queues", "deploy_id", "dry_run", "job_definition", "json", "lock_timeout", "plan", "grace", "freeze")
-    }
+    names = (
+        "store",
+        "queues",
+        "deploy_id",
+        "dry_run",
+        "job_definition",
+        "json",
+        "lock_timeout",
+        "plan",
+        "grace",
+        "freeze",
+        "watch",
+        "interval",
+        "notify",
+    )
+    flags = {k: getattr(args, k, None) for k in names}
     flags["queues"] = tuple(q.strip() for q in flags["queues"] or () if q.strip())
+    flags["notify"] = tuple(check_notify(t, "--notify") for t in flags["notify"] or ())
     options = resolve(args.config, flags)
     # Only drain takes the run id by default: restore and status look at every manifest, so a
     # deploy whose restore never ran is picked up by the next one.
@@ -130,7 +154,10 @@ def _run(args: argparse.Namespace, report: Reporter) -> int:
         return _drain(build_context(options, report), deploy_id or _new_deploy_id())
     if args.command == "restore":
         return _restore(build_context(options, report), deploy_id)
-    status(build_context(options, report), deploy_id)
+    ctx = build_context(options, report)
+    if options.watch:
+        return watch(ctx, deploy_id, args.timeout)
+    status(ctx, deploy_id)
     return 0
 
 
@@ -151,9 +178,13 @@ def build_context(options: Options, report: Reporter) -> Context:
         raise CredentialsError(f"AWS credentials rejected: {error_code(exc)}") from None
     except BotoCoreError as exc:
         raise CredentialsError(f"cannot reach AWS STS: {exc}") from None
-    store = open_store(options.store, _ClientFactory(session), options.retry)
-    batch = Batch(session.client("batch", config=BOTO_CONFIG), options.retry)
-    return Context(batch=batch, store=store, account=account, region=region, options=options, report=report)
+    clients = _ClientFactory(session)
+    store = open_store(options.store, clients, options.retry)
+    # Enough connections for every worker; botocore's default pool of 10 would queue them.
+    batch_config = BOTO_CONFIG.merge(Config(max_pool_connections=max(10, options.workers * 2)))
+    batch = Batch(session.client("batch", config=batch_config), options.retry, Pacer(options.rate, options.burst), options.workers)
+    notifier = Notifier(options.notify, lambda: clients.client("sns"), options.retry, report)
+    return Context(batch=batch, store=store, account=account, region=region, options=options, report=report, notifier=notifier)
 
 
 class _ClientFactory:
@@ -193,6 +224,7 @@ def _finish(ctx: Context, title: str, manifests: list[Manifest], failed_stage: s
     records = [r for m in manifests for r in m]
     failed = sum(r.outcome == FAILED and r.stage == failed_stage for r in records)
     last = manifests[-1].deploy_id if manifests else ""
+    ctx.notifier.send(title, manifests)
     ctx.report.outputs(
         {
             "deploy-id": last,

@@ -52,6 +52,14 @@ class JobRecord:
     replacement_id: str | None = None
     replacement_job_definition: str | None = None
     error: str | None = None
+    job_type: str = "container"  # container, multinode, ecs or eks: where lineage variables can go
+    lineage_id: str | None = None  # the first job of the line this one was resubmitted from, if any
+    resubmits: int = 0  # how many deploys already resubmitted this line
+
+    @property
+    def lineage(self) -> str:
+        """The lineage id: the first job's id, kept by every replacement."""
+        return self.lineage_id or self.job_id
 
     def moved_to(self, outcome: str, stage: str, **changes: Any) -> JobRecord:
         """This record with a new outcome, stamped now; `changes` sets other fields."""
@@ -159,8 +167,21 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "replacement_id": (str, type(None)),
     "replacement_job_definition": (str, type(None)),
     "error": (str, type(None)),
+    "job_type": (str,),
+    "lineage_id": (str, type(None)),
+    "resubmits": (int,),
 }
-_OPTIONAL = {"created_at", "started_at", "attempts", "replacement_id", "replacement_job_definition", "error"}
+_OPTIONAL = {
+    "created_at",
+    "started_at",
+    "attempts",
+    "replacement_id",
+    "replacement_job_definition",
+    "error",
+    "job_type",
+    "lineage_id",
+    "resubmits",
+}
 
 
 def _record(job: Any, where: str) -> JobRecord:

@@ -40,6 +40,15 @@ class Options:
     freeze: bool = False
     triggers: tuple[str, ...] = ()
     policies: tuple[Policy, ...] = ()
+    # AWS publishes 50 calls/s for SubmitJob (TerminateJob likewise): stay just under it.
+    rate: float = 48.0
+    burst: float = 10.0
+    workers: int = 16
+    max_resubmits: int = 3
+    lineage_env: bool = True
+    notify: tuple[str, ...] = ()
+    interval: float = 30.0
+    watch: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -91,6 +100,13 @@ def duration(value: Any, where: str) -> float:
     return float(hours * 3600 + minutes * 60 + seconds)
 
 
+def check_notify(target: str, where: str) -> str:
+    """A notification target: sns:TOPIC_ARN, or an http(s) webhook URL (Slack-compatible JSON)."""
+    if target.startswith("sns:arn:") or target.startswith(("https://", "http://")):
+        return target
+    raise ConfigError(f"{where}: notification target {target!r} is neither sns:TOPIC_ARN nor an https:// webhook URL")
+
+
 def _patterns(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"{where}: expected a list of resource addresses or patterns")
@@ -129,6 +145,12 @@ _KEYS = {
     "freeze": ("freeze", _boolean),
     "triggers": ("triggers", _patterns),
     "policies": ("policies", _policies),
+    "rate": ("rate", _positive(float)),
+    "burst": ("burst", _positive(float)),
+    "workers": ("workers", _positive(int)),
+    "max-resubmits": ("max_resubmits", _positive(int)),
+    "lineage-env": ("lineage_env", _boolean),
+    "notify": ("notify", lambda v, w: tuple(check_notify(t, f"{w}") for t in _queues(v, w))),
 }
 _RETRY_KEYS = {
     "attempts": ("attempts", _positive(int)),

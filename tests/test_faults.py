@@ -95,7 +95,10 @@ def test_invalid_request_is_not_retried(seed: Seeder, store: str, run, aws: Simu
         ("dynamodb", "dynamodb:TransactWriteItems", 4),  # the empty manifest, the first page (two transactions); then it fails
     ],
 )
-def test_store_failing_mid_drain_stops_terminating(seed: Seeder, run, aws: SimulatedAWS, kind: str, write: str, first_failing: int) -> None:
+def test_store_failing_mid_drain_stops_terminating(
+    seed: Seeder, run, aws: SimulatedAWS, kind: str, write: str, first_failing: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("jobguard.commands.drain.RECORD_PAGE", 100)
     if kind == "s3":
         seed.client("s3").create_bucket(Bucket="jobguard-manifests")
         store = "s3://jobguard-manifests/deploys"
@@ -137,6 +140,8 @@ def _kill_after(aws: SimulatedAWS, k: int) -> list[int]:
 @pytest.mark.parametrize("command", ["drain", "restore"])
 def test_kill_9_after_every_call_then_rerun(seed: Seeder, store: str, run, aws: SimulatedAWS, command: str, workdir: Path) -> None:
     _world(seed)
+    with open(workdir / ".jobguard.yml", "a") as config:
+        config.write("max-resubmits: 1000\n")  # each round resubmits the previous round's replacements
     killed = 0
     k = 1
     while True:
@@ -150,10 +155,10 @@ def test_kill_9_after_every_call_then_rerun(seed: Seeder, store: str, run, aws: 
             else run_process(command, "--store", store, "--deploy-id", deploy)
         )
         pid.append(process.pid)
-        process.communicate(timeout=60)
+        _, err = process.communicate(timeout=60)
         aws.after = None
         if process.returncode != -signal.SIGKILL:
-            assert process.returncode == 0
+            assert process.returncode == 0, err
             break
         killed += 1
         # whatever instant it died at: every active job is untouched or recorded ...

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from ..errors import AwsError
 from ..manifest import ACTIVE_STATUSES
+from ..pacing import Pacer, in_parallel
 from ..retry import RetryPolicy, error_code, is_throttling, is_transient
 
 DESCRIBE_BATCH = 100
@@ -57,14 +58,20 @@ def is_array_child(job_id: str) -> bool:
 class Batch:
     """The Batch calls of drain, restore and status."""
 
-    def __init__(self, client: Any, retry: RetryPolicy) -> None:
-        self.client, self.retry = client, retry
+    def __init__(self, client: Any, retry: RetryPolicy, pacer: Pacer | None = None, workers: int = 1) -> None:
+        self.client, self.retry, self.workers = client, retry, workers
+        self.pacer = pacer or Pacer(rate=0, burst=1)
         self._definitions: dict[str, Json | None] = {}
+
+    def _send(self, action: str, **kwargs: Any) -> Json:
+        """One attempt of one call, paced: every attempt, retries included, waits its turn."""
+        self.pacer.take(action)
+        return dict(getattr(self.client, action)(**kwargs))
 
     def _call(self, action: str, **kwargs: Any) -> Json:
         """One Batch API call under the retry policy; what fails after retries is an AwsError."""
         try:
-            return self.retry.call(lambda: getattr(self.client, action)(**kwargs))
+            return self.retry.call(lambda: self._send(action, **kwargs))
         except ClientError as exc:
             raise AwsError(f"{action} failed: {error_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}") from exc
         except Exception as exc:
@@ -115,11 +122,10 @@ class Batch:
 
     def describe_jobs(self, job_ids: Iterable[str]) -> dict[str, Json]:
         """JobDetail by job id, DESCRIBE_BATCH ids a call; ids Batch does not know are left out."""
-        details: dict[str, Json] = {}
-        for chunk in chunks(list(dict.fromkeys(job_ids)), DESCRIBE_BATCH):
-            for job in self._call("describe_jobs", jobs=chunk).get("jobs", []):
-                details[job["jobId"]] = job
-        return details
+        pages = in_parallel(
+            lambda chunk: self._call("describe_jobs", jobs=chunk), chunks(list(dict.fromkeys(job_ids)), DESCRIBE_BATCH), self.workers
+        )
+        return {job["jobId"]: job for page in pages for job in page.get("jobs", [])}
 
     def job_definitions(self, arns: Iterable[str]) -> dict[str, Json | None]:
         """Job definitions by ARN (INACTIVE revisions too), cached; None for ones Batch has forgotten."""
@@ -146,7 +152,7 @@ class Batch:
 
     def terminate(self, job_id: str, reason: str) -> None:
         """TerminateJob: works in every active state and ends the job as FAILED (or cancelled)."""
-        self.retry.call(lambda: self.client.terminate_job(jobId=job_id, reason=reason))
+        self.retry.call(lambda: self._send("terminate_job", jobId=job_id, reason=reason))
 
     def submit_once(self, request: Json, marker: dict[str, str], look_first: bool) -> str:
         """SubmitJob exactly once for a request whose tags include `marker`; the job's id.
@@ -165,7 +171,7 @@ class Batch:
                 if found:
                     return found
             try:
-                return str(self.client.submit_job(**request)["jobId"])
+                return str(self._send("submit_job", **request)["jobId"])
             except Exception as exc:
                 unsure = unsure or (is_transient(exc) and not is_throttling(exc))
                 raise

@@ -9,6 +9,7 @@ from ..adapters.batch import Batch
 from ..adapters.store import ManifestStore
 from ..errors import ManifestError
 from ..manifest import Manifest, now
+from ..notify import Notifier
 from ..options import Options
 from ..report import Reporter
 
@@ -23,6 +24,7 @@ class Context:
     region: str
     options: Options
     report: Reporter
+    notifier: Notifier
 
     def new_manifest(self, deploy_id: str) -> Manifest:
         """An empty manifest for this account and region, stamped with where it was made."""

@@ -16,16 +16,20 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..adapters.batch import DESCRIBE_BATCH, Queue, chunks
+from ..adapters.batch import Queue, chunks
 from ..manifest import ACTIVE_STATUSES, DRAIN, FAILED, RECORDED, SKIPPED, TERMINATED, JobRecord, Manifest, now
+from ..pacing import in_parallel
 from ..plan import read_plan, risks
 from ..policies import ABANDON, WAIT, action_for
 from ..retry import error_code
 from ..submission import recover_submission
 from .context import Context
 from .lock import DeployLock
+from .restore import LINEAGE_TAG, RESUBMITS_TAG
 
 QUEUED = ("SUBMITTED", "PENDING", "RUNNABLE")
+# Jobs recorded per store write: each page is saved before any of its jobs is terminated.
+RECORD_PAGE = 500
 
 
 def drain(ctx: Context, deploy_id: str) -> Manifest:
@@ -122,7 +126,7 @@ def _pass(ctx: Context, manifest: Manifest, queues: list[Queue], statuses: tuple
         new_ids = [i for i in ctx.batch.active_job_ids(queue.arn, statuses) if i not in manifest.jobs]
         kind = "active" if final else "queued"
         with ctx.report.group(f"queue {queue.name}: {len(new_ids)} {kind} jobs"):
-            for page in chunks(new_ids, DESCRIBE_BATCH):
+            for page in chunks(new_ids, RECORD_PAGE):
                 records = [r for r in _records(ctx, queue.name, page, statuses) if final or _action(ctx, r) != WAIT]
                 records = [_kept_running(r) if _action(ctx, r) == WAIT else r for r in records]
                 if ctx.options.dry_run:
@@ -170,11 +174,25 @@ def _record(job: dict[str, Any], queue: str, definition: dict[str, Any] | None) 
         created_at=job.get("createdAt"),
         started_at=job.get("startedAt"),
         attempts=len(job.get("attempts") or []),
+        job_type=_job_type(job),
+        lineage_id=(job.get("tags") or {}).get(LINEAGE_TAG),
+        resubmits=_count((job.get("tags") or {}).get(RESUBMITS_TAG)),
     )
     if definition is None:
         # Without its revision the overrides cannot be told from the definition: leave it running.
         return record.moved_to(FAILED, DRAIN, error=f"job definition {job['jobDefinition']} not found: cannot recover the submission")
     return replace(record, submission=recover_submission(job, definition))
+
+
+def _job_type(job: dict[str, Any]) -> str:
+    for field, kind in (("nodeProperties", "multinode"), ("ecsProperties", "ecs"), ("eksProperties", "eks")):
+        if job.get(field):
+            return kind
+    return "container"
+
+
+def _count(tag: str | None) -> int:
+    return int(tag) if tag and tag.isdigit() else 0
 
 
 def _short_definition(arn: str) -> str:
@@ -184,17 +202,20 @@ def _short_definition(arn: str) -> str:
 
 def _terminate(ctx: Context, manifest: Manifest, records: list[JobRecord]) -> None:
     reason = f"jobguard: drained for deploy {manifest.deploy_id}"
-    done = []
-    for record in records:
+
+    def terminate(record: JobRecord) -> JobRecord:
         try:
             ctx.batch.terminate(record.job_id, reason)
-            record = record.moved_to(TERMINATED, DRAIN)
-            if _action(ctx, record) == ABANDON:
-                record = record.moved_to(SKIPPED, DRAIN, error="policy abandon: terminated, not resubmitted")
         except (ClientError, BotoCoreError) as exc:  # one job's failure must not stop the others
-            record = record.moved_to(FAILED, DRAIN, error=f"TerminateJob failed: {error_code(exc)}: {exc}")
+            return record.moved_to(FAILED, DRAIN, error=f"TerminateJob failed: {error_code(exc)}: {exc}")
+        record = record.moved_to(TERMINATED, DRAIN)
+        if _action(ctx, record) == ABANDON:
+            record = record.moved_to(SKIPPED, DRAIN, error="policy abandon: terminated, not resubmitted")
+        return record
+
+    done = in_parallel(terminate, records, ctx.options.workers)
+    for record in done:
         _announce(ctx, record)
-        done.append(record)
     manifest.put(done)
     ctx.save(manifest)
 

@@ -13,15 +13,21 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..adapters.batch import DESCRIBE_BATCH, Queue, chunks
+from ..adapters.batch import Queue, chunks
 from ..errors import AwsError, UsageError
 from ..manifest import ACTIVE_STATUSES, FAILED, RECORDED, RESTORE, RESUBMITTED, SKIPPED, SUBMITTING, TERMINATED, JobRecord, Manifest
+from ..pacing import in_parallel
 from ..retry import error_code
 from .context import Context
 from .lock import DeployLock
 
+# Jobs marked `submitting` per store write, then submitted concurrently.
+RECORD_PAGE = 500
 DEPLOY_TAG = "jobguard:deploy-id"
 ORIGINAL_TAG = "jobguard:original-job-id"
+LINEAGE_TAG = "jobguard:lineage-id"
+RESUBMITS_TAG = "jobguard:resubmits"
+LINEAGE_VARIABLES = ("JOBGUARD_LINEAGE_ID", "JOBGUARD_PREVIOUS_JOB_ID", "JOBGUARD_DEPLOY_ID", "JOBGUARD_RESUME_COUNT")
 
 
 def manifests_to_restore(ctx: Context, deploy_id: str | None) -> list[Manifest]:
@@ -96,7 +102,7 @@ class _Restore:
         waiting = {r.job_id for r in pending}
         while pending:
             wave = [r for r in pending if not (self._dependency_ids(r) & waiting)] or pending
-            for page in chunks([r.job_id for r in wave], DESCRIBE_BATCH):
+            for page in chunks([r.job_id for r in wave], RECORD_PAGE):
                 self._submit_page([self.manifest.jobs[i] for i in page])
             waiting -= {r.job_id for r in wave}
             pending = [r for r in pending if r.job_id in waiting]
@@ -117,6 +123,12 @@ class _Restore:
     def _submit_page(self, records: list[JobRecord]) -> None:
         planned: list[tuple[JobRecord, dict[str, Any]]] = []
         for record in records:
+            if record.resubmits >= self.ctx.options.max_resubmits:
+                cap = self.ctx.options.max_resubmits
+                capped = f"deploys already resubmitted this job's line {record.resubmits} times (max-resubmits {cap}): not again"
+                self.ctx.report.error(f"{record.job_name} [{record.job_id}]: {capped}")
+                self._finish(record.moved_to(SKIPPED, RESTORE, error=capped))
+                continue
             request, problem = self._request(record)
             if problem:
                 self._finish(record.moved_to(FAILED, RESTORE, error=problem))
@@ -128,8 +140,8 @@ class _Restore:
             return
         self.manifest.put(r for r, _ in planned)
         self.ctx.save(self.manifest)
-        for record, request in planned:
-            self._finish(self._submit(record, request))
+        for record in in_parallel(lambda plan: self._submit(*plan), planned, self.ctx.options.workers):
+            self._finish(record)
         self.ctx.save(self.manifest)
 
     def _submit(self, record: JobRecord, request: dict[str, Any]) -> JobRecord:
@@ -167,7 +179,20 @@ class _Restore:
         request.pop("dependsOn", None)
         if depends_on:
             request["dependsOn"] = depends_on
-        request["tags"] = {**record.submission.get("tags", {}), DEPLOY_TAG: self.manifest.deploy_id, ORIGINAL_TAG: record.job_id}
+        resubmits = str(record.resubmits + 1)
+        request["tags"] = {
+            **record.submission.get("tags", {}),
+            DEPLOY_TAG: self.manifest.deploy_id,
+            ORIGINAL_TAG: record.job_id,
+            LINEAGE_TAG: record.lineage,
+            RESUBMITS_TAG: resubmits,
+        }
+        if self.ctx.options.lineage_env and record.job_type == "container":
+            lineage = dict(zip(LINEAGE_VARIABLES, (record.lineage, record.job_id, self.manifest.deploy_id, resubmits), strict=True))
+            overrides = dict(request.get("containerOverrides", {}))
+            kept = [e for e in overrides.get("environment", []) if e["name"] not in lineage]
+            overrides["environment"] = kept + [{"name": k, "value": v} for k, v in lineage.items()]
+            request["containerOverrides"] = overrides
         return request, None
 
     def _dependency(self, dependency: dict[str, str]) -> tuple[dict[str, str] | None, str | None]:

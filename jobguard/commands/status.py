@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from ..errors import UsageError
@@ -73,3 +74,35 @@ def _as_json(ctx: Context, manifest: Manifest, current: dict[str, str]) -> dict[
             for r in manifest
         ],
     }
+
+
+FINAL = ("SUCCEEDED", "FAILED")
+
+
+def watch(ctx: Context, deploy_id: str | None, timeout: float | None = None) -> int:
+    """Follow the replacements until every one has finished; 1 if any failed (or time ran out)."""
+    manifests = load_for_status(ctx, deploy_id)
+    ids = [r.replacement_id for m in manifests for r in m if r.replacement_id]
+    if not ids:
+        ctx.report.line("no replacements to follow")
+        return 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        current = replacement_status(ctx, manifests)
+        done = [i for i in ids if current.get(i) in FINAL]
+        failed = [i for i in ids if current.get(i) == "FAILED"]
+        active = sorted({current.get(i, "UNKNOWN") for i in ids} - set(FINAL))
+        ctx.report.line(
+            f"{len(done)}/{len(ids)} replacements finished: {len(done) - len(failed)} succeeded, {len(failed)} failed"
+            + (f"; still {', '.join(f'{sum(current.get(i) == s for i in ids)} {s}' for s in active)}" if active else "")
+        )
+        if len(done) == len(ids):
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            ctx.report.error(f"gave up watching after {timeout:g} s: {len(ids) - len(done)} replacements still active")
+            return 1
+        time.sleep(ctx.options.interval if deadline is None else max(0.0, min(ctx.options.interval, deadline - time.monotonic())))
+    names = {r.replacement_id: r.job_name for m in manifests for r in m}
+    for job_id in failed:
+        ctx.report.error(f"{names.get(job_id)}: replacement {job_id} FAILED")
+    return 1 if failed else 0
