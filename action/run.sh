@@ -18,6 +18,7 @@ boolean() {
 }
 boolean dry-run "${JOBGUARD_DRY_RUN:-}"
 boolean freeze "${JOBGUARD_FREEZE:-}"
+boolean watch "${JOBGUARD_WATCH:-}"
 
 venv="${RUNNER_TEMP:?RUNNER_TEMP is not set}/jobguard-venv"
 if [ ! -x "$venv/bin/jobguard" ]; then
@@ -46,6 +47,18 @@ fi
 if [ "$JOBGUARD_COMMAND" != status ] && [ -n "${JOBGUARD_LOCK_TIMEOUT:-}" ]; then
   args+=(--lock-timeout "$JOBGUARD_LOCK_TIMEOUT")
 fi
+if [ "$JOBGUARD_COMMAND" != status ]; then
+  while IFS= read -r target; do
+    target="${target#"${target%%[![:space:]]*}"}"
+    target="${target%"${target##*[![:space:]]}"}"
+    if [ -n "$target" ]; then
+      # A webhook URL carries its secret: keep it out of the log.
+      case "$target" in http*) echo "::add-mask::$target" ;; esac
+      args+=(--notify "$target")
+    fi
+  done <<< "${JOBGUARD_NOTIFY:-}"
+fi
+[ "$JOBGUARD_COMMAND" = status ] && [ "${JOBGUARD_WATCH:-false}" = true ] && args+=(--watch)
 if [ "$JOBGUARD_COMMAND" = restore ] && [ -n "${JOBGUARD_JOB_DEFINITION:-}" ]; then
   args+=(--job-definition "$JOBGUARD_JOB_DEFINITION")
 fi

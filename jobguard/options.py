@@ -42,7 +42,7 @@ class Options:
     policies: tuple[Policy, ...] = ()
     # AWS publishes 50 calls/s for SubmitJob (TerminateJob likewise): stay just under it.
     rate: float = 48.0
-    burst: float = 10.0
+    burst: float = 50.0
     workers: int = 16
     max_resubmits: int = 3
     lineage_env: bool = True

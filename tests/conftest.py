@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -143,3 +145,26 @@ def dynamodb_document(seed: Seeder, table: str, deploy_id: str) -> dict[str, Any
     )["Items"]
     jobs = [json.loads(i["body"]["S"]) for i in sorted(items, key=lambda i: int(i["seq"]["N"]))]
     return {**json.loads(header["body"]["S"]), "jobs": jobs}
+
+
+class Hook(BaseHTTPRequestHandler):
+    """A webhook receiver on loopback that keeps what it was sent."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Any:
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Hook.received = []
+    yield f"http://127.0.0.1:{server.server_port}/services/T000/B000/secret-token"
+    server.shutdown()

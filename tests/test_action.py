@@ -16,6 +16,8 @@ import yaml
 
 from jobguard.simulated_aws import Seeder, SimulatedAWS
 
+from .conftest import Hook
+
 ROOT = Path(__file__).resolve().parent.parent
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 SECRET = "hunter2-do-not-print"
@@ -193,3 +195,13 @@ def test_plan_grace_and_freeze_inputs(runner_temp: Path, workdir: Path, aws: Sim
     restore, restored, _ = run_step(runner_temp, workdir, aws, command="restore", store=store)
     assert restore.returncode == 0 and restored["resubmitted"] == "1"
     assert seed.batch.describe_job_queues(jobQueues=["etl-queue"])["jobQueues"][0]["state"] == "ENABLED"
+
+
+def test_notify_input_masks_webhooks(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder, webhook: str) -> None:
+    _seed(seed)
+    drain, _, _ = run_step(runner_temp, workdir, aws, command="drain", store=f"file://{workdir}/m", queues="work", notify=f"{webhook}\n")
+    assert drain.returncode == 0, drain.stderr
+    assert f"::add-mask::{webhook}" in drain.stdout
+    assert [h["text"] for h in Hook.received] == [
+        "jobguard drain, deploy 4242: 2 jobs: 2 terminated\n  run: https://github.com/org/pipeline/actions/runs/4242"
+    ]

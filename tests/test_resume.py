@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from jobguard.simulated_aws import Seeder, SimulatedAWS
 
-from .conftest import jobs_by_original, load_manifest
+from .conftest import Hook, jobs_by_original, load_manifest
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "checkpointed_sum.py"
 STEPS = 40
@@ -143,27 +142,6 @@ def test_checkpointed_job_resumes_where_its_predecessor_stopped(seed: Seeder, ru
     assert seed.client("s3").list_objects_v2(Bucket="checkpoints").get("KeyCount", 0) == 0  # cleared when done
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
-        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook() -> Any:
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Hook.received = []
-    yield f"http://127.0.0.1:{server.server_port}/services/T000/B000/secret-token"
-    server.shutdown()
-
-
 def test_notifications_to_sns_and_webhook(seed: Seeder, run, aws: SimulatedAWS, workdir: Path, webhook: str) -> None:
     seed.queue("work")
     seed.definition("proc")
@@ -180,11 +158,11 @@ def test_notifications_to_sns_and_webhook(seed: Seeder, run, aws: SimulatedAWS, 
     assert run("restore", "--store", store, "--notify", webhook).code == 0
     messages = [json.loads(m["Body"])["Message"] for m in sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]]
     assert messages == ["jobguard drain, deploy d1: 1 jobs: 1 terminated"]
-    assert [h["text"] for h in _Hook.received] == [
+    assert [h["text"] for h in Hook.received] == [
         "jobguard drain, deploy d1: 1 jobs: 1 terminated",
         "jobguard restore, deploy d1: 1 jobs: 1 resubmitted",
     ]
-    assert "s3cr3t" not in json.dumps(_Hook.received) + json.dumps(messages)
+    assert "s3cr3t" not in json.dumps(Hook.received) + json.dumps(messages)
 
 
 def test_failed_notification_is_only_a_warning(seed: Seeder, run, aws: SimulatedAWS, workdir: Path) -> None:

@@ -104,13 +104,16 @@ class Batch:
 
     def active_job_ids(self, queue_arn: str, statuses: tuple[str, ...] = ACTIVE_STATUSES) -> list[str]:
         """Ids of every job in `statuses` on the queue, without array or node children."""
-        ids: list[str] = []
-        for status in statuses:
+
+        def listed(status: str) -> list[str]:
             request: Json = {"jobQueue": queue_arn, "jobStatus": status, "maxResults": LIST_PAGE}
-            for summary in self._list(request):
-                if not is_array_child(summary["jobId"]) and "index" not in (summary.get("arrayProperties") or {}):
-                    ids.append(summary["jobId"])
-        return list(dict.fromkeys(ids))
+            return [
+                s["jobId"]
+                for s in self._list(request)
+                if not is_array_child(s["jobId"]) and "index" not in (s.get("arrayProperties") or {})
+            ]
+
+        return list(dict.fromkeys(i for ids in in_parallel(listed, statuses, self.workers) for i in ids))
 
     def _list(self, request: Json) -> Iterator[Json]:
         while True:
