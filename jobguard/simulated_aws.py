@@ -336,6 +336,10 @@ class TokenBucket:
         return False
 
 
+_CONDITIONAL_WRITES = frozenset(
+    {"s3:PUT", "s3:DELETE", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:TransactWriteItems"}
+)
+
 _BATCH_ACTIONS = {
     "/v1/submitjob": "SubmitJob",
     "/v1/describejobs": "DescribeJobs",
@@ -376,6 +380,7 @@ class SimulatedAWS:
         self.throttled: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self._count_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self.endpoint, self.port = "", port
 
     def __enter__(self) -> SimulatedAWS:
@@ -461,6 +466,11 @@ class SimulatedAWS:
                 return []
             status, code = fault
             return _error(start_response, status, code, "injected fault", xml=not action.startswith(("batch:", "dynamodb:")))
+        if action in _CONDITIONAL_WRITES:
+            # moto checks If-Match / If-None-Match and ConditionExpression without a lock; AWS
+            # applies each conditional write atomically, so serialise them here.
+            with self._write_lock:
+                return [b"".join(self._handle(environ, start_response, action))]
         return self._handle(environ, start_response, action)
 
     def _handle(self, environ: Json, start_response: Any, action: str) -> Any:
