@@ -105,8 +105,11 @@ class Manifest:
         return bool(self.frozen_queues) or any(r.restorable for r in self)
 
     def to_json(self) -> str:
-        """The document as stored."""
-        return json.dumps({**self.header(), "jobs": [asdict(r) for r in self]}, indent=1, sort_keys=True)
+        """The document as stored: one line per job, built a record at a time (manifests get big)."""
+        header = json.dumps(self.header(), sort_keys=True)[:-1]
+        jobs = ",\n".join(json.dumps(asdict(r), sort_keys=True) for r in self)
+        return f'{header}, "jobs": [\n{jobs}\n]}}\n'
+
 
     def header(self) -> dict[str, Any]:
         """Every field but the jobs."""

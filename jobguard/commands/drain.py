@@ -113,8 +113,8 @@ def _wait(ctx: Context, manifest: Manifest, queues: list[Queue]) -> None:
     while waiting and time.monotonic() < deadline:
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
         poll = min(15.0, poll * 1.5)
-        details = ctx.batch.describe_jobs(waiting)
-        waiting = [i for i in waiting if details.get(i, {}).get("status") in ACTIVE_STATUSES]
+        statuses = ctx.batch.statuses(waiting)
+        waiting = [i for i in waiting if statuses.get(i) in ACTIVE_STATUSES]
     ctx.report.line(
         f"grace period over: {len(waiting)} jobs still active" if waiting else "every running job finished within the grace period"
     )

@@ -96,8 +96,7 @@ class _Restore:
     def run(self) -> None:
         pending = [r for r in self.manifest if r.restorable]
         dependencies = {d["jobId"] for r in pending for d in r.submission.get("dependsOn", []) if "jobId" in d}
-        details = self.ctx.batch.describe_jobs([r.job_id for r in pending] + sorted(dependencies))
-        self.batch_status = {i: d["status"] for i, d in details.items()}
+        self.batch_status = self.ctx.batch.statuses([r.job_id for r in pending] + sorted(dependencies))
         pending = [r for r in pending if self._still_owed(r)]
         waiting = {r.job_id for r in pending}
         while pending:

@@ -27,7 +27,7 @@ def load_for_status(ctx: Context, deploy_id: str | None) -> list[Manifest]:
 def replacement_status(ctx: Context, manifests: list[Manifest]) -> dict[str, str]:
     """Current Batch status of every replacement, by replacement id."""
     ids = [r.replacement_id for m in manifests for r in m if r.replacement_id]
-    return {i: d["status"] for i, d in ctx.batch.describe_jobs(ids).items()}
+    return ctx.batch.statuses(ids)
 
 
 def status(ctx: Context, deploy_id: str | None) -> list[Manifest]:
