@@ -325,3 +325,15 @@ def test_manifest_matches_published_schema(seed: Seeder, store: str, run) -> Non
     assert run("restore", "--store", store).code == 0
     schema = json.loads((Path(__file__).parent.parent / "jobguard" / "manifest.schema.json").read_text())
     jsonschema.validate(load_manifest(store, seed, "d1"), schema)
+
+
+def test_restore_costs_one_submit_per_job_and_no_lookups(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    _definitions(seed)
+    jobs = [seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc") for i in range(5)]
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    before = dict(aws.calls)
+    assert run("restore", "--store", store).code == 0
+    calls = {k: v - before.get(k, 0) for k, v in aws.calls.items() if v != before.get(k, 0)}
+    assert calls["batch:SubmitJob"] == len(jobs)
+    assert "batch:ListJobs" not in calls  # the find-by-tag lookup is only for jobs an earlier run may have sent
+    assert calls["batch:DescribeJobs"] == 1  # the originals' status, in one call

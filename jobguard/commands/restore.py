@@ -120,7 +120,7 @@ class _Restore:
         return True
 
     def _submit_page(self, records: list[JobRecord]) -> None:
-        planned: list[tuple[JobRecord, dict[str, Any]]] = []
+        planned: list[tuple[JobRecord, dict[str, Any], bool]] = []
         for record in records:
             if record.resubmits >= self.ctx.options.max_resubmits:
                 cap = self.ctx.options.max_resubmits
@@ -134,19 +134,21 @@ class _Restore:
             elif self.ctx.options.dry_run:
                 self.ctx.report.job(record, "would submit")
             else:
-                planned.append((record.moved_to(SUBMITTING, RESTORE, error=None), request))
+                # An earlier run may have sent it: look for the replacement before sending again.
+                sent_before = SUBMITTING in record.times
+                planned.append((record.moved_to(SUBMITTING, RESTORE, error=None), request, sent_before))
         if self.ctx.options.dry_run:
             return
-        self.manifest.put(r for r, _ in planned)
+        self.manifest.put(r for r, _, _ in planned)
         self.ctx.save(self.manifest)
         for record in in_parallel(lambda plan: self._submit(*plan), planned, self.ctx.options.workers):
             self._finish(record)
         self.ctx.save(self.manifest)
 
-    def _submit(self, record: JobRecord, request: dict[str, Any]) -> JobRecord:
+    def _submit(self, record: JobRecord, request: dict[str, Any], sent_before: bool) -> JobRecord:
         marker = {DEPLOY_TAG: self.manifest.deploy_id, ORIGINAL_TAG: record.job_id}
         try:
-            job_id = self.ctx.batch.submit_once(request, marker, look_first=SUBMITTING in record.times)
+            job_id = self.ctx.batch.submit_once(request, marker, look_first=sent_before)
         except (ClientError, BotoCoreError, AwsError) as exc:
             return record.moved_to(FAILED, RESTORE, error=f"SubmitJob failed: {error_code(exc)}: {_message(exc)}")
         return record.moved_to(RESUBMITTED, RESTORE, replacement_id=job_id, replacement_job_definition=request["jobDefinition"], error=None)
