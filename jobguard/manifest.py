@@ -110,7 +110,6 @@ class Manifest:
         jobs = ",\n".join(json.dumps(asdict(r), sort_keys=True) for r in self)
         return f'{header}, "jobs": [\n{jobs}\n]}}\n'
 
-
     def header(self) -> dict[str, Any]:
         """Every field but the jobs."""
         return {
