@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -163,7 +164,8 @@ def _run(args: argparse.Namespace, report: Reporter) -> int:
 
 def build_context(options: Options, report: Reporter) -> Context:
     """boto3 from its usual chain, the caller's account and region, and the adapters."""
-    session = boto3.session.Session()
+    # AWS_REGION wins over the rest of the chain, as in the AWS CLI v2; botocore reads only AWS_DEFAULT_REGION.
+    session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
     region = session.region_name
     if not region:
         raise CredentialsError("no AWS region configured", hint="set AWS_REGION (or AWS_DEFAULT_REGION), or a region in your AWS profile")

@@ -141,3 +141,10 @@ def test_manifest_of_other_region_is_refused(drained: Path, run, aws: SimulatedA
     drained.write_text(json.dumps(document))
     _one_line_error(run("restore", "--store", f"file://{drained.parent}"), "eu-west-1", "us-east-1")
     assert aws.calls["batch:SubmitJob"] == 1  # the one seeded job only
+
+
+def test_aws_region_alone_is_enough(seed: Seeder, run, monkeypatch: pytest.MonkeyPatch, workdir: Path) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(workdir / "none"))
+    result = run("status", "--store", f"file://{workdir}/m")
+    assert result.code == 0, result.err
