@@ -32,7 +32,6 @@ class Queue:
     name: str
     arn: str
     state: str
-    compute_environments: tuple[str, ...]
 
 
 def _queue(queue: Json) -> Queue:
@@ -40,7 +39,6 @@ def _queue(queue: Json) -> Queue:
         name=queue["jobQueueName"],
         arn=queue["jobQueueArn"],
         state=queue.get("state", "ENABLED"),
-        compute_environments=tuple(c["computeEnvironment"] for c in queue.get("computeEnvironmentOrder", [])),
     )
 
 

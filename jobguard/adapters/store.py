@@ -23,6 +23,8 @@ from ..retry import RetryPolicy, error_code
 from .locks import LockRecord
 
 SUFFIX = ".json"
+# What S3 answers when an If-Match / If-None-Match condition does not hold.
+PRECONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412")
 DEPLOY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -177,24 +179,24 @@ class S3Store:
                 lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition)
             )
         except ClientError as exc:
-            if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412") and self._wrote(key, body):
+            if error_code(exc) in PRECONDITION_FAILED and self._wrote(manifest.deploy_id, body):
                 return
-            if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+            if error_code(exc) in PRECONDITION_FAILED:
                 raise ConflictError(f"{self.uri(manifest.deploy_id)}: another process changed the manifest") from None
             raise StoreError(f"{self.uri(manifest.deploy_id)}: cannot write manifest ({error_code(exc)})") from None
         except Exception as exc:
             raise StoreError(f"{self.uri(manifest.deploy_id)}: cannot write manifest ({error_code(exc)})") from None
         self._etags[manifest.deploy_id] = answer["ETag"]
 
-    def _wrote(self, key: str, body: bytes) -> bool:
+    def _wrote(self, deploy_id: str, body: bytes) -> bool:
         """After a retried put answers 412, the first attempt may be the one that landed."""
         try:
-            current = self.client.get_object(Bucket=self.bucket, Key=key)
+            current = self.client.get_object(Bucket=self.bucket, Key=self._key(deploy_id))
         except ClientError:
             return False
         if current["Body"].read() != body:
             return False
-        self._etags[key.rsplit("/", 1)[-1][: -len(SUFFIX)]] = current["ETag"]
+        self._etags[deploy_id] = current["ETag"]
         return True
 
     def try_lock(self, name: str, record: LockRecord) -> LockRecord | None:
@@ -204,7 +206,7 @@ class S3Store:
             self.retry.call(lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*"))
             return None
         except ClientError as exc:
-            if error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+            if error_code(exc) not in PRECONDITION_FAILED:
                 raise StoreError(f"s3://{self.bucket}/{key}: cannot take lock ({error_code(exc)})") from None
         try:
             answer = self.retry.call(lambda: self.client.get_object(Bucket=self.bucket, Key=key))
@@ -215,7 +217,7 @@ class S3Store:
             self.retry.call(lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfMatch=answer["ETag"]))
             return None
         except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "PreconditionFailed", "ConditionalRequestConflict", "412"):
+            if error_code(exc) in ("NoSuchKey", *PRECONDITION_FAILED):
                 return LockRecord(
                     holder_id="", holder="another process (the lock changed hands just now)", acquired_at=0.0, expires_at=float("inf")
                 )
