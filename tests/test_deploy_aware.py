@@ -94,6 +94,11 @@ def test_bad_plan_is_refused(seed: Seeder, run, aws: SimulatedAWS, workdir: Path
     assert _drained(aws, jobs) == set()
 
 
+def _finish_on_poll(aws: SimulatedAWS, job: str, describe_call: int) -> None:
+    """Finish `job` when drain makes its n-th DescribeJobs call: a poll of the grace-period wait."""
+    aws.after = lambda action, n: aws.batch.set_status(job, "SUCCEEDED") if action == "batch:DescribeJobs" and n == describe_call else None
+
+
 def _finish_later(aws: SimulatedAWS, job: str, after: float) -> threading.Thread:
     thread = threading.Thread(target=lambda: (time.sleep(after), aws.batch.set_status(job, "SUCCEEDED")))
     thread.start()
@@ -106,11 +111,10 @@ def test_grace_drains_queued_jobs_first_and_lets_running_ones_finish(seed: Seede
     queued = seed.job(status="RUNNABLE", jobName="queued", jobQueue="work", jobDefinition="proc")
     quick = seed.job(jobName="quick", jobQueue="work", jobDefinition="proc")
     slow = seed.job(jobName="slow", jobQueue="work", jobDefinition="proc")
-    finisher = _finish_later(aws, quick, 0.5)
+    _finish_on_poll(aws, quick, describe_call=2)  # the first describes the queued page, the second is a poll
     started = time.monotonic()
     result = run("drain", "--queue", "work", "--grace", "2s", "--store", f"file://{workdir}/m", "--deploy-id", "d1")
     elapsed = time.monotonic() - started
-    finisher.join()
     assert result.code == 0, result.err
     assert 2 <= elapsed < 10
     recorded = {r["job_id"]: r for r in load_manifest(f"file://{workdir}/m", seed, "d1")["jobs"]}
@@ -124,10 +128,9 @@ def test_grace_ends_early_when_everything_finished(seed: Seeder, run, aws: Simul
     seed.queue("work")
     seed.definition("proc")
     job = seed.job(jobName="quick", jobQueue="work", jobDefinition="proc")
-    finisher = _finish_later(aws, job, 0.3)
+    _finish_on_poll(aws, job, describe_call=1)  # nothing queued: the first DescribeJobs is a poll
     started = time.monotonic()
     result = run("drain", "--queue", "work", "--grace", "30m", "--store", f"file://{workdir}/m", "--deploy-id", "d1")
-    finisher.join()
     assert result.code == 0 and time.monotonic() - started < 10
     assert "every running job finished within the grace period" in result.out
     assert load_manifest(f"file://{workdir}/m", seed, "d1")["jobs"] == []
