@@ -18,7 +18,7 @@ Batch terminates a container with SIGTERM and SIGKILL 30 seconds later. The help
 SIGTERM handler that only sets a flag; the job's loop asks `should_stop` and saves. jobguard's
 restore sets JOBGUARD_LINEAGE_ID, JOBGUARD_PREVIOUS_JOB_ID, JOBGUARD_DEPLOY_ID and
 JOBGUARD_RESUME_COUNT on each replacement, so the replacement loads what its predecessor saved:
-checkpoints are keyed by lineage (the first job's id), plus the array index for array children.
+checkpoints are keyed by lineage (the first job's id), plus the original array index for array children.
 """
 
 from __future__ import annotations
@@ -37,6 +37,22 @@ LINEAGE_ENV = "JOBGUARD_LINEAGE_ID"
 PREVIOUS_ENV = "JOBGUARD_PREVIOUS_JOB_ID"
 DEPLOY_ENV = "JOBGUARD_DEPLOY_ID"
 RESUME_ENV = "JOBGUARD_RESUME_COUNT"
+ARRAY_INDEXES_ENV = "JOBGUARD_ARRAY_INDEXES"
+
+
+def array_index() -> int | None:
+    """This array child's index in the array as first submitted.
+
+    A restore with `arrays: unfinished` resubmits only the children that had not succeeded, as a
+    smaller array: JOBGUARD_ARRAY_INDEXES maps its indexes back to the original ones. Job code
+    that reads AWS_BATCH_JOB_ARRAY_INDEX directly must call this instead.
+    """
+    index = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
+    originals = os.environ.get(ARRAY_INDEXES_ENV)
+    if originals:
+        mapped = originals.split(",")
+        return int(mapped[int(index or 0)])
+    return int(index) if index is not None and index.isdigit() else None
 
 
 class Checkpoint:
@@ -51,8 +67,8 @@ class Checkpoint:
         self.previous_job_id = os.environ.get(PREVIOUS_ENV)
         self.deploy_id = os.environ.get(DEPLOY_ENV)
         self.resume_count = int(os.environ.get(RESUME_ENV, "0") or 0)
-        index = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
-        self.key = "/".join(p for p in (self.prefix, self.lineage, f"index-{index}" if index else "", "checkpoint") if p)
+        index = array_index()
+        self.key = "/".join(p for p in (self.prefix, self.lineage, f"index-{index}" if index is not None else "", "checkpoint") if p)
         self.client = client or boto3.client("s3")
         self._stop = threading.Event()
         if install:

@@ -1,232 +1,244 @@
-"""The `jobguard` command line. The one place that turns errors into messages and exit codes."""
+"""The `jobguard` command line: flags into Options, the adapters wired, a command run, and the one
+place that turns errors into one-line messages and exit codes (see errors.py for the codes)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
-
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from typing import NoReturn
 
 from . import __version__
+from .adapters.aws import Aws
 from .adapters.batch import Batch
-from .adapters.store import check_deploy_id, open_store
+from .adapters.eventbridge import publish
+from .adapters.signing import Signer, default_key_file, open_signer
+from .adapters.stores import Store, open_store
 from .commands.context import Context
 from .commands.drain import drain
-from .commands.restore import restore_all
-from .commands.status import status, watch
-from .errors import ConfigError, CredentialsError, JobguardError, UsageError
-from .manifest import DRAIN, FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest
-from .notify import Notifier
-from .options import DEFAULT_STORE, JOB_DEFINITION_POLICIES, Options, check_notify, duration, github_deploy_id, resolve
-from .pacing import Pacer
-from .report import Reporter, counts_line
-from .retry import error_code
+from .commands.manifests import Manifests
+from .commands.restore import restore
+from .commands.status import replacements, status, watch
+from .domain.manifest import FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, CredentialsError, JobguardError, UsageError
+from .options import DEFAULT_STORE, Options, parse_flags, resolve
+from .output.events import Events
+from .output.notify import Notifier
+from .output.report import Reporter
+from .output.summary import counts_line, markdown
 
-# jobguard's retry policy is the only one: botocore's own retries would resend SubmitJob blindly.
-BOTO_CONFIG = Config(
-    retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30, user_agent_extra=f"jobguard/{__version__}"
-)
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a one-line UsageError like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="jobguard", description="Drain AWS Batch jobs before a deploy and resubmit them after, exactly once."
-    )
+    parser = _Parser(prog="jobguard", description="Drain AWS Batch jobs before a deploy and resubmit them after, exactly once.")
     parser.add_argument("--version", action="version", version=f"jobguard {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--store", metavar="URI", help=f"manifest store: file://PATH or s3://BUCKET/PREFIX (default {DEFAULT_STORE})")
+        sub.add_argument(
+            "--store", metavar="URI", help=f"manifest store: file://PATH, s3://BUCKET/PREFIX or dynamodb://TABLE (default {DEFAULT_STORE})"
+        )
         sub.add_argument("--config", metavar="FILE", help="YAML config file (default .jobguard.yml when present)")
+        sub.add_argument("--deploy-id", metavar="ID", help="the deploy (default: GITHUB_RUN_ID in Actions)")
+        sub.add_argument(
+            "--signing-key", metavar="KEY", help="kms:KEY_ID_OR_ARN or file:PATH (file store default: ~/.config/jobguard/signing.key)"
+        )
+        sub.add_argument(
+            "--unsigned", action="store_const", const="true", help="write unsigned manifests and accept unsigned ones (warned)"
+        )
+        sub.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         return sub
 
-    drain_cmd = command("drain", "record and terminate every active job of the named queues")
-    drain_cmd.add_argument("--queue", dest="queues", action="append", metavar="NAME", help="job queue name or ARN (repeat for more)")
-    drain_cmd.add_argument("--deploy-id", metavar="ID", help="deploy id (default: GITHUB_RUN_ID, else a new id that is printed)")
-    drain_cmd.add_argument("--dry-run", action="store_true", default=None, help="list what would be drained; change nothing")
-    drain_cmd.add_argument("--plan", metavar="PLAN.json", help="`terraform show -json` output: drain only the queues the plan puts at risk")
-    drain_cmd.add_argument(
-        "--grace", type=_duration, metavar="DURATION", help="drain queued jobs, then let running ones finish this long (90s, 30m, 1h)"
-    )
-    drain_cmd.add_argument(
-        "--freeze", action="store_true", default=None, help="disable the queues for the deploy; restore enables them again"
-    )
-    drain_cmd.add_argument(
-        "--lock-timeout", type=float, metavar="SECONDS", help="wait this long for another run's deploy lock (default 300)"
-    )
+    def lease_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--lock-timeout", metavar="SECONDS", help="wait this long for another run's deploy lease (default 300)")
+        sub.add_argument("--stop-timeout", metavar="DURATION", help="wait this long for stopped jobs to end (default 180s)")
+        sub.add_argument(
+            "--notify", action="append", metavar="TARGET", help="send a summary to sns:TOPIC_ARN or a webhook URL (repeatable)"
+        )
+        sub.add_argument("--event-bus", metavar="NAME", help="publish one EventBridge event per job to this bus")
+        sub.add_argument("--events-file", metavar="PATH", help="append one JSON line per job event to this file")
+        sub.add_argument("--dry-run", action="store_const", const="true", help="list what would be done; change nothing")
 
-    notify_help = "send a summary to sns:TOPIC_ARN or a Slack-compatible webhook URL (repeat for more)"
-    drain_cmd.add_argument("--notify", action="append", metavar="TARGET", help=notify_help)
+    drain_cmd = command("drain", "record, stop and wait for every active job of the queues at risk")
+    drain_cmd.add_argument(
+        "--queue", dest="queues", action="append", metavar="NAME", help="job queue name or ARN jobguard may act on (repeatable)"
+    )
+    drain_cmd.add_argument("--plan", metavar="PLAN.json", help="`terraform show -json` output: drain only the queues it puts at risk")
+    drain_cmd.add_argument("--grace", metavar="DURATION", help="drain queued jobs, then let running ones finish this long (90s, 30m, 1h)")
+    drain_cmd.add_argument("--freeze", action="store_const", const="true", help="disable the queues for the deploy; restore enables them")
+    lease_flags(drain_cmd)
 
     restore_cmd = command("restore", "resubmit drained jobs on the queues and job definitions in place now")
-    restore_cmd.add_argument("--notify", action="append", metavar="TARGET", help=notify_help)
+    restore_cmd.add_argument("--queue", dest="queues", action="append", metavar="NAME", help="only submit to these queues (repeatable)")
     restore_cmd.add_argument(
-        "--deploy-id", metavar="ID", help="restore this deploy only (default: GITHUB_RUN_ID, else every manifest with work left)"
+        "--job-definition", metavar="latest|recorded", help="newest ACTIVE revision (default), or the recorded one while ACTIVE"
     )
-    restore_cmd.add_argument(
-        "--job-definition", choices=JOB_DEFINITION_POLICIES, help="latest ACTIVE revision (default), or the recorded one while it is active"
-    )
-    restore_cmd.add_argument("--dry-run", action="store_true", default=None, help="list what would be submitted; change nothing")
-    restore_cmd.add_argument(
-        "--lock-timeout", type=float, metavar="SECONDS", help="wait this long for another run's deploy lock (default 300)"
-    )
+    lease_flags(restore_cmd)
 
-    status_cmd = command("status", "show manifests and where their replacements are now")
-    status_cmd.add_argument("--deploy-id", metavar="ID", help="show this deploy only (default: every manifest)")
-    status_cmd.add_argument("--json", action="store_true", default=None, help="print JSON for scripts")
+    status_cmd = command("status", "show the open deploys and where their replacements are now")
+    status_cmd.add_argument("--all", action="store_const", const="true", help="every manifest in the store, not only open deploys")
+    status_cmd.add_argument("--json", action="store_const", const="true", help="print JSON for scripts")
     status_cmd.add_argument(
-        "--watch", action="store_true", default=None, help="follow the replacements until they finish; exit 1 if any failed"
+        "--watch", action="store_const", const="true", help="follow the replacements until they finish; exit 1 if any failed"
     )
-    status_cmd.add_argument("--interval", type=float, metavar="SECONDS", help="--watch: seconds between looks (default 30)")
-    status_cmd.add_argument("--timeout", type=float, metavar="SECONDS", help="--watch: give up (exit 1) after this long")
+    status_cmd.add_argument("--interval", metavar="SECONDS", help="--watch: seconds between looks (default 30)")
+    status_cmd.add_argument("--timeout", metavar="SECONDS", help="--watch: give up (exit 1) after this long")
 
-    commands.add_parser(
-        "demo",
-        help="run a whole drain/deploy/restore cycle against a simulated AWS",
-        description="Run a whole cycle against moto (pip install 'jobguard[demo]').",
-    )
+    commands.add_parser("demo", help="run a whole drain/deploy/restore cycle against a simulated AWS")
     return parser
 
 
-def _duration(text: str) -> float:
-    try:
-        return duration(text, "--grace")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_FLAG_KEYS = (
+    "store", "queues", "deploy-id", "dry-run", "job-definition", "json", "all", "plan", "grace", "freeze", "stop-timeout",
+    "notify", "event-bus", "events-file", "interval", "timeout", "watch", "lock-timeout", "signing-key", "unsigned",
+)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code."""
-    args = build_parser().parse_args(argv)
+    """Run the CLI; return the exit code. Every failure is one line on stderr (a traceback only with --debug)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
     report = Reporter()
     try:
-        return _run(args, report)
+        args = build_parser().parse_args(arguments)
+        return _dispatch(args, report)
     except JobguardError as exc:
         report.error(str(exc))
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            report.hint(exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
         report.error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the last resort: a bug is still one line, and says how to learn more
+        report.error(
+            f"internal error: {type(exc).__name__}: {exc} (this is a bug in jobguard {__version__}; rerun with --debug for the traceback)"
+        )
+        if "--debug" in arguments:
+            traceback.print_exc()
+        return EXIT_INTERNAL
 
 
-def _run(args: argparse.Namespace, report: Reporter) -> int:
+def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo(report)
-    names = (
-        "store",
-        "queues",
-        "deploy_id",
-        "dry_run",
-        "job_definition",
-        "json",
-        "lock_timeout",
-        "plan",
-        "grace",
-        "freeze",
-        "watch",
-        "interval",
-        "notify",
-    )
-    flags = {k: getattr(args, k, None) for k in names}
-    flags["queues"] = tuple(q.strip() for q in flags["queues"] or () if q.strip())
-    flags["notify"] = tuple(check_notify(t, "--notify") for t in flags["notify"] or ())
-    options = resolve(args.config, flags)
-    # Only drain takes the run id by default: restore and status look at every manifest, so a
-    # deploy whose restore never ran is picked up by the next one.
-    deploy_id = options.deploy_id or (github_deploy_id() if args.command == "drain" else None)
-    if deploy_id:
-        check_deploy_id(deploy_id)
+    given = {key: getattr(args, key.replace("-", "_"), None) for key in _FLAG_KEYS}
+    options = resolve(args.config, parse_flags({k: v for k, v in given.items() if v is not None}))
+    in_actions = os.environ.get("GITHUB_ACTIONS") == "true"
+    run_id = os.environ.get("GITHUB_RUN_ID") if in_actions else None
     if args.command == "drain":
-        if not options.queues and not options.plan:
-            raise UsageError("drain: name the queues with --queue NAME (or `queues:` in the config), or give --plan PLAN.json")
-        return _drain(build_context(options, report), deploy_id or _new_deploy_id())
+        deploy_id = options.deploy_id or run_id or _new_deploy_id()
+        ctx = build_context(options, report, creating=True)
+        return _drain(ctx, deploy_id)
+    ctx = build_context(options, report, creating=False)
     if args.command == "restore":
-        return _restore(build_context(options, report), deploy_id)
-    ctx = build_context(options, report)
+        # In Actions a restore is its own run's (and what that run adopted); elsewhere, every open deploy.
+        return _restore(ctx, options.deploy_id or run_id, named=options.deploy_id is not None)
     if options.watch:
-        return watch(ctx, deploy_id, args.timeout)
-    status(ctx, deploy_id)
-    return 0
-
-
-def build_context(options: Options, report: Reporter) -> Context:
-    """boto3 from its usual chain, the caller's account and region, and the adapters."""
-    # AWS_REGION wins over the rest of the chain, as in the AWS CLI v2; botocore reads only AWS_DEFAULT_REGION.
-    session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
-    region = session.region_name
-    if not region:
-        raise CredentialsError("no AWS region configured", hint="set AWS_REGION (or AWS_DEFAULT_REGION), or a region in your AWS profile")
-    try:
-        sts = session.client("sts", config=BOTO_CONFIG)
-        account = options.retry.call(sts.get_caller_identity)["Account"]
-    except (NoCredentialsError, NoRegionError):
-        raise CredentialsError(
-            "no AWS credentials found", hint="configure credentials as for the AWS CLI: environment, profile, or an assumed role"
-        ) from None
-    except ClientError as exc:
-        raise CredentialsError(f"AWS credentials rejected: {error_code(exc)}") from None
-    except BotoCoreError as exc:
-        raise CredentialsError(f"cannot reach AWS STS: {exc}") from None
-    clients = _ClientFactory(session)
-    store = open_store(options.store, clients, options.retry)
-    # Enough connections for every worker; botocore's default pool of 10 would queue them.
-    batch_config = BOTO_CONFIG.merge(Config(max_pool_connections=max(10, options.workers * 2)))
-    batch = Batch(session.client("batch", config=batch_config), options.retry, Pacer(options.rate, options.burst), options.workers)
-    notifier = Notifier(options.notify, lambda: clients.client("sns"), options.retry, report)
-    return Context(batch=batch, store=store, account=account, region=region, options=options, report=report, notifier=notifier)
-
-
-class _ClientFactory:
-    """Hands the stores clients configured like every other jobguard client."""
-
-    def __init__(self, session: boto3.session.Session) -> None:
-        self.session = session
-
-    def client(self, service: str) -> Any:
-        return self.session.client(service, config=BOTO_CONFIG)  # type: ignore[call-overload]
+        return watch(ctx, options.deploy_id)
+    return status(ctx, options.deploy_id)
 
 
 def _new_deploy_id() -> str:
     return f"jg-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def _drain(ctx: Context, deploy_id: str) -> int:
-    ctx.report.line(
-        f"jobguard drain: deploy {deploy_id}, manifest {ctx.store.uri(deploy_id)}" + (" (dry run)" if ctx.options.dry_run else "")
+def build_context(options: Options, report: Reporter, creating: bool) -> Context:
+    """boto3 from its usual chain, the caller's account and region, and the adapters."""
+    aws = Aws(options.aws, notice=report.notice)
+    identity = aws.call("sts", "get_caller_identity", "find the AWS account of the credentials")
+    account = str(identity.get("Account", ""))
+    if not account:
+        raise CredentialsError("the AWS credentials name no account")
+    store = open_store(options.store, aws)
+    signer = _signer(options, aws, store, report, creating)
+    for target in options.notify:
+        if not target.startswith("sns:"):
+            report.mask(target)
+    events = Events(report, bus=options.event_bus, file=options.events_file, publish=lambda entries: publish(aws, entries))
+    return Context(
+        aws=aws,
+        batch=Batch(aws, account),
+        store=store,
+        manifests=Manifests(store, signer, account, aws.region, report),
+        account=account,
+        region=aws.region,
+        options=options,
+        report=report,
+        notifier=Notifier(options.notify, lambda arn, subject, text: _sns(aws, arn, subject, text), options.aws.retry, report),
+        events=events,
     )
-    manifest = drain(ctx, deploy_id)
-    return 0 if ctx.options.dry_run else _finish(ctx, "drain", [manifest], failed_stage=DRAIN)
 
 
-def _restore(ctx: Context, deploy_id: str | None) -> int:
-    manifests = restore_all(ctx, deploy_id)
-    if not manifests and ctx.options.dry_run:
-        ctx.report.line(f"jobguard restore: nothing to restore in {ctx.options.store}")
-    return 0 if ctx.options.dry_run else _finish(ctx, "restore", manifests, failed_stage=RESTORE)
+def _signer(options: Options, aws: Aws, store: Store, report: Reporter, creating: bool) -> Signer | None:
+    if options.unsigned:
+        report.warning(
+            "manifests are neither signed nor checked (unsigned: true): whoever can write to the store can change what restore submits"
+        )
+        return None
+    if options.signing_key:
+        return open_signer(options.signing_key, aws, create=creating)
+    if options.store.startswith("file:"):
+        return open_signer(f"file:{default_key_file()}", aws, create=True)
+    raise UsageError(
+        f"store {options.store}: set signing-key (kms:KEY from the Terraform module's signing_key output) so manifests are signed",
+        hint="or unsigned: true to write and accept unsigned manifests",
+    )
 
 
-def _finish(ctx: Context, title: str, manifests: list[Manifest], failed_stage: str) -> int:
-    """Counts, job summary and step outputs; exit 1 when a job failed in this stage."""
+def _sns(aws: Aws, arn: str, subject: str, text: str) -> None:
+    aws.call("sns", "publish", f"publish to {arn}", TopicArn=arn, Subject=subject, Message=text)
+
+
+def _drain(ctx: Context, deploy_id: str) -> int:
+    dry = " (dry run)" if ctx.options.dry_run else ""
+    ctx.report.line(f"jobguard drain: deploy {deploy_id}, manifest {ctx.store.uri(deploy_id)}{dry}")
+    try:
+        result = drain(ctx, deploy_id)
+    finally:
+        ctx.events.deliver()
+    if ctx.options.dry_run:
+        return 0
+    return _finish(ctx, "drain", [result.manifest], result.facts, failed=result.problems)
+
+
+def _restore(ctx: Context, deploy_id: str | None, named: bool) -> int:
+    try:
+        result = restore(ctx, deploy_id, named)
+    finally:
+        ctx.events.deliver()
+    if not result.manifests:
+        ctx.report.line(f"jobguard restore: nothing to restore in {ctx.store.location()}")
+    if ctx.options.dry_run:
+        return 0
+    failed = sum(r.outcome == FAILED and r.stage == RESTORE for m in result.manifests for r in m)
+    return _finish(ctx, "restore", result.manifests, result.facts, failed=max(failed, result.problems))
+
+
+def _finish(ctx: Context, title: str, manifests: list[Manifest], facts: list[str], failed: int) -> int:
+    """Counts, job summary, step outputs and notifications (each independent of the others); 1 when a job failed."""
     for manifest in manifests:
         ctx.report.line(f"{title} {manifest.deploy_id}: {counts_line(manifest)}")
-        ctx.report.summary(title, manifest, ctx.store.uri(manifest.deploy_id))
+        ctx.report.append_summary(markdown(title, manifest, ctx.store.uri(manifest.deploy_id), facts))
+    if not manifests and facts:
+        ctx.report.append_summary("\n".join(f"- {f}" for f in facts) + "\n")
     records = [r for m in manifests for r in m]
-    failed = sum(r.outcome == FAILED and r.stage == failed_stage for r in records)
     last = manifests[-1].deploy_id if manifests else ""
-    ctx.notifier.send(title, manifests)
     ctx.report.outputs(
         {
             "deploy-id": last,
@@ -234,8 +246,10 @@ def _finish(ctx: Context, title: str, manifests: list[Manifest], failed_stage: s
             "drained": sum(TERMINATED in r.times for r in records),
             "resubmitted": sum(r.outcome == RESUBMITTED for r in records),
             "failed": failed,
+            "replacements": json.dumps(replacements(manifests), sort_keys=True),
         }
     )
+    ctx.notifier.send(title, manifests)
     return 1 if failed else 0
 
 

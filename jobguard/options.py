@@ -1,26 +1,35 @@
 """Settings, resolved once: defaults, then the YAML config file, then command-line flags.
 
-The result is a frozen `Options`; nothing else reads flags or the config file.
+Every value, from a file or a flag, goes through the same parser, which names where it came
+from when it is wrong. The result is a frozen `Options`; nothing else reads flags or the file.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
+from .adapters.aws import AwsSettings
+from .adapters.lease import LeaseSettings
+from .adapters.retry import RetrySettings
+from .adapters.stores import check_deploy_id, check_store_uri
+from .domain.policies import ACTIONS, Policy
 from .errors import ConfigError
-from .policies import ACTIONS, Policy
-from .retry import RetryPolicy
 
 DEFAULT_CONFIG = ".jobguard.yml"
 DEFAULT_STORE = "file://.jobguard"
-JOB_DEFINITION_POLICIES = ("latest", "recorded")
+JOB_DEFINITION_CHOICES = ("latest", "recorded")
+ARRAY_CHOICES = ("whole", "unfinished")
+MAX_CONFIG_BYTES = 1024 * 1024
+QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}|arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}:job-queue/[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -32,178 +41,326 @@ class Options:
     deploy_id: str | None = None
     dry_run: bool = False
     job_definition: str = "latest"
+    job_definitions: tuple[str, ...] = ()  # restore submits only on these job definitions (globs), when set
     json: bool = False
-    lock_timeout: float = 300.0
-    lock_ttl: float = 120.0
+    all: bool = False
     plan: str | None = None
     grace: float = 0.0
     freeze: bool = False
     triggers: tuple[str, ...] = ()
     policies: tuple[Policy, ...] = ()
-    # AWS publishes 50 calls/s for SubmitJob (TerminateJob likewise): stay just under it.
-    rate: float = 48.0
-    burst: float = 50.0
-    workers: int = 16
+    stop_timeout: float = 180.0  # covers ECS's 120 s maximum stop timeout, with room for the poll
+    lookup_window: float = 30.0  # how long a job just submitted may take to show in ListJobs
     max_resubmits: int = 3
     lineage_env: bool = True
+    arrays: str = "whole"
+    share_identifier: str | None = None
+    signing_key: str | None = None
+    unsigned: bool = False
     notify: tuple[str, ...] = ()
+    event_bus: str | None = None
+    events_file: str | None = None
     interval: float = 30.0
+    timeout: float | None = None
     watch: bool = False
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
+    aws: AwsSettings = field(default_factory=AwsSettings)
 
 
-# config key -> (Options field, parser)
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
-        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
-    return str(value)
+# -- value parsers: (value, where) -> parsed -------------------------------------------------
+Parser = Callable[[Any, str], Any]
 
 
-def _boolean(value: Any, where: str) -> bool:
+def text(value: Any, where: str) -> str:
+    """A non-empty single-line string."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
+        raise ConfigError(f"{where}: expected a non-empty string, got {_shown(value)}")
+    result = str(value)
+    if not result.isprintable():
+        raise ConfigError(f"{where}: contains control characters")
+    return result
+
+
+def boolean(value: Any, where: str) -> bool:
+    """true or false (YAML's or a flag's)."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
     return value
 
 
-def _queues(value: Any, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: expected a queue name or a list of queue names")
-    return tuple(_string(v, f"{where}[{i}]") for i, v in enumerate(value))
+def number(low: float, high: float = math.inf, integer: bool = False, low_open: bool = False) -> Parser:
+    """A finite number within [low, high] (low excluded when `low_open`)."""
 
-
-def _policy(value: Any, where: str) -> str:
-    text = _string(value, where)
-    if text not in JOB_DEFINITION_POLICIES:
-        raise ConfigError(f"{where}: expected one of {', '.join(JOB_DEFINITION_POLICIES)}, got {text!r}")
-    return text
-
-
-def _positive(kind: type) -> Any:
     def parse(value: Any, where: str) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (kind is int and not isinstance(value, int)):
-            raise ConfigError(f"{where}: expected a non-negative {'integer' if kind is int else 'number'}, got {value!r}")
-        return kind(value)
+        parsed: Any = value
+        if isinstance(value, str):
+            try:
+                parsed = int(value) if integer else float(value)
+            except ValueError:
+                parsed = None
+        kind = "an integer" if integer else "a number"
+        if isinstance(parsed, bool) or not isinstance(parsed, (int, float)) or (integer and not isinstance(parsed, int)):
+            raise ConfigError(f"{where}: expected {kind}, got {_shown(value)}")
+        if not math.isfinite(parsed) or parsed < low or (low_open and parsed == low) or parsed > high:
+            bound = f"more than {low:g}" if low_open else f"at least {low:g}"
+            upper = f" and at most {high:g}" if math.isfinite(high) else ""
+            raise ConfigError(f"{where}: expected {kind} {bound}{upper}, got {_shown(value)}")
+        return int(parsed) if integer else float(parsed)
 
     return parse
 
 
 def duration(value: Any, where: str) -> float:
     """Seconds from a number or a duration like 90s, 30m, 1h30m."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", str(value).strip())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(number(0, 7 * 24 * 3600)(value, where))
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", str(value).strip()) if isinstance(value, str) else None
     if not match or not any(match.groups()):
-        raise ConfigError(f"{where}: expected a duration such as 90s, 30m or 1h30m, got {value!r}")
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(hours * 3600 + minutes * 60 + seconds)
+        raise ConfigError(f"{where}: expected a duration such as 90s, 30m or 1h30m, got {_shown(value)}")
+    hours, minutes, seconds = (float(g or 0) for g in match.groups())
+    return float(number(0, 7 * 24 * 3600)(hours * 3600 + minutes * 60 + seconds, where))
 
 
-def check_notify(target: str, where: str) -> str:
-    """A notification target: sns:TOPIC_ARN, or an http(s) webhook URL (Slack-compatible JSON)."""
-    if target.startswith("sns:arn:") or target.startswith(("https://", "http://")):
+def choice(options: tuple[str, ...]) -> Parser:
+    """One of `options`."""
+
+    def parse(value: Any, where: str) -> str:
+        result = text(value, where)
+        if result not in options:
+            raise ConfigError(f"{where}: expected one of {', '.join(options)}, got {_shown(value)}")
+        return result
+
+    return parse
+
+
+def strings(item: Parser) -> Parser:
+    """A list (or one value) of `item`, duplicates removed."""
+
+    def parse(value: Any, where: str) -> tuple[Any, ...]:
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list):
+            raise ConfigError(f"{where}: expected a list, got {_shown(value)}")
+        return tuple(dict.fromkeys(item(v, f"{where}[{i}]") for i, v in enumerate(values)))
+
+    return parse
+
+
+def queue(value: Any, where: str) -> str:
+    """A job queue name or ARN."""
+    result = text(value, where).strip()
+    if not QUEUE.fullmatch(result):
+        raise ConfigError(f"{where}: {_shown(value)} is not a job queue name or ARN")
+    return result
+
+
+def deploy_id(value: Any, where: str) -> str:
+    """A deploy id: a safe file name and S3 key."""
+    try:
+        return check_deploy_id(text(value, where))
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def store(value: Any, where: str) -> str:
+    """A store URI."""
+    try:
+        return check_store_uri(text(value, where))
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def notify_target(value: Any, where: str) -> str:
+    """sns:TOPIC_ARN, or an http(s) webhook URL; never echoed whole (webhook URLs carry secrets)."""
+    target = text(value, where)
+    if re.fullmatch(r"sns:arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}", target):
         return target
-    raise ConfigError(f"{where}: notification target {target!r} is neither sns:TOPIC_ARN nor an https:// webhook URL")
+    parts = urlsplit(target) if target.startswith(("https://", "http://")) else None
+    if parts is not None and parts.hostname and " " not in target:
+        return target
+    raise ConfigError(
+        f"{where}: a notification target is sns:TOPIC_ARN or an https:// webhook URL (the value is not shown: it may hold a secret)"
+    )
 
 
-def _patterns(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list of resource addresses or patterns")
-    return tuple(_string(v, f"{where}[{i}]") for i, v in enumerate(value))
+def signing_key(value: Any, where: str) -> str:
+    """kms:KEY_ID_OR_ARN or file:PATH."""
+    key = text(value, where)
+    if not re.fullmatch(r"kms:[A-Za-z0-9:/_+=,.@-]{1,2048}|file:.+", key):
+        raise ConfigError(f"{where}: expected kms:KEY_ID_OR_ARN or file:PATH, got {_shown(value)}")
+    return key
+
+
+def event_bus(value: Any, where: str) -> str:
+    """An EventBridge bus name or ARN."""
+    bus = text(value, where)
+    if not re.fullmatch(r"[A-Za-z0-9/._-]{1,256}|arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/[A-Za-z0-9/._-]{1,256}", bus):
+        raise ConfigError(f"{where}: {_shown(value)} is not an EventBridge bus name or ARN")
+    return bus
+
+
+def pattern(value: Any, where: str) -> str:
+    """A resource address or shell-style pattern."""
+    return text(value, where)
 
 
 _POLICY_KEYS = {"action": "action", "queue": "queue", "job-name": "job_name", "job-definition": "job_definition"}
 
 
-def _policies(value: Any, where: str) -> tuple[Policy, ...]:
+def policies(value: Any, where: str) -> tuple[Policy, ...]:
+    """wait / abandon / resubmit rules."""
     if not isinstance(value, list):
         raise ConfigError(f"{where}: expected a list of policies")
-    policies = []
+    found = []
     for index, rule in enumerate(value):
         place = f"{where}[{index}]"
         if not isinstance(rule, dict):
             raise ConfigError(f"{place}: expected a mapping with action and queue, job-name or job-definition")
         _check_keys(rule, _POLICY_KEYS, place)
-        action = _string(rule.get("action"), f"{place}.action")
-        if action not in ACTIONS:
-            raise ConfigError(f"{place}.action: expected one of {', '.join(ACTIONS)}, got {action!r}")
-        policies.append(Policy(**{_POLICY_KEYS[k]: _string(v, f"{place}.{k}") for k, v in rule.items()}))
-    return tuple(policies)
+        action = choice(ACTIONS)(rule.get("action"), f"{place}.action")
+        patterns = {_POLICY_KEYS[k]: text(v, f"{place}.{k}") for k, v in rule.items() if k != "action"}
+        found.append(Policy(action=action, **patterns))
+    return tuple(found)
 
 
-_KEYS = {
-    "store": ("store", _string),
-    "queues": ("queues", _queues),
-    "deploy-id": ("deploy_id", _string),
-    "dry-run": ("dry_run", _boolean),
-    "job-definition": ("job_definition", _policy),
-    "lock-timeout": ("lock_timeout", _positive(float)),
-    "lock-ttl": ("lock_ttl", _positive(float)),
-    "plan": ("plan", _string),
+# config key -> (Options field, parser); flags use the same names with -- in front
+KEYS: dict[str, tuple[str, Parser]] = {
+    "store": ("store", store),
+    "queues": ("queues", strings(queue)),
+    "deploy-id": ("deploy_id", deploy_id),
+    "dry-run": ("dry_run", boolean),
+    "job-definition": ("job_definition", choice(JOB_DEFINITION_CHOICES)),
+    "job-definitions": ("job_definitions", strings(pattern)),
+    "plan": ("plan", text),
     "grace": ("grace", duration),
-    "freeze": ("freeze", _boolean),
-    "triggers": ("triggers", _patterns),
-    "policies": ("policies", _policies),
-    "rate": ("rate", _positive(float)),
-    "burst": ("burst", _positive(float)),
-    "workers": ("workers", _positive(int)),
-    "max-resubmits": ("max_resubmits", _positive(int)),
-    "lineage-env": ("lineage_env", _boolean),
-    "notify": ("notify", lambda v, w: tuple(check_notify(t, f"{w}") for t in _queues(v, w))),
+    "freeze": ("freeze", boolean),
+    "triggers": ("triggers", strings(pattern)),
+    "policies": ("policies", policies),
+    "stop-timeout": ("stop_timeout", duration),
+    "lookup-window": ("lookup_window", duration),
+    "max-resubmits": ("max_resubmits", number(0, 1_000_000, integer=True)),
+    "lineage-env": ("lineage_env", boolean),
+    "arrays": ("arrays", choice(ARRAY_CHOICES)),
+    "share-identifier": ("share_identifier", text),
+    "signing-key": ("signing_key", signing_key),
+    "unsigned": ("unsigned", boolean),
+    "notify": ("notify", strings(notify_target)),
+    "event-bus": ("event_bus", event_bus),
+    "events-file": ("events_file", text),
+    "json": ("json", boolean),
+    "all": ("all", boolean),
+    "watch": ("watch", boolean),
+    "interval": ("interval", number(0, 86400, low_open=True)),
+    "timeout": ("timeout", number(0, 7 * 86400, low_open=True)),
+    "lock-timeout": ("lock_timeout", number(0, 86400)),
+    "lock-ttl": ("lock_ttl", number(0, 86400, low_open=True)),
+    "lease-ttl": ("lease_ttl", duration),
+    "rate": ("rate", number(0, 10_000, low_open=True)),
+    "burst": ("burst", number(1, 10_000)),
+    "workers": ("workers", number(1, 256, integer=True)),
 }
-_RETRY_KEYS = {
-    "attempts": ("attempts", _positive(int)),
-    "max-seconds": ("max_seconds", _positive(float)),
-    "initial-wait": ("initial_wait", _positive(float)),
-    "max-wait": ("max_wait", _positive(float)),
+RETRY_KEYS: dict[str, tuple[str, Parser]] = {
+    "attempts": ("attempts", number(1, 100, integer=True)),
+    "max-seconds": ("max_seconds", number(0, 3600, low_open=True)),
+    "initial-wait": ("initial_wait", number(0, 60)),
+    "max-wait": ("max_wait", number(0, 600)),
 }
+_NESTED = {"lock_timeout": ("lease", "wait"), "lock_ttl": ("lease", "holder_ttl"), "lease_ttl": ("lease", "lease_ttl")}
+_AWS = {"rate", "burst", "workers"}
 
 
-def _check_keys(mapping: dict[str, Any], known: dict[str, Any], where: str) -> None:
+def _check_keys(mapping: dict[Any, Any], known: dict[str, Any], where: str) -> None:
     for key in mapping:
         if key not in known:
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+            raise ConfigError(f"{where}: unknown key {_shown(key)}{hint}")
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """Settings from a YAML file, as Options field values; errors name the file and key."""
+    """Settings from a YAML file, as {config key: parsed value}; errors name the file and key."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not path.is_file():
+            raise ConfigError(f"{path}: not a regular file")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: bigger than {MAX_CONFIG_BYTES} bytes: not a jobguard config file")
+    try:
+        document = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text: not a jobguard config file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{line} invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        line = f" line {mark.line + 1}:" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} invalid YAML ({getattr(exc, 'problem', None) or type(exc).__name__})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deep: not a jobguard config file") from None
     if document is None:
         return {}
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    _check_keys(document, {**_KEYS, "retry": None}, str(path))
-    values = {_KEYS[k][0]: _KEYS[k][1](v, f"{path}: {k}") for k, v in document.items() if k in _KEYS}
+    _check_keys(document, {**KEYS, "retry": None}, str(path))
+    values = {key: KEYS[key][1](value, f"{path}: {key}") for key, value in document.items() if key in KEYS}
     if "retry" in document:
         retry = document["retry"]
         if not isinstance(retry, dict):
             raise ConfigError(f"{path}: retry: expected a mapping")
-        _check_keys(retry, _RETRY_KEYS, f"{path}: retry")
-        values["retry"] = RetryPolicy(**{_RETRY_KEYS[k][0]: _RETRY_KEYS[k][1](v, f"{path}: retry.{k}") for k, v in retry.items()})
+        _check_keys(retry, RETRY_KEYS, f"{path}: retry")
+        values["retry"] = {RETRY_KEYS[k][0]: RETRY_KEYS[k][1](v, f"{path}: retry.{k}") for k, v in retry.items()}
     return values
+
+
+def parse_flags(given: dict[str, Any]) -> dict[str, Any]:
+    """Flag values (by config key, as strings or lists) through the same parsers as the config file."""
+    return {key: KEYS[key][1](value, f"--{key}") for key, value in given.items() if value is not None}
 
 
 def resolve(config: str | None, flags: dict[str, Any]) -> Options:
     """Options from defaults, the config file (`config`, else .jobguard.yml if present), then flags.
 
-    `flags` holds only what the user gave on the command line (None and () mean not given).
+    `flags` holds only what the user gave on the command line, by config key, already parsed.
     """
     path = Path(config) if config else Path(DEFAULT_CONFIG)
-    from_file = read_config(path) if config or path.is_file() else {}
-    given = {k: v for k, v in flags.items() if v not in (None, ())}
-    return Options(**{**from_file, **given})
+    settings = read_config(path) if config or path.exists() else {}
+    settings.update(flags)
+    return build(settings)
 
 
-def github_deploy_id() -> str | None:
-    """In GitHub Actions, the run id: shared by the steps of a run and by its re-run attempts."""
-    return os.environ.get("GITHUB_RUN_ID") or None
+def build(settings: dict[str, Any]) -> Options:
+    """Options from {config key: parsed value}."""
+    top: dict[str, Any] = {}
+    lease: dict[str, Any] = {}
+    aws: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key == "retry":
+            continue
+        name = KEYS[key][0]
+        if name in _NESTED:
+            lease[_NESTED[name][1]] = value
+        elif name in _AWS:
+            aws[name] = value
+        else:
+            top[name] = value
+    retry = RetrySettings(**settings.get("retry", {}))
+    options = Options(**top, lease=LeaseSettings(**lease), aws=AwsSettings(**aws, retry=retry))
+    _check_together(options)
+    return options
+
+
+def _check_together(options: Options) -> None:
+    if options.aws.retry.max_wait < options.aws.retry.initial_wait:
+        raise ConfigError("retry.max-wait: must be at least retry.initial-wait")
+    if options.lease.lease_ttl < options.lease.holder_ttl:
+        raise ConfigError("lease-ttl: must be at least lock-ttl (a deploy's lease outlives each run's hold)")
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -9,13 +9,22 @@ locals {
 
   create_bucket = var.store == "s3"
   create_table  = var.store == "dynamodb"
+  s3_store      = local.create_bucket || (var.store == "none" && var.existing_bucket_name != null)
+  table_store   = local.create_table || (var.store == "none" && var.existing_table_name != null)
 
-  bucket_name = local.create_bucket ? coalesce(var.bucket_name, "${lower(var.name)}-manifests-${local.account}") : var.existing_bucket_name
-  table_name  = local.create_table ? coalesce(var.table_name, "${var.name}-manifests") : var.existing_table_name
-  bucket_arn  = local.bucket_name == null ? null : "arn:${local.partition}:s3:::${local.bucket_name}"
-  table_arn   = local.table_name == null ? null : "arn:${local.partition}:dynamodb:${local.region}:${local.account}:table/${local.table_name}"
+  # Names of the store to create; everything else reads the created resources (below), so that
+  # whatever uses them, in this module or through its outputs, waits for the store to exist.
+  new_bucket_name = coalesce(var.bucket_name, "${lower(var.name)}-manifests-${local.account}")
+  new_table_name  = coalesce(var.table_name, "${var.name}-manifests")
 
-  store_uri = local.bucket_name != null ? "s3://${local.bucket_name}/${var.manifest_prefix}" : (local.table_name != null ? "dynamodb://${local.table_name}" : null)
+  bucket_name = local.create_bucket ? one(aws_s3_bucket.manifests[*].id) : (local.s3_store ? var.existing_bucket_name : null)
+  bucket_arn  = local.create_bucket ? one(aws_s3_bucket.manifests[*].arn) : (local.s3_store ? "arn:${local.partition}:s3:::${var.existing_bucket_name}" : null)
+  table_name  = local.create_table ? one(aws_dynamodb_table.manifests[*].name) : (local.table_store ? var.existing_table_name : null)
+  table_arn   = local.create_table ? one(aws_dynamodb_table.manifests[*].arn) : (local.table_store ? "arn:${local.partition}:dynamodb:${local.region}:${local.account}:table/${var.existing_table_name}" : null)
+
+  store_uri = local.s3_store ? "s3://${local.bucket_name}/${var.manifest_prefix}" : (local.table_store ? "dynamodb://${local.table_name}" : null)
+
+  queue_names = [for arn in var.job_queue_arns : element(split("/", arn), 1)]
 
   # Every revision of each named job definition, and the name alone (resolves to the latest ACTIVE one).
   job_definition_arns = flatten([
@@ -24,7 +33,16 @@ locals {
       "arn:${local.partition}:batch:${local.region}:${local.account}:job-definition/${name}:*",
     ]
   ])
+  # Every job in this account and region: TerminateJob and TagResource cannot be scoped by queue.
   job_arns = "arn:${local.partition}:batch:${local.region}:${local.account}:job/*"
+
+  event_bus_arn = var.event_bus_name == null ? null : "arn:${local.partition}:events:${local.region}:${local.account}:event-bus/${var.event_bus_name}"
+
+  # Manifest signing: the module's HMAC key unless one is brought (signing_key_arn).
+  create_signing_key = var.create_signing_key && var.signing_key_arn == null
+  signing            = local.create_signing_key || var.signing_key_arn != null
+  signing_key_arn    = local.create_signing_key ? one(aws_kms_key.signing[*].arn) : var.signing_key_arn
+  signing_key_users  = concat(aws_iam_role.github[*].arn, var.signing_key_user_arns)
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -36,7 +54,7 @@ resource "aws_s3_bucket" "manifests" {
   #checkov:skip=CKV2_AWS_62:Nothing consumes manifest events; jobguard reads the manifests itself.
   count = local.create_bucket ? 1 : 0
 
-  bucket        = local.bucket_name
+  bucket        = local.new_bucket_name
   force_destroy = var.force_destroy
   tags          = var.tags
 }
@@ -154,7 +172,7 @@ resource "aws_dynamodb_table" "manifests" {
   #checkov:skip=CKV_AWS_119:A customer managed key is optional (kms_key_arn); without one the table is encrypted with the AWS owned key.
   count = local.create_table ? 1 : 0
 
-  name                        = local.table_name
+  name                        = local.new_table_name
   billing_mode                = "PAY_PER_REQUEST"
   hash_key                    = "pk"
   range_key                   = "sk"
@@ -188,14 +206,88 @@ resource "aws_dynamodb_table" "manifests" {
 }
 
 # ---------------------------------------------------------------------------------------------
+# The manifest signing key: an HMAC key that only jobguard's principals may use.
+# ---------------------------------------------------------------------------------------------
+data "aws_iam_policy_document" "signing_key" {
+  #checkov:skip=CKV_AWS_111:A key policy's Resource "*" is this key alone; writes are limited to administering it.
+  #checkov:skip=CKV_AWS_356:A key policy's Resource "*" is this key alone, the narrowest a key policy can name.
+  #checkov:skip=CKV_AWS_109:Key administration (kms:Put*, Create*) is by the account, as in AWS's default key policy; use (GenerateMac, VerifyMac) only by jobguard's principals.
+  count = local.create_signing_key ? 1 : 0
+
+  statement {
+    sid = "AccountAdministersTheKey"
+    # Administration only (the actions of AWS's default key-administrator statement): no
+    # kms:GenerateMac or kms:VerifyMac, so no IAM policy in the account can hand out their use.
+    actions = [
+      "kms:CancelKeyDeletion",
+      "kms:Create*",
+      "kms:Delete*",
+      "kms:Describe*",
+      "kms:Disable*",
+      "kms:Enable*",
+      "kms:Get*",
+      "kms:List*",
+      "kms:Put*",
+      "kms:Revoke*",
+      "kms:ScheduleKeyDeletion",
+      "kms:TagResource",
+      "kms:UntagResource",
+      "kms:Update*",
+    ]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${local.partition}:iam::${local.account}:root"]
+    }
+  }
+
+  statement {
+    sid       = "OnlyJobguardSignsAndVerifies"
+    actions   = ["kms:GenerateMac", "kms:VerifyMac"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = local.signing_key_users
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = length(var.signing_key_user_arns) > 0 || var.create_github_role
+      error_message = "The signing key needs a principal that may use it: create_github_role = true or signing_key_user_arns (or create_signing_key = false, or signing_key_arn)."
+    }
+  }
+}
+
+resource "aws_kms_key" "signing" {
+  #checkov:skip=CKV_AWS_7:AWS KMS rotates symmetric encryption keys only; an HMAC_256 key cannot have automatic rotation.
+  count = local.create_signing_key ? 1 : 0
+
+  description              = "${var.name}: signs and verifies jobguard manifests (HMAC)"
+  customer_master_key_spec = "HMAC_256"
+  key_usage                = "GENERATE_VERIFY_MAC"
+  deletion_window_in_days  = var.signing_key_deletion_window_days
+  policy                   = data.aws_iam_policy_document.signing_key[0].json
+  tags                     = var.tags
+}
+
+resource "aws_kms_alias" "signing" {
+  count = local.create_signing_key ? 1 : 0
+
+  name          = "alias/${var.name}-manifest-signing"
+  target_key_id = aws_kms_key.signing[0].key_id
+}
+
+# ---------------------------------------------------------------------------------------------
 # The policy: exactly what jobguard calls, scoped wherever AWS allows it.
 # ---------------------------------------------------------------------------------------------
 data "aws_iam_policy_document" "jobguard" {
   statement {
     sid = "ReadBatch"
-    # These Batch read actions support no resource-level permissions.
+    # These Batch read actions support no resource-level permissions: * is the only scope.
     actions = [
-      "batch:DescribeComputeEnvironments",
       "batch:DescribeJobDefinitions",
       "batch:DescribeJobQueues",
       "batch:DescribeJobs",
@@ -205,7 +297,10 @@ data "aws_iam_policy_document" "jobguard" {
   }
 
   statement {
-    sid       = "TerminateJobs"
+    sid = "TerminateJobsInThisAccountAndRegion"
+    # TerminateJob is authorised on the job ARN, which names no queue: this grant covers EVERY job
+    # in this account and region. jobguard itself terminates only jobs on the queues it is given
+    # (the action passes queue_names); IAM cannot enforce that.
     actions   = ["batch:TerminateJob"]
     resources = [local.job_arns]
   }
@@ -217,46 +312,50 @@ data "aws_iam_policy_document" "jobguard" {
   }
 
   statement {
-    sid       = "SubmitToTheseQueuesAndDefinitions"
+    sid = "SubmitToTheseQueuesAndDefinitions"
+    # SubmitJob is authorised on the queue and on the job definition (by name and by name:revision).
     actions   = ["batch:SubmitJob"]
     resources = concat(var.job_queue_arns, local.job_definition_arns)
   }
 
   statement {
-    sid     = "TagReplacementsOnSubmit"
-    actions = ["batch:TagResource"]
-    # SubmitJob with tags needs TagResource on the new job; job ARNs are the narrowest scope.
+    sid = "TagReplacementsOnSubmit"
+    # SubmitJob with tags (tag-on-create) needs TagResource on the new job, whose ARN is not known
+    # before: job/* of this account and region is the narrowest scope. jobguard never tags an
+    # existing job.
+    actions   = ["batch:TagResource"]
     resources = [local.job_arns]
   }
 
   dynamic "statement" {
-    for_each = local.bucket_arn == null ? [] : [1]
+    for_each = local.s3_store ? [1] : []
     content {
-      sid       = "ReadWriteManifests"
-      actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+      sid = "ReadWriteManifests"
+      # PREFIX/<deploy>.json, PREFIX/leases/<queue>.json and PREFIX/open/<deploy>.json; writes are
+      # conditional (If-Match / If-None-Match), which needs no more than s3:PutObject.
+      actions   = ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
       resources = ["${local.bucket_arn}/${var.manifest_prefix}/*"]
     }
   }
 
   dynamic "statement" {
-    for_each = local.bucket_arn == null ? [] : [1]
+    for_each = local.s3_store ? [1] : []
     content {
-      sid       = "ListManifests"
+      sid = "ListManifests"
+      # Deliberately without an s3:prefix condition. S3 answers GetObject of a missing key with 404
+      # only to a caller that may s3:ListBucket on the bucket, evaluated with no s3:prefix in the
+      # request; under an s3:prefix condition it answers 403, and jobguard's first drain (whose
+      # manifest does not exist yet) would fail. jobguard lists PREFIX/ and PREFIX/open/ only.
       actions   = ["s3:ListBucket"]
       resources = [local.bucket_arn]
-
-      condition {
-        test     = "StringLike"
-        variable = "s3:prefix"
-        values   = ["${var.manifest_prefix}/*", "${var.manifest_prefix}/"]
-      }
     }
   }
 
   dynamic "statement" {
-    for_each = local.table_arn == null ? [] : [1]
+    for_each = local.table_store ? [1] : []
     content {
       sid = "ReadWriteManifestTable"
+      # TransactWriteItems is authorised per contained operation (Put, Update, Delete, ConditionCheck).
       actions = [
         "dynamodb:ConditionCheckItem",
         "dynamodb:DeleteItem",
@@ -281,6 +380,24 @@ data "aws_iam_policy_document" "jobguard" {
         variable = "kms:ViaService"
         values   = ["s3.${local.region}.amazonaws.com", "dynamodb.${local.region}.amazonaws.com"]
       }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.signing ? [1] : []
+    content {
+      sid       = "SignAndVerifyManifests"
+      actions   = ["kms:GenerateMac", "kms:VerifyMac"]
+      resources = [local.signing_key_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.event_bus_name == null ? [] : [1]
+    content {
+      sid       = "PublishDeployEvents"
+      actions   = ["events:PutEvents"]
+      resources = [local.event_bus_arn]
     }
   }
 

@@ -105,7 +105,7 @@ variable "force_destroy" {
 }
 
 variable "job_queue_arns" {
-  description = "ARNs of the job queues jobguard drains and resubmits to. SubmitJob is allowed on these only."
+  description = "ARNs of the job queues jobguard drains, freezes and resubmits to. SubmitJob and UpdateJobQueue are allowed on these only; their names are the queue_names output (the action's queues input)."
   type        = list(string)
 
   validation {
@@ -121,6 +121,56 @@ variable "job_definition_names" {
   validation {
     condition     = length(var.job_definition_names) > 0 && alltrue([for name in var.job_definition_names : can(regex("^[A-Za-z0-9_-]{1,128}$", name))])
     error_message = "job_definition_names must be a non-empty list of job definition names (letters, digits, _ and -; no revision, no wildcard)."
+  }
+}
+
+variable "create_signing_key" {
+  description = "Create a KMS HMAC key (HMAC_256, GENERATE_VERIFY_MAC) that signs and verifies manifests; only the GitHub role and signing_key_user_arns may use it. Ignored when signing_key_arn is set."
+  type        = bool
+  default     = true
+}
+
+variable "signing_key_arn" {
+  description = "ARN of your own KMS HMAC key for manifest signing, instead of creating one; the policy grants kms:GenerateMac and kms:VerifyMac on it (its key policy is yours to write)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.signing_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$", var.signing_key_arn))
+    error_message = "signing_key_arn must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)."
+  }
+}
+
+variable "signing_key_user_arns" {
+  description = "IAM principals (role or user ARNs), besides the GitHub role, that run jobguard and may use the created signing key. Required when the module creates the key without create_github_role."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.signing_key_user_arns : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/.+$", arn))])
+    error_message = "signing_key_user_arns must be IAM role or user ARNs (arn:aws:iam::ACCOUNT:role/NAME)."
+  }
+}
+
+variable "signing_key_deletion_window_days" {
+  description = "Waiting period, in days (7-30), before KMS deletes the created signing key after terraform destroy."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.signing_key_deletion_window_days >= 7 && var.signing_key_deletion_window_days <= 30
+    error_message = "signing_key_deletion_window_days must be between 7 and 30."
+  }
+}
+
+variable "event_bus_name" {
+  description = "Name of the EventBridge bus jobguard publishes deploy events to (events:PutEvents on that bus only). null: no events."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.event_bus_name == null || can(regex("^[A-Za-z0-9._/-]{1,256}$", var.event_bus_name))
+    error_message = "event_bus_name must be an event bus name (letters, digits, . _ - /), not an ARN."
   }
 }
 

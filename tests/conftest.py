@@ -1,5 +1,10 @@
-"""Fixtures: a simulated AWS on loopback (moto behind jobguard's faithful Batch job model),
-a seeder for queues, job definitions and jobs, and a runner for the CLI as a user runs it."""
+"""Fixtures: one simulated AWS per test session (moto on loopback behind jobguard's real-world
+Batch model), reset before each test; a seeder; every store kind with its signing key; and the
+CLI run as a user runs it, in-process or as a separate process.
+
+The simulated Batch is not instant: a stopped running job keeps running for `Timing().stop_seconds`,
+ListJobs lags, dependencies fail their dependents. A test that needs the instant world says so.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +22,27 @@ from typing import Any, ClassVar
 import pytest
 
 from jobguard.cli import main
-from jobguard.simulated_aws import Seeder, SimulatedAWS
+from jobguard.domain.tags import mark_of
+from jobguard.sim import Seeder, SimulatedAWS, Timing
+from jobguard.sim.recording import Call
 
-FAST_RETRY = "lock-ttl: 1\nretry:\n  initial-wait: 0.001\n  max-wait: 0.01\n  attempts: 10\n"
-
+# Fast retries and short waits; every bound still real (tests of the bounds set their own).
+FAST = """\
+lock-ttl: 2
+lease-ttl: 30
+lock-timeout: 20
+stop-timeout: 20
+lookup-window: 1.5
+retry:
+  initial-wait: 0.001
+  max-wait: 0.01
+  attempts: 10
+"""
+TABLE = "jobguard-manifests"
+BUCKET = "jobguard-manifests"
 
 _FAULT_REPORT: list[dict[str, Any]] = []
+RECORDED_CALLS: list[Call] = []
 
 
 def record_faults(**figures: int) -> None:
@@ -44,22 +64,33 @@ class Result:
     err: str
 
 
+@pytest.fixture(scope="session")
+def simulation() -> Iterator[SimulatedAWS]:
+    """The session's simulated AWS."""
+    with SimulatedAWS() as sim:
+        yield sim
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory whose .jobguard.yml makes retries fast."""
+    """A working directory whose .jobguard.yml makes retries fast; signing keys live in it too."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / ".jobguard.yml").write_text(FAST_RETRY)
-    for name in ("GITHUB_ACTIONS", "GITHUB_RUN_ID", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "AWS_PROFILE"):
+    (tmp_path / ".jobguard.yml").write_text(FAST)
+    for name in ("GITHUB_ACTIONS", "GITHUB_RUN_ID", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "AWS_PROFILE", "AWS_CONFIG_FILE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return tmp_path
 
 
 @pytest.fixture
-def aws(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedAWS]:
-    with SimulatedAWS() as sim:
-        for key, value in sim.env().items():
-            monkeypatch.setenv(key, value)
-        yield sim
+def aws(simulation: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedAWS]:
+    """The simulated AWS, emptied, with this process's boto3 pointed at it."""
+    simulation.reset(Timing())
+    for key, value in simulation.env().items():
+        monkeypatch.setenv(key, value)
+    yield simulation
+    RECORDED_CALLS.extend(simulation.recorded)
+    simulation.fault = simulation.after = None
 
 
 @pytest.fixture
@@ -67,16 +98,29 @@ def seed(aws: SimulatedAWS) -> Seeder:
     return Seeder(aws)
 
 
+def configure(workdir: Path, text: str) -> None:
+    """Add settings to the test's .jobguard.yml."""
+    with open(workdir / ".jobguard.yml", "a", encoding="utf-8") as config:
+        config.write(text if text.endswith("\n") else text + "\n")
+
+
 @pytest.fixture(params=["file", "s3", "dynamodb"])
 def store(request: pytest.FixtureRequest, seed: Seeder, workdir: Path) -> str:
-    """Every store kind: a local folder, an S3 prefix, a DynamoDB table."""
+    """Every store kind: a local folder (local key), an S3 prefix or a DynamoDB table (KMS HMAC key)."""
     if request.param == "file":
         return f"file://{workdir}/manifests"
+    configure(workdir, f"signing-key: kms:{signing_key(seed)}")
     if request.param == "dynamodb":
-        create_table(seed, "jobguard-manifests")
-        return "dynamodb://jobguard-manifests"
-    seed.client("s3").create_bucket(Bucket="jobguard-manifests")
-    return "s3://jobguard-manifests/deploys"
+        create_table(seed, TABLE)
+        return f"dynamodb://{TABLE}"
+    seed.client("s3").create_bucket(Bucket=BUCKET)
+    return f"s3://{BUCKET}/deploys"
+
+
+def signing_key(seed: Seeder) -> str:
+    """A KMS HMAC key like the Terraform module's; its ARN."""
+    key = seed.client("kms").create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC", Description="jobguard manifests")
+    return str(key["KeyMetadata"]["Arn"])
 
 
 def create_table(seed: Seeder, name: str) -> None:
@@ -120,20 +164,14 @@ def load_manifest(store: str, seed: Seeder, deploy_id: str) -> dict[str, Any]:
         return dict(json.loads(Path(store[len("file://") :], f"{deploy_id}.json").read_text()))
     if store.startswith("dynamodb://"):
         return dynamodb_document(seed, store[len("dynamodb://") :], deploy_id)
-    assert store.startswith("s3://"), store
     bucket, _, prefix = store[len("s3://") :].partition("/")
     body = seed.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/{deploy_id}.json")["Body"].read()
     return dict(json.loads(body))
 
 
-def jobs_by_original(aws: SimulatedAWS) -> dict[str, list[str]]:
-    """Replacement job ids by the original job id they carry in their jobguard tag."""
-    found: dict[str, list[str]] = {}
-    for job in aws.batch.jobs.values():
-        original = (job.request.get("tags") or {}).get("jobguard:original-job-id")
-        if original and job.index is None:
-            found.setdefault(original, []).append(job.job_id)
-    return found
+def records(store: str, seed: Seeder, deploy_id: str) -> dict[str, dict[str, Any]]:
+    """The stored records of a manifest, by original job id."""
+    return {r["job_id"]: r for r in load_manifest(store, seed, deploy_id)["jobs"]}
 
 
 def dynamodb_document(seed: Seeder, table: str, deploy_id: str) -> dict[str, Any]:
@@ -145,6 +183,34 @@ def dynamodb_document(seed: Seeder, table: str, deploy_id: str) -> dict[str, Any
     )["Items"]
     jobs = [json.loads(i["body"]["S"]) for i in sorted(items, key=lambda i: int(i["seq"]["N"]))]
     return {**json.loads(header["body"]["S"]), "jobs": jobs}
+
+
+def replacements_of(aws: SimulatedAWS) -> dict[str, list[str]]:
+    """Replacement job ids by the original job id their jobguard mark names."""
+    found: dict[str, list[str]] = {}
+    with aws.batch.lock:
+        jobs = [j for j in aws.batch.jobs.values() if j.index is None]
+        details = [aws.batch.detail(j) for j in jobs]
+    for job, detail in zip(jobs, details, strict=True):
+        mark = mark_of(detail)
+        if mark:
+            found.setdefault(mark.original_id, []).append(job.job_id)
+    return found
+
+
+def overlapping(aws: SimulatedAWS) -> list[str]:
+    """Originals whose replacement was created while the original could still run: two writers, two bills."""
+    found = []
+    with aws.batch.lock:
+        aws.batch.tick()
+        for job in [j for j in aws.batch.jobs.values() if j.index is None]:
+            mark = mark_of(aws.batch.detail(job))
+            original = aws.batch.jobs.get(mark.original_id) if mark else None
+            if original is None or original.started_at is None:
+                continue  # forgotten long ago, or never started (a PENDING job asked to stop never starts)
+            if original.status not in ("SUCCEEDED", "FAILED") or (original.stopped_at or 0) > job.created_at:
+                found.append(original.job_id)
+    return found
 
 
 class Hook(BaseHTTPRequestHandler):
@@ -162,9 +228,9 @@ class Hook(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def webhook() -> Any:
+def webhook() -> Iterator[str]:
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Hook.received = []
-    yield f"http://127.0.0.1:{server.server_port}/services/T000/B000/secret-token"
+    yield f"http://user:hunter2@127.0.0.1:{server.server_port}/services/T000/B000/secret-token?sig=abc"
     server.shutdown()

@@ -1,7 +1,7 @@
-"""The AWS Batch adapter: every Batch call jobguard makes, with its retry rules and limits.
+"""The AWS Batch adapter: every Batch call jobguard makes, with Batch's limits and failure modes.
 
-It knows Batch's limits (ListJobs pages, 100 ids per DescribeJobs, SubmitJob without an
-idempotency token) and nothing about deploys or manifests.
+It knows Batch (ListJobs pages and statuses, 100 ids per DescribeJobs, SubmitJob without an
+idempotency token, asynchronous TerminateJob) and nothing about deploys or manifests.
 """
 
 from __future__ import annotations
@@ -10,16 +10,18 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import AwsError
-from ..manifest import ACTIVE_STATUSES
-from ..pacing import Pacer, in_parallel
-from ..retry import RetryPolicy, error_code, is_throttling, is_transient
+from ..errors import JobCallError, one_line
+from .aws import Aws, chunks
+from .retry import error_code, error_message, is_throttling, is_transient
 
 DESCRIBE_BATCH = 100
 LIST_PAGE = 1000
 FILTERED_LIST_PAGE = 100
+# Batch's lifecycle: listing in this order, a job that moves on between two listings is listed again later.
+LIFECYCLE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+FINAL = ("SUCCEEDED", "FAILED")
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -32,23 +34,45 @@ class Queue:
     name: str
     arn: str
     state: str
+    status: str = "VALID"
+    fair_share: bool = False
+    compute_environments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What Batch says of a job now."""
+
+    status: str
+    stopped_by_request: bool = False  # isTerminated or isCancelled: it ended because it was asked to
+    reason: str = ""
+
+    @property
+    def active(self) -> bool:
+        """Still in the queue or running."""
+        return self.status in LIFECYCLE
 
 
 def _queue(queue: Json) -> Queue:
     return Queue(
-        name=queue["jobQueueName"],
-        arn=queue["jobQueueArn"],
-        state=queue.get("state", "ENABLED"),
+        name=str(queue["jobQueueName"]),
+        arn=str(queue["jobQueueArn"]),
+        state=str(queue.get("state", "ENABLED")),
+        status=str(queue.get("status", "VALID")),
+        fair_share=bool(queue.get("schedulingPolicyArn")),
+        compute_environments=tuple(str(c["computeEnvironment"]) for c in queue.get("computeEnvironmentOrder") or []),
     )
 
 
-def chunks(items: list[T], size: int) -> Iterator[list[T]]:
-    """`items` in consecutive slices of at most `size`."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _state(job: Json) -> JobState:
+    return JobState(
+        status=str(job["status"]),
+        stopped_by_request=bool(job.get("isTerminated") or job.get("isCancelled")),
+        reason=one_line(str(job.get("statusReason") or ""), 200),
+    )
 
 
-def is_array_child(job_id: str) -> bool:
+def is_child(job_id: str) -> bool:
     """Array children (`parent:index`) and multi-node children (`parent#node`) are not units of their own."""
     return ":" in job_id or "#" in job_id
 
@@ -56,94 +80,106 @@ def is_array_child(job_id: str) -> bool:
 class Batch:
     """The Batch calls of drain, restore and status."""
 
-    def __init__(self, client: Any, retry: RetryPolicy, pacer: Pacer | None = None, workers: int = 1) -> None:
-        self.client, self.retry, self.workers = client, retry, workers
-        self.pacer = pacer or Pacer(rate=0, burst=1)
+    def __init__(self, aws: Aws, account: str) -> None:
+        self.aws, self.account = aws, account
         self._definitions: dict[str, Json | None] = {}
 
-    def _send(self, action: str, **kwargs: Any) -> Json:
-        """One attempt of one call, paced: every attempt, retries included, waits its turn."""
-        self.pacer.take(action)
-        return dict(getattr(self.client, action)(**kwargs))
+    def _call(self, action: str, what: str, **request: Any) -> Json:
+        return self.aws.call("batch", action, what, paced=True, **request)
 
-    def _call(self, action: str, **kwargs: Any) -> Json:
-        """One Batch API call under the retry policy; what fails after retries is an AwsError."""
-        try:
-            return self.retry.call(lambda: self._send(action, **kwargs))
-        except ClientError as exc:
-            raise AwsError(f"{action} failed: {error_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}") from exc
-        except Exception as exc:
-            if is_transient(exc):
-                raise AwsError(f"{action} failed after retries: {error_code(exc)}") from exc
-            raise
-
+    # -- queues ----------------------------------------------------------------------------
     def queue(self, name_or_arn: str) -> Queue | None:
         """The queue, or None when it does not exist."""
-        answer = self._call("describe_job_queues", jobQueues=[name_or_arn])
+        answer = self._call("describe_job_queues", f"describe job queue {name_or_arn}", jobQueues=[name_or_arn])
         return next((_queue(q) for q in answer.get("jobQueues", [])), None)
 
-    def queues_using(self, compute_environment: str) -> list[Queue]:
-        """Every job queue whose compute environments include this one (by ARN or name)."""
+    def queues(self) -> list[Queue]:
+        """Every job queue of the account and region."""
         found: list[Queue] = []
         request: Json = {"maxResults": 100}
         while True:
-            page = self._call("describe_job_queues", **request)
-            for queue in page.get("jobQueues", []):
-                environments = [c["computeEnvironment"] for c in queue.get("computeEnvironmentOrder", [])]
-                if any(e == compute_environment or e.rsplit("/", 1)[-1] == compute_environment for e in environments):
-                    found.append(_queue(queue))
+            page = self._call("describe_job_queues", "list job queues", **request)
+            found += [_queue(q) for q in page.get("jobQueues", [])]
             if not page.get("nextToken"):
                 return found
             request = {**request, "nextToken": page["nextToken"]}
 
     def set_queue_state(self, queue: str, state: str) -> None:
         """Enable or disable a job queue (UpdateJobQueue)."""
-        self._call("update_job_queue", jobQueue=queue, state=state)
+        self._call("update_job_queue", f"set job queue {queue} {state}", jobQueue=queue, state=state)
 
-    def active_job_ids(self, queue_arn: str, statuses: tuple[str, ...] = ACTIVE_STATUSES) -> list[str]:
-        """Ids of every job in `statuses` on the queue, without array or node children."""
+    # -- jobs ------------------------------------------------------------------------------
+    def list_jobs(self, queue_arn: str, status: str) -> list[Json]:
+        """Summaries of the queue's jobs in one status, array and node children left out."""
+        request: Json = {"jobQueue": queue_arn, "jobStatus": status, "maxResults": LIST_PAGE}
+        return [s for s in self._pages(request, f"list {status} jobs of {queue_arn.rsplit('/', 1)[-1]}") if not _listed_child(s)]
 
-        def listed(status: str) -> list[str]:
-            request: Json = {"jobQueue": queue_arn, "jobStatus": status, "maxResults": LIST_PAGE}
-            return [
-                s["jobId"]
-                for s in self._list(request)
-                if not is_array_child(s["jobId"]) and "index" not in (s.get("arrayProperties") or {})
-            ]
+    def list_children(self, array_job_id: str, status: str) -> list[int]:
+        """Indexes of an array job's children in one status."""
+        request: Json = {"arrayJobId": array_job_id, "jobStatus": status, "maxResults": LIST_PAGE}
+        summaries = self._pages(request, f"list {status} children of array job {array_job_id}")
+        return sorted(int((s.get("arrayProperties") or {}).get("index", -1)) for s in summaries)
 
-        return list(dict.fromkeys(i for ids in in_parallel(listed, statuses, self.workers) for i in ids))
+    def list_named(self, queue: str, job_name: str) -> list[Json]:
+        """Summaries of every job on `queue` named `job_name` (any status Batch still knows)."""
+        request: Json = {"jobQueue": queue, "filters": [{"name": "JOB_NAME", "values": [job_name]}], "maxResults": FILTERED_LIST_PAGE}
+        return [s for s in self._pages(request, f"look up jobs named {job_name}") if not _listed_child(s) and s.get("jobName") == job_name]
 
-    def _list(self, request: Json) -> Iterator[Json]:
+    def _pages(self, request: Json, what: str) -> Iterator[Json]:
         while True:
-            page = self._call("list_jobs", **request)
+            page = self._call("list_jobs", what, **request)
             yield from page.get("jobSummaryList", [])
             if not page.get("nextToken"):
                 return
             request = {**request, "nextToken": page["nextToken"]}
 
-    def describe_jobs(self, job_ids: Iterable[str]) -> dict[str, Json]:
-        """JobDetail by job id, DESCRIBE_BATCH ids a call; ids Batch does not know are left out."""
+    def describe(self, job_ids: Iterable[str]) -> dict[str, Json]:
+        """JobDetail by job id, DESCRIBE_BATCH ids a call; ids Batch does not know (or forgot) are left out."""
         return self._describe(job_ids, lambda job: job)
 
-    def statuses(self, job_ids: Iterable[str]) -> dict[str, str]:
-        """Status by job id. Only the status is kept of each page: thousands of JobDetails are not."""
-        return self._describe(job_ids, lambda job: str(job["status"]))
+    def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        """What Batch says of each job now; only that is kept of each page (not thousands of JobDetails)."""
+        return self._describe(job_ids, _state)
 
     def _describe(self, job_ids: Iterable[str], keep: Callable[[Json], T]) -> dict[str, T]:
         def page(chunk: list[str]) -> dict[str, T]:
-            return {job["jobId"]: keep(job) for job in self._call("describe_jobs", jobs=chunk).get("jobs", [])}
+            answer = self._call("describe_jobs", f"describe {len(chunk)} jobs", jobs=chunk)
+            return {str(job["jobId"]): keep(job) for job in answer.get("jobs", [])}
 
-        pages = in_parallel(page, chunks(list(dict.fromkeys(job_ids)), DESCRIBE_BATCH), self.workers)
+        pages = self.aws.parallel(page, chunks(list(dict.fromkeys(job_ids)), DESCRIBE_BATCH))
         return {job_id: kept for found in pages for job_id, kept in found.items()}
 
+    def terminate(self, job_id: str, reason: str) -> None:
+        """TerminateJob: asynchronous; the job ends later. Retried safely (terminating twice is harmless)."""
+        try:
+            self.aws.attempts("batch", "TerminateJob", lambda: self.aws.send("batch", "terminate_job", True, jobId=job_id, reason=reason))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise JobCallError(f"TerminateJob failed: {_described(exc)}", error_code(exc)) from None
+
+    def submit(self, request: Json) -> str:
+        """SubmitJob; the new job's id.
+
+        SubmitJob has no idempotency token, so only throttling (which proves the request was
+        refused) is retried here. An error that leaves it unknown whether the job was made (a
+        5xx, a dropped connection) raises JobCallError with `uncertain`: the caller looks for the
+        job before it ever sends the request again.
+        """
+        try:
+            answer = self.aws.attempts("batch", "SubmitJob", lambda: self.aws.send("batch", "submit_job", True, **request), is_throttling)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise JobCallError(
+                f"SubmitJob failed: {_described(exc)}", error_code(exc), uncertain=is_transient(exc) or isinstance(exc, OSError)
+            ) from None
+        return str(answer["jobId"])
+
+    # -- job definitions -------------------------------------------------------------------
     def job_definitions(self, arns: Iterable[str]) -> dict[str, Json | None]:
-        """Job definitions by ARN (INACTIVE revisions too), cached; None for ones Batch has forgotten."""
+        """Job definitions by ARN (INACTIVE revisions too), cached; None for ones Batch does not know."""
         wanted = list(dict.fromkeys(arns))
         missing = [a for a in wanted if a not in self._definitions]
         for chunk in chunks(missing, DESCRIBE_BATCH):
-            found = {
-                d["jobDefinitionArn"]: d for d in self._call("describe_job_definitions", jobDefinitions=chunk).get("jobDefinitions", [])
-            }
+            answer = self._call("describe_job_definitions", f"describe {len(chunk)} job definitions", jobDefinitions=chunk)
+            found = {str(d["jobDefinitionArn"]): d for d in answer.get("jobDefinitions", [])}
             for arn in chunk:
                 self._definitions[arn] = found.get(arn)
         return {a: self._definitions[a] for a in wanted}
@@ -153,49 +189,27 @@ class Batch:
         revisions: list[int] = []
         request: Json = {"jobDefinitionName": name, "status": "ACTIVE"}
         while True:
-            page = self._call("describe_job_definitions", **request)
-            revisions.extend(int(d["revision"]) for d in page.get("jobDefinitions", []) if d.get("status", "ACTIVE") == "ACTIVE")
+            page = self._call("describe_job_definitions", f"describe job definition {name}", **request)
+            revisions += [int(d["revision"]) for d in page.get("jobDefinitions", []) if d.get("status", "ACTIVE") == "ACTIVE"]
             if not page.get("nextToken"):
                 return sorted(set(revisions), reverse=True)
             request = {**request, "nextToken": page["nextToken"]}
 
-    def terminate(self, job_id: str, reason: str) -> None:
-        """TerminateJob: works in every active state and ends the job as FAILED (or cancelled)."""
-        self.retry.call(lambda: self._send("terminate_job", jobId=job_id, reason=reason))
+    def definition(self, name: str, revision: int) -> Json | None:
+        """One revision, described (cached)."""
+        arn = self.definition_arn(name, revision)
+        return self.job_definitions([arn])[arn]
 
-    def submit_once(self, request: Json, marker: dict[str, str], look_first: bool) -> str:
-        """SubmitJob exactly once for a request whose tags include `marker`; the job's id.
+    def definition_arn(self, name: str, revision: int) -> str:
+        """The ARN of name:revision in this account and region."""
+        return f"arn:aws:batch:{self.aws.region}:{self.account}:job-definition/{name}:{revision}"
 
-        SubmitJob has no idempotency token. After an answer that leaves it unknown whether the
-        job was made (a 5xx, a dropped connection), or when an earlier run may have sent it
-        (`look_first`), the job is looked up by its marker tags before anything is sent again.
-        Throttling proves the request was refused and is simply retried.
-        """
-        unsure = look_first
 
-        def attempt() -> str:
-            nonlocal unsure
-            if unsure:
-                found = self.find_submitted(request["jobQueue"], request["jobName"], marker)
-                if found:
-                    return found
-            try:
-                return str(self._send("submit_job", **request)["jobId"])
-            except Exception as exc:
-                unsure = unsure or (is_transient(exc) and not is_throttling(exc))
-                raise
+def _listed_child(summary: Json) -> bool:
+    return is_child(str(summary["jobId"])) or "index" in (summary.get("arrayProperties") or {})
 
-        return self.retry.call(attempt)
 
-    def find_submitted(self, queue: str, job_name: str, tags: dict[str, str]) -> str | None:
-        """The id of a job on `queue` named `job_name` carrying every tag in `tags`, if any.
-
-        This is how a submission that may have been sent, but was not recorded, is found again.
-        """
-        request: Json = {"jobQueue": queue, "filters": [{"name": "JOB_NAME", "values": [job_name]}], "maxResults": FILTERED_LIST_PAGE}
-        candidates = [s["jobId"] for s in self._list(request) if not is_array_child(s["jobId"])]
-        for job_id, job in self.describe_jobs(candidates).items():
-            job_tags = job.get("tags") or {}
-            if all(job_tags.get(k) == v for k, v in tags.items()):
-                return job_id
-        return None
+def _described(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return f"{error_code(exc)}: {one_line(error_message(exc))}".rstrip(": ")
+    return f"{type(exc).__name__} (no answer from AWS)"

@@ -1,226 +1,530 @@
-"""drain: record every active job of the queues at risk as it was submitted, then terminate it.
+"""drain: record every active job of the queues at risk as it was submitted, stop it, and wait
+until it has stopped.
 
-The queues are the ones named, or those the Terraform plan puts at risk (see plan.py). No job is
-terminated before its record is in the store: each page of jobs is saved first, and a store that
-cannot be written stops the drain before anything more is terminated. With a grace period,
-queued jobs are drained first (so no new work starts), running ones get the grace period to
-finish, and only what is still active then is drained. Policies keep jobs running (wait) or
-keep them from coming back (abandon).
+1. The queues: the configured ones (each must exist), or those of them the Terraform plan puts
+   at risk. Their deploy leases are taken (adopting a dead deploy's unfinished work).
+2. Passes over the queues, listing statuses in lifecycle order, until a pass finds nothing new.
+   Each pass also finds, in every queue, the jobs PENDING on a job it stops (Batch would fail
+   them): they are recorded and stopped too, "depends on X".
+3. No job is stopped before its record is in the store, and each is marked `terminating` in the
+   store before TerminateJob is sent, so a later run can tell "sent" from "never sent".
+4. TerminateJob is asynchronous: drain waits (up to stop-timeout) until every job it stopped has
+   ended, records each end state (a job that SUCCEEDED meanwhile is `finished`, never
+   resubmitted), and exits 1 naming any still running.
+With a grace period, queued jobs are drained first and running ones get the grace period to
+finish. Policies keep jobs running (wait) or keep them from coming back (abandon).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from ..adapters.batch import Queue, chunks
-from ..manifest import ACTIVE_STATUSES, DRAIN, FAILED, RECORDED, SKIPPED, TERMINATED, JobRecord, Manifest, now
-from ..pacing import in_parallel
-from ..plan import read_plan, risks
-from ..policies import ABANDON, WAIT, action_for
-from ..retry import error_code
-from ..submission import recover_submission
-from .context import Context
-from .lock import DeployLock
-from .restore import LINEAGE_TAG, RESUBMITS_TAG
+from ..adapters.aws import chunks
+from ..adapters.batch import LIFECYCLE, JobState, Queue
+from ..adapters.lease import Leases
+from ..domain import submission
+from ..domain.manifest import (
+    DRAIN,
+    FAILED,
+    FINISHED,
+    KEPT,
+    RECORDED,
+    SKIPPED,
+    TERMINATED,
+    TERMINATING,
+    JobRecord,
+    Manifest,
+    now,
+)
+from ..domain.plan import read_plan, risks
+from ..domain.policies import ABANDON, WAIT, action_for
+from ..domain.tags import mark_of
+from ..errors import JobCallError, UsageError
+from .context import Context, github_origin
+from .manifests import ForeignManifestError
 
 QUEUED = ("SUBMITTED", "PENDING", "RUNNABLE")
-# Jobs recorded per store write: each page is saved before any of its jobs is terminated.
-RECORD_PAGE = 500
+RECORD_PAGE = 500  # records saved per store write, before any of them is stopped
+MAX_PASSES = 10
 
 
-def drain(ctx: Context, deploy_id: str) -> Manifest:
-    """Drain the queues at risk into the manifest of `deploy_id` and return it."""
-    manifest = ctx.store.load(deploy_id)
-    manifest = ctx.check_owner(manifest) if manifest else ctx.new_manifest(deploy_id)
-    queues = queues_at_risk(ctx)
-    if ctx.options.dry_run:
-        _pass(ctx, manifest, queues, ACTIVE_STATUSES, final=True)
-        return manifest
-    with DeployLock(ctx.store, [q.name for q in queues], ctx.options.lock_timeout, ctx.options.lock_ttl, ctx.report):
-        unfinished = [r for r in manifest if r.outcome == RECORDED]
-        if unfinished:
-            ctx.report.line(f"continuing deploy {deploy_id}: {len(unfinished)} recorded jobs still to terminate")
-            _terminate(ctx, manifest, unfinished)
-        ctx.save(manifest)
-        if ctx.options.freeze:
-            _freeze(ctx, manifest, queues)
-        if ctx.options.grace > 0:
-            _pass(ctx, manifest, queues, QUEUED, final=False)
-            _wait(ctx, manifest, queues)
-        _pass(ctx, manifest, queues, ACTIVE_STATUSES, final=True)
-    return manifest
+@dataclass(frozen=True)
+class Target:
+    """A queue to drain and why it is at risk."""
+
+    queue: Queue
+    reason: str
 
 
-def queues_at_risk(ctx: Context) -> list[Queue]:
-    """The named queues; with a plan, those of them (or of all queues) the plan puts at risk."""
-    named = {q.rsplit("/", 1)[-1]: q for q in ctx.options.queues}
-    reasons: dict[str, str] = {}
+@dataclass
+class Drained:
+    """What a drain did, for the summary and the exit code."""
+
+    manifest: Manifest
+    facts: list[str] = field(default_factory=list)
+    problems: int = 0
+
+
+def choose_queues(ctx: Context) -> tuple[list[Target], list[str]]:
+    """The configured queues (each must exist); with a plan, those of them it puts at risk. Facts for the summary."""
+    if not ctx.options.queues:
+        raise UsageError(
+            "drain: name the queues jobguard may act on with --queue NAME (or `queues:` in the config)",
+            hint="the Terraform module's queue_names output is the list its policy allows",
+        )
+    queues: dict[str, Queue] = {}
+    for name in ctx.options.queues:
+        found = ctx.batch.queue(name)
+        if found is None:
+            raise UsageError(f"queue {name}: does not exist in account {ctx.account}, {ctx.region}; nothing was drained")
+        queues[found.name] = found
     if ctx.options.plan is None:
-        reasons = dict.fromkeys(named, "")
-    else:
-        for risk in risks(read_plan(ctx.options.plan), ctx.options.triggers):
-            targets = [risk.queue] if risk.queue else list(named) if risk.every_queue else []
-            if risk.compute_environment:
-                targets += [q.name for q in ctx.batch.queues_using(risk.compute_environment)]
-            for name in targets:
-                if name and (not named or name in named):
-                    reasons.setdefault(name, risk.reason)
-        if not reasons:
-            scope = f" of {', '.join(named)}" if named else ""
-            ctx.report.line(
-                f"the plan puts no job queue{scope} at risk: no queue or compute environment is deleted, replaced or given an "
-                "infrastructure update, and no trigger changes; nothing to drain"
+        return [Target(q, "configured") for q in queues.values()], []
+    return _at_risk(ctx, queues)
+
+
+def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list[str]]:
+    assert ctx.options.plan is not None
+    path = Path(ctx.options.plan)
+    try:
+        body = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the plan ({exc.strerror})") from None
+    reasons: dict[str, str] = {}
+    facts: list[str] = []
+    every: list[Queue] | None = None
+    for risk in risks(read_plan(body, str(path)), ctx.options.triggers):
+        if risk.every_queue:
+            names = list(queues)
+        elif risk.queue:
+            names = [risk.queue]
+        elif risk.compute_environment:
+            every = every if every is not None else ctx.batch.queues()
+            names = [q.name for q in every if _uses(q, risk.compute_environment)]
+        else:
+            names = []
+        for name in names:
+            if name in queues:
+                reasons.setdefault(name, risk.reason)
+            else:
+                facts.append(f"queue {name}: at risk ({risk.reason}) but not one of the configured queues: left alone")
+    for name in queues:
+        if name not in reasons:
+            facts.append(f"queue {name}: not at risk: the plan deletes, replaces or rebuilds nothing it runs on")
+    return [Target(queues[n], r) for n, r in reasons.items()], facts
+
+
+def _uses(queue: Queue, environment: str) -> bool:
+    return any(e == environment or e.rsplit("/", 1)[-1] == environment.rsplit("/", 1)[-1] for e in queue.compute_environments)
+
+
+def drain(ctx: Context, deploy_id: str) -> Drained:
+    """Drain the queues at risk into the manifest of `deploy_id`."""
+    targets, facts = choose_queues(ctx)
+    for fact in facts:
+        ctx.report.line(fact)
+    if ctx.options.plan is not None and not targets:
+        ctx.report.line("the plan puts none of the configured queues at risk: nothing to drain")
+    for target in targets:
+        if target.reason != "configured":
+            ctx.report.line(f"queue {target.queue.name}: at risk: {target.reason}")
+    if ctx.options.dry_run:
+        return _dry_run(ctx, deploy_id, targets, facts)
+    leases = Leases(ctx.store, deploy_id, ctx.options.lease, ctx.report.notice)
+    try:
+        leases.acquire(t.queue.name for t in targets)
+        ctx.manifests.fence = leases.check
+        run = _Drain(ctx, leases, deploy_id, facts)
+        run.go(targets)
+        return run.result()
+    finally:
+        leases.release(keep_for_deploy=True)
+        ctx.manifests.fence = lambda: None
+
+
+def _dry_run(ctx: Context, deploy_id: str, targets: list[Target], facts: list[str]) -> Drained:
+    manifest = ctx.manifests.new(deploy_id, github_origin())
+    for target in targets:
+        ids = [s["jobId"] for status in LIFECYCLE for s in ctx.batch.list_jobs(target.queue.arn, status)]
+        ctx.report.line(f"queue {target.queue.name}: {len(ids)} active jobs would be drained")
+        for summary_id in ids[:50]:
+            ctx.report.line(f"  would drain  {summary_id}")
+    return Drained(manifest, facts)
+
+
+class _Drain:
+    """One drain run: its manifest, the other open deploys, and what it stopped."""
+
+    def __init__(self, ctx: Context, leases: Leases, deploy_id: str, facts: list[str]) -> None:
+        self.ctx, self.leases, self.facts = ctx, leases, facts
+        self.manifest = ctx.manifests.load(deploy_id) or ctx.manifests.new(deploy_id, github_origin())
+        self.others: dict[str, Manifest] = {}
+        self.owner: dict[str, str] = {}  # job id -> another open deploy that owes it or keeps it
+        self.stopping: list[tuple[Manifest, str]] = []  # (manifest, job id) asked to stop by this run
+        self.problems = 0
+        self.finished_in_grace = 0
+
+    def result(self) -> Drained:
+        return Drained(self.manifest, self.facts, self.problems)
+
+    # -- the steps -----------------------------------------------------------------------
+    def go(self, targets: list[Target]) -> None:
+        self._load_others()
+        for target in targets:
+            self.manifest.add_queue(target.queue.name)
+        self.ctx.manifests.save(self.manifest)
+        self._adopt({t.queue.name for t in targets})
+        self.stopping += [(self.manifest, r.job_id) for r in self.manifest if r.outcome == TERMINATING]
+        self._continue_recorded(
+            self.manifest, [r for r in self.manifest if r.outcome == RECORDED and r.queue in {t.queue.name for t in targets}]
+        )
+        if self.ctx.options.freeze:
+            self._freeze([t.queue for t in targets])
+        reasons = {t.queue.name: t.reason for t in targets}
+        if self.ctx.options.grace > 0:
+            self._passes(targets, QUEUED, reasons, final=False)
+            self._grace(targets)
+        self._passes(targets, LIFECYCLE, reasons, final=True)
+        self._wait_for_stops()
+
+    def _load_others(self) -> None:
+        """Every other open deploy: what it owes is not recorded again (one owner per job)."""
+        for deploy_id in self.ctx.manifests.open_ids():
+            if deploy_id == self.manifest.deploy_id:
+                continue
+            try:
+                other = self.ctx.manifests.load(deploy_id)
+            except ForeignManifestError as exc:
+                self.ctx.report.notice(f"skipped: {exc}")
+                continue
+            if other is None:
+                continue
+            self.others[deploy_id] = other
+            for record in other:
+                if record.owed or record.outcome == KEPT:
+                    self.owner[record.job_id] = deploy_id
+
+    def _adopt(self, queues: set[str]) -> None:
+        """Unfinished work of other deploys on these queues is this run's now: stop what they left running."""
+        for other in self.others.values():
+            left = [r for r in other if r.queue in queues and r.outcome in (RECORDED, TERMINATING)]
+            if not left:
+                continue
+            self.ctx.report.line(f"adopting deploy {other.deploy_id}: {len(left)} of its jobs on these queues were never seen to stop")
+            self.stopping += [(other, r.job_id) for r in left if r.outcome == TERMINATING]
+            self._continue_recorded(other, [r for r in left if r.outcome == RECORDED])
+
+    def _continue_recorded(self, manifest: Manifest, records: list[JobRecord]) -> None:
+        """Records saved by an earlier run that never sent TerminateJob: stop them if they still run."""
+        if not records:
+            return
+        states = self.ctx.batch.states(r.job_id for r in records)
+        active = [r for r in records if states.get(r.job_id, JobState("UNKNOWN")).active]
+        for record in records:
+            if record not in active:
+                ended = self._ended(record, states.get(record.job_id))
+                manifest.put([ended])
+                self._announce(manifest, ended)
+        self._stop(manifest, active)
+
+    # -- finding jobs ----------------------------------------------------------------------
+    def _passes(self, targets: list[Target], statuses: tuple[str, ...], reasons: dict[str, str], final: bool) -> None:
+        for number in range(1, MAX_PASSES + 1):
+            found = self._list(targets, statuses)
+            if not found:
+                return
+            self.ctx.report.line(f"pass {number}: {len(found)} new {'active' if final else 'queued'} jobs")
+            self._take(found, statuses, reasons, final)
+        self.ctx.report.warning(
+            f"new jobs kept arriving after {MAX_PASSES} passes; freeze the queues (--freeze) so no new work starts during the deploy"
+        )
+
+    def _list(self, targets: list[Target], statuses: tuple[str, ...]) -> dict[str, str]:
+        """New job id -> queue name, listing each queue's statuses in lifecycle order."""
+
+        def listed(target: Target) -> list[tuple[str, str]]:
+            return [(s["jobId"], target.queue.name) for status in statuses for s in self.ctx.batch.list_jobs(target.queue.arn, status)]
+
+        found: dict[str, str] = {}
+        for pairs in self.ctx.aws.parallel(listed, targets):
+            for job_id, queue in pairs:
+                if job_id not in self.manifest.jobs and job_id not in self.owner:
+                    found.setdefault(job_id, queue)
+        return found
+
+    def _take(self, found: dict[str, str], statuses: tuple[str, ...], reasons: dict[str, str], final: bool) -> None:
+        """Record and stop the jobs found (still in `statuses`), and every job PENDING on one of them."""
+        ids = list(found)
+        for page_number, page in enumerate(chunks(ids, RECORD_PAGE), start=1):
+            details = self.ctx.batch.describe(page)
+            jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses]
+            records = self._records(jobs, lambda job: reasons.get(found[job["jobId"]], ""), found)
+            # Queued passes leave jobs under the wait policy for the final pass, after the grace period.
+            records = [self._policy(r) for r in records] if final else [r for r in records if self._action(r) != WAIT]
+            dependents = self._dependents({r.job_id for r in records if r.outcome == RECORDED})
+            self._record_and_stop(self.manifest, records + dependents)
+            if len(ids) > RECORD_PAGE:
+                self.ctx.report.line(f"  recorded {min(page_number * RECORD_PAGE, len(ids))} of {len(ids)} jobs")
+
+    def _records(self, jobs: list[dict[str, Any]], reason_of: Any, queues: dict[str, str]) -> list[JobRecord]:
+        definitions = self.ctx.batch.job_definitions(str(j["jobDefinition"]) for j in jobs)
+        dependency_ids = {str(d["jobId"]) for j in jobs for d in j.get("dependsOn") or [] if "jobId" in d}
+        dependency_states = self.ctx.batch.states(dependency_ids) if dependency_ids else {}
+        records = []
+        for job in jobs:
+            queue = queues.get(job["jobId"]) or str(job.get("jobQueue", "")).rsplit("/", 1)[-1]
+            records.append(self._record(job, queue, definitions.get(str(job["jobDefinition"])), reason_of(job), dependency_states))
+        return records
+
+    def _record(
+        self, job: dict[str, Any], queue: str, definition: dict[str, Any] | None, reason: str, states: dict[str, JobState]
+    ) -> JobRecord:
+        mark = mark_of(job)
+        dependencies = {
+            str(d["jobId"]): (states[str(d["jobId"])].status if str(d["jobId"]) in states else "UNKNOWN")
+            for d in job.get("dependsOn") or []
+            if "jobId" in d
+        }
+        record = JobRecord(
+            job_id=str(job["jobId"]),
+            job_arn=str(job.get("jobArn", "")),
+            job_name=str(job["jobName"]),
+            queue=queue,
+            job_definition=str(job["jobDefinition"]).rsplit("/", 1)[-1],
+            status_at_drain=str(job["status"]),
+            submission={"jobName": str(job["jobName"])},
+            outcome=RECORDED,
+            stage=DRAIN,
+            times={RECORDED: now()},
+            job_type=submission.job_type(job),
+            created_at=_ms(job.get("createdAt")),
+            started_at=_ms(job.get("startedAt")),
+            attempts=len(job.get("attempts") or []),
+            reason=reason or None,
+            dependencies=dependencies,
+            array_succeeded=self._succeeded_children(job),
+            lineage_id=mark.lineage_id if mark else None,
+            resubmits=mark.resubmits if mark else 0,
+        )
+        if definition is None:
+            # Without its own revision the overrides cannot be told from the definition: leave it running.
+            return record.moved_to(
+                FAILED, DRAIN, error=f"job definition {record.job_definition} not found: cannot recover the submission; left running"
             )
-    queues = []
-    for name, reason in reasons.items():
-        queue = ctx.batch.queue(named.get(name, name))
-        if queue is None:
-            ctx.report.warning(f"queue {name}: does not exist, skipped")
-            continue
-        if reason:
-            ctx.report.line(f"queue {name}: at risk: {reason}")
-        queues.append(queue)
-    return queues
+        return replace(record, submission=submission.recover_submission(job, definition))
 
+    def _succeeded_children(self, job: dict[str, Any]) -> list[int]:
+        summary = (job.get("arrayProperties") or {}).get("statusSummary") or {}
+        if self.ctx.options.arrays != "unfinished" or not summary.get("SUCCEEDED"):
+            return []
+        return self.ctx.batch.list_children(str(job["jobId"]), "SUCCEEDED")
 
-def _freeze(ctx: Context, manifest: Manifest, queues: list[Queue]) -> None:
-    """Disable the queues for the deploy; the state to put back is saved before it changes."""
-    enabled = [q for q in queues if q.state == "ENABLED" and q.name not in manifest.frozen_queues]
-    if not enabled:
-        return
-    manifest.frozen_queues.update({q.name: q.state for q in enabled})
-    ctx.save(manifest)
-    for queue in enabled:
-        ctx.batch.set_queue_state(queue.arn, "DISABLED")
-        ctx.report.line(f"queue {queue.name}: disabled for the deploy; restore enables it again")
+    def _dependents(self, stopping: set[str]) -> list[JobRecord]:
+        """Every job, in any queue, PENDING on a job being stopped (directly or not): Batch would fail it."""
+        if not stopping:
+            return []
+        waiting: dict[str, str] = {}  # PENDING job id -> its queue name
+        for queue in self.ctx.batch.queues():
+            for status in ("SUBMITTED", "PENDING"):
+                for summary in self.ctx.batch.list_jobs(queue.arn, status):
+                    if summary["jobId"] not in self.manifest.jobs and summary["jobId"] not in self.owner:
+                        waiting[summary["jobId"]] = queue.name
+        waiting = {k: v for k, v in waiting.items() if k not in stopping}
+        if not waiting:
+            return []
+        details = self.ctx.batch.describe(waiting)
+        needs: dict[str, list[str]] = {}
+        for job_id, job in details.items():
+            for dependency in job.get("dependsOn") or []:
+                needs.setdefault(str(dependency.get("jobId", "")), []).append(job_id)
+        chosen: dict[str, str] = {}  # dependent -> the job it depends on
+        frontier = list(stopping)
+        while frontier:
+            stopped = frontier.pop()
+            for dependent in needs.get(stopped, []):
+                if dependent not in chosen and dependent in details and details[dependent].get("status") in ("SUBMITTED", "PENDING"):
+                    chosen[dependent] = stopped
+                    frontier.append(dependent)
+        if not chosen:
+            return []
+        self._check_dependent_queues({waiting[d] for d in chosen}, chosen, waiting)
+        jobs = [details[d] for d in chosen]
+        return self._records(jobs, lambda job: f"depends on {chosen[str(job['jobId'])]}", waiting)
 
+    def _check_dependent_queues(self, queues: set[str], chosen: dict[str, str], waiting: dict[str, str]) -> None:
+        allowed = {q.rsplit("/", 1)[-1] for q in self.ctx.options.queues}
+        for dependent, stopped in chosen.items():
+            queue = waiting[dependent]
+            if queue not in allowed:
+                raise UsageError(
+                    f"job {dependent} on queue {queue} depends on job {stopped}, which this drain would stop: Batch would fail it, "
+                    f"and jobguard may not resubmit to {queue}; nothing more was stopped",
+                    hint=f"add {queue} to the configured queues (and the Terraform module's job_queue_arns), or let {stopped} finish first",
+                )
+        for queue in sorted(queues):
+            self.manifest.add_queue(queue)
+        self.leases.acquire(queues)
 
-def _wait(ctx: Context, manifest: Manifest, queues: list[Queue]) -> None:
-    """Give running jobs (and jobs whose policy is wait) the grace period to finish."""
-    waiting: list[str] = []
-    for queue in queues:
-        waiting += [i for i in ctx.batch.active_job_ids(queue.arn) if i not in manifest.jobs]
-    if not waiting:
-        return
-    grace = ctx.options.grace
-    ctx.report.line(f"waiting up to {grace:g} s for {len(waiting)} running jobs to finish")
-    deadline = time.monotonic() + grace
-    poll = 0.5  # quick finishes are seen at once; long waits cost one DescribeJobs per 100 jobs every 15 s
-    while waiting and time.monotonic() < deadline:
-        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-        poll = min(15.0, poll * 1.5)
-        statuses = ctx.batch.statuses(waiting)
-        waiting = [i for i in waiting if statuses.get(i) in ACTIVE_STATUSES]
-    ctx.report.line(
-        f"grace period over: {len(waiting)} jobs still active" if waiting else "every running job finished within the grace period"
-    )
-
-
-def _pass(ctx: Context, manifest: Manifest, queues: list[Queue], statuses: tuple[str, ...], final: bool) -> None:
-    """Record and terminate the queues' jobs in `statuses` that the manifest does not hold yet."""
-    for queue in queues:
-        new_ids = [i for i in ctx.batch.active_job_ids(queue.arn, statuses) if i not in manifest.jobs]
-        kind = "active" if final else "queued"
-        with ctx.report.group(f"queue {queue.name}: {len(new_ids)} {kind} jobs"):
-            for page in chunks(new_ids, RECORD_PAGE):
-                records = [r for r in _records(ctx, queue.name, page, statuses) if final or _action(ctx, r) != WAIT]
-                records = [_kept_running(r) if _action(ctx, r) == WAIT else r for r in records]
-                if ctx.options.dry_run:
-                    for record in records:
-                        ctx.report.job(record, "would drain" if record.outcome == RECORDED else None)
-                    continue
-                manifest.put(records)
-                ctx.save(manifest)
-                for record in records:
-                    if record.outcome != RECORDED:
-                        _announce(ctx, record)
-                _terminate(ctx, manifest, [r for r in records if r.outcome == RECORDED])
-
-
-def _action(ctx: Context, record: JobRecord) -> str:
-    return action_for(ctx.options.policies, record.queue, record.job_name, record.job_definition)
-
-
-def _kept_running(record: JobRecord) -> JobRecord:
-    """A job under the wait policy that is still active when the grace period ends."""
-    return record.moved_to(FAILED, DRAIN, error=f"policy wait: still {record.status_at_drain} after the grace period; not terminated")
-
-
-def _records(ctx: Context, queue: str, job_ids: list[str], statuses: tuple[str, ...]) -> list[JobRecord]:
-    """Records for the jobs still in `statuses`, in the order listed."""
-    details = ctx.batch.describe_jobs(job_ids)
-    jobs = [details[i] for i in job_ids if details.get(i, {}).get("status") in statuses]
-    definitions = ctx.batch.job_definitions(j["jobDefinition"] for j in jobs)
-    return [_record(job, queue, definitions.get(job["jobDefinition"])) for job in jobs]
-
-
-def _record(job: dict[str, Any], queue: str, definition: dict[str, Any] | None) -> JobRecord:
-    stamp = now()
-    record = JobRecord(
-        job_id=job["jobId"],
-        job_arn=job.get("jobArn", ""),
-        job_name=job["jobName"],
-        queue=queue,
-        job_definition=_short_definition(job["jobDefinition"]),
-        status_at_drain=job["status"],
-        submission={},
-        outcome=RECORDED,
-        stage=DRAIN,
-        times={RECORDED: stamp},
-        created_at=job.get("createdAt"),
-        started_at=job.get("startedAt"),
-        attempts=len(job.get("attempts") or []),
-        job_type=_job_type(job),
-        lineage_id=(job.get("tags") or {}).get(LINEAGE_TAG),
-        resubmits=_count((job.get("tags") or {}).get(RESUBMITS_TAG)),
-    )
-    if definition is None:
-        # Without its revision the overrides cannot be told from the definition: leave it running.
-        return record.moved_to(FAILED, DRAIN, error=f"job definition {job['jobDefinition']} not found: cannot recover the submission")
-    return replace(record, submission=recover_submission(job, definition))
-
-
-def _job_type(job: dict[str, Any]) -> str:
-    for field, kind in (("nodeProperties", "multinode"), ("ecsProperties", "ecs"), ("eksProperties", "eks")):
-        if job.get(field):
-            return kind
-    return "container"
-
-
-def _count(tag: str | None) -> int:
-    return int(tag) if tag and tag.isdigit() else 0
-
-
-def _short_definition(arn: str) -> str:
-    """`name:revision` from a job definition ARN."""
-    return arn.rsplit("/", 1)[-1]
-
-
-def _terminate(ctx: Context, manifest: Manifest, records: list[JobRecord]) -> None:
-    reason = f"jobguard: drained for deploy {manifest.deploy_id}"
-
-    def terminate(record: JobRecord) -> JobRecord:
-        try:
-            ctx.batch.terminate(record.job_id, reason)
-        except (ClientError, BotoCoreError) as exc:  # one job's failure must not stop the others
-            return record.moved_to(FAILED, DRAIN, error=f"TerminateJob failed: {error_code(exc)}: {exc}")
-        record = record.moved_to(TERMINATED, DRAIN)
-        if _action(ctx, record) == ABANDON:
-            record = record.moved_to(SKIPPED, DRAIN, error="policy abandon: terminated, not resubmitted")
+    def _policy(self, record: JobRecord) -> JobRecord:
+        if record.outcome != RECORDED:
+            return record
+        cap = self.ctx.options.max_resubmits
+        if record.resubmits >= cap:
+            return record.moved_to(
+                KEPT,
+                DRAIN,
+                error=f"its line was already resubmitted {record.resubmits} times (max-resubmits {cap}): left running, not drained",
+            )
+        if self._action(record) == WAIT:
+            self.problems += 1
+            return record.moved_to(KEPT, DRAIN, error=f"policy wait: still {record.status_at_drain} after the grace period; not stopped")
         return record
 
-    done = in_parallel(terminate, records, ctx.options.workers)
-    for record in done:
-        _announce(ctx, record)
-    manifest.put(done)
-    ctx.save(manifest)
+    def _action(self, record: JobRecord) -> str:
+        return action_for(self.ctx.options.policies, record.queue, record.job_name, record.job_definition)
+
+    # -- stopping ----------------------------------------------------------------------------
+    def _record_and_stop(self, manifest: Manifest, records: list[JobRecord]) -> None:
+        """Save the records first, then stop those that are to be stopped."""
+        if not records:
+            return
+        manifest.put(records)
+        self.ctx.manifests.save(manifest)
+        for record in records:
+            if record.outcome != RECORDED:
+                self._announce(manifest, record)
+        self._stop(manifest, [r for r in records if r.outcome == RECORDED])
+
+    def _stop(self, manifest: Manifest, records: list[JobRecord]) -> None:
+        """Mark `terminating` in the store, then send TerminateJob (asynchronous: the jobs end later)."""
+        if not records:
+            return
+        marked = [r.moved_to(TERMINATING, DRAIN) for r in records]
+        manifest.put(marked)
+        self.ctx.manifests.save(manifest)
+        reason = f"jobguard: drained for deploy {self.manifest.deploy_id}"
+
+        def terminate(record: JobRecord) -> JobRecord:
+            self.leases.check()
+            try:
+                self.ctx.batch.terminate(record.job_id, reason)
+            except JobCallError as exc:
+                if exc.uncertain:  # it may have been carried out: the wait below will tell
+                    return replace(record, error=str(exc))
+                self.problems += 1
+                return record.moved_to(FAILED, DRAIN, error=f"{exc}; left running")
+            return record
+
+        done = self.ctx.aws.parallel(terminate, marked)
+        manifest.put(done)
+        self.ctx.manifests.save(manifest)
+        for record in done:
+            if record.outcome == FAILED:
+                self._announce(manifest, record)
+            else:
+                self.stopping.append((manifest, record.job_id))
+
+    def _wait_for_stops(self) -> None:
+        """Wait (up to stop-timeout) until every job this run stopped has ended; record how each ended."""
+        waiting = {job_id: manifest for manifest, job_id in self.stopping if manifest.jobs[job_id].outcome == TERMINATING}
+        if not waiting:
+            return
+        bound = self.ctx.options.stop_timeout
+        started = time.monotonic()
+        poll, said = 0.25, 0.0
+        self.ctx.report.line(f"waiting up to {bound:g} s for {len(waiting)} stopped jobs to end (TerminateJob is asynchronous)")
+        while waiting:
+            states = self.ctx.batch.states(waiting)
+            for job_id in list(waiting):
+                state = states.get(job_id)
+                if state is None or not state.active or state.status == "PENDING":
+                    manifest = waiting.pop(job_id)
+                    record = self._ended(manifest.jobs[job_id], state)
+                    manifest.put([record])
+                    self._announce(manifest, record)
+            elapsed = time.monotonic() - started
+            if not waiting or elapsed >= bound:
+                break
+            if elapsed - said >= 10:
+                statuses = sorted({states[j].status for j in waiting if j in states})
+                self.ctx.report.notice(f"waiting for {len(waiting)} jobs to stop ({', '.join(statuses)}); {bound - elapsed:.0f} s left")
+                said = elapsed
+            time.sleep(min(poll, max(0.0, bound - elapsed)))
+            poll = min(5.0, poll * 1.5)
+        for job_id, manifest in waiting.items():
+            record = manifest.jobs[job_id]
+            self.problems += 1
+            self.ctx.report.error(
+                f"{record.job_name} [{job_id}] on {record.queue}: still running {bound:g} s after TerminateJob; restore waits for it"
+            )
+        for manifest in [self.manifest, *self.others.values()]:
+            if manifest.changed:
+                self.ctx.manifests.save(manifest)
+
+    def _ended(self, record: JobRecord, state: JobState | None) -> JobRecord:
+        """The record of a job seen to end (or to be sure never to start)."""
+        if state is not None and state.status == "SUCCEEDED":
+            return record.moved_to(FINISHED, DRAIN, error=None, note="finished on its own before it was stopped: not resubmitted")
+        if self._action(record) == ABANDON:
+            return record.moved_to(SKIPPED, DRAIN, error="policy abandon: stopped, not resubmitted")
+        if state is not None and state.status == "PENDING":
+            return record.moved_to(TERMINATED, DRAIN, error=None, note="cancelled once its dependencies complete: it never starts")
+        if state is None and record.outcome == RECORDED:
+            return record.moved_to(SKIPPED, DRAIN, error="never stopped, and Batch no longer knows it")
+        return record.moved_to(TERMINATED, DRAIN, error=None)
+
+    # -- queues ------------------------------------------------------------------------------
+    def _freeze(self, queues: Iterable[Queue]) -> None:
+        """Disable the queues for the deploy; the state to put back is saved before it changes."""
+        enabled = [q for q in queues if q.state == "ENABLED" and q.name not in self.manifest.frozen_queues]
+        if not enabled:
+            return
+        self.manifest.frozen_queues.update({q.name: q.state for q in enabled})
+        self.ctx.manifests.save(self.manifest)
+        for queue in enabled:
+            self.leases.check()
+            self.ctx.batch.set_queue_state(queue.arn, "DISABLED")
+            self.ctx.report.line(f"queue {queue.name}: disabled for the deploy; restore enables it again")
+            self.facts.append(f"queue {queue.name}: frozen (disabled) until restore")
+
+    def _grace(self, targets: list[Target]) -> None:
+        """Give running jobs (and jobs whose policy is wait) the grace period to finish."""
+        running: list[str] = []
+        for target in targets:
+            running += [s["jobId"] for status in LIFECYCLE for s in self.ctx.batch.list_jobs(target.queue.arn, status)]
+        running = [i for i in dict.fromkeys(running) if i not in self.manifest.jobs and i not in self.owner]
+        if not running:
+            return
+        grace = self.ctx.options.grace
+        self.ctx.report.line(f"waiting up to {grace:g} s for {len(running)} running jobs to finish")
+        deadline = time.monotonic() + grace
+        poll, said = 0.5, time.monotonic()
+        waiting = running
+        while waiting and time.monotonic() < deadline:
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            poll = min(15.0, poll * 1.5)
+            states = self.ctx.batch.states(waiting)
+            waiting = [i for i in waiting if i in states and states[i].active]
+            if time.monotonic() - said >= 30:
+                self.ctx.report.notice(f"{len(waiting)} jobs still running; {deadline - time.monotonic():.0f} s of the grace period left")
+                said = time.monotonic()
+        self.finished_in_grace = len(running) - len(waiting)
+        if self.finished_in_grace:
+            self.facts.append(f"{self.finished_in_grace} jobs finished within the grace period ({grace:g} s): nothing to resubmit")
+        self.ctx.report.line(
+            f"grace period over: {len(waiting)} jobs still active" if waiting else "every running job finished within the grace period"
+        )
+
+    def _announce(self, manifest: Manifest, record: JobRecord) -> None:
+        if record.outcome == FAILED or (record.outcome == KEPT and record.error):
+            self.ctx.report.error(f"{record.job_name} [{record.job_id}]: {record.error}")
+        self.ctx.report.job(record)
+        self.ctx.events.add(manifest, [record])
 
 
-def _announce(ctx: Context, record: JobRecord) -> None:
-    if record.outcome == FAILED:
-        ctx.report.error(f"{record.job_name} [{record.job_id}]: {record.error}")
-    ctx.report.job(record)
+def _ms(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None

@@ -1,240 +1,418 @@
 """restore: resubmit every drained job exactly once, on the queue and job definition in place now.
 
-Order of work per manifest: refresh what Batch knows of the originals and their dependencies,
-then submit in dependency waves. Each slice of a wave is marked `submitting` in the store
-before SubmitJob is sent; a job marked so is looked up by its jobguard tags before it is ever
-submitted again, so a restore killed at any instant and run again makes no second job.
+Which manifests: the deploy named (in Actions: the run's own), and every open deploy whose work
+sits on queues that deploy now holds (it adopted them); with no deploy id, every open deploy.
+A queue whose lease another deploy still holds (it is in its apply) is left alone, and said so.
+
+Per manifest: put back frozen queues; look at the originals; wait (up to stop-timeout) for those
+still stopping, since a replacement must never run beside its original; leave alone those never
+asked to stop; then submit in dependency waves. Before SubmitJob each slice is marked
+`submitting` in the store; a job so marked, or whose SubmitJob answer was lost, is looked up by
+its mark (retrying over the lookup window, as ListJobs may not show a new job at once) before
+anything is sent again.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from ..adapters.batch import Queue, chunks
-from ..errors import AwsError, UsageError
-from ..manifest import ACTIVE_STATUSES, FAILED, RECORDED, RESTORE, RESUBMITTED, SKIPPED, SUBMITTING, TERMINATED, JobRecord, Manifest
-from ..pacing import in_parallel
-from ..retry import error_code
+from ..adapters.aws import chunks
+from ..adapters.batch import JobState
+from ..adapters.lease import Leases, lease_is_live, read_lease
+from ..domain.manifest import (
+    FAILED,
+    FINISHED,
+    RECORDED,
+    RESTORE,
+    RESUBMITTED,
+    SKIPPED,
+    SUBMITTING,
+    TERMINATED,
+    TERMINATING,
+    JobRecord,
+    Manifest,
+)
+from ..domain.tags import mark_of
+from ..errors import JobCallError, ManifestError, UsageError
 from .context import Context
-from .lock import DeployLock
+from .manifests import ForeignManifestError
+from .requests import Hold, Planned, Requests
 
-# Jobs marked `submitting` per store write, then submitted concurrently.
-RECORD_PAGE = 500
-DEPLOY_TAG = "jobguard:deploy-id"
-ORIGINAL_TAG = "jobguard:original-job-id"
-LINEAGE_TAG = "jobguard:lineage-id"
-RESUBMITS_TAG = "jobguard:resubmits"
-LINEAGE_VARIABLES = ("JOBGUARD_LINEAGE_ID", "JOBGUARD_PREVIOUS_JOB_ID", "JOBGUARD_DEPLOY_ID", "JOBGUARD_RESUME_COUNT")
-
-
-def manifests_to_restore(ctx: Context, deploy_id: str | None) -> list[Manifest]:
-    """The named manifest, or every manifest with work left, oldest first.
-
-    All are loaded and checked before anything is submitted: one damaged manifest stops the run
-    with nothing changed.
-    """
-    if deploy_id is not None:
-        manifest = ctx.store.load(deploy_id)
-        if manifest is None:
-            raise UsageError(f"no manifest for deploy {deploy_id} at {ctx.store.uri(deploy_id)}")
-        return [ctx.check_owner(manifest)]
-    loaded = [ctx.store.load(i) for i in ctx.store.deploy_ids()]
-    manifests = [ctx.check_owner(m) for m in loaded if m is not None]
-    return sorted((m for m in manifests if m.has_work_left), key=lambda m: m.created_at)
-
-
-def restore_all(ctx: Context, deploy_id: str | None) -> list[Manifest]:
-    """Restore the named manifest, or every manifest with work left, under the deploy lock."""
-    if ctx.options.dry_run:
-        return [_restore_one(ctx, m) for m in manifests_to_restore(ctx, deploy_id)]
-    queues = {q for m in manifests_to_restore(ctx, deploy_id) for q in [*(r.queue for r in m), *m.frozen_queues]}
-    with DeployLock(ctx.store, queues, ctx.options.lock_timeout, ctx.options.lock_ttl, ctx.report):
-        # Loaded again: another run may have moved them on while we waited for the lock.
-        manifests = manifests_to_restore(ctx, deploy_id)
-        if not manifests:
-            ctx.report.line(f"jobguard restore: nothing to restore in {ctx.options.store}")
-        return [_restore_one(ctx, m) for m in manifests]
-
-
-def _restore_one(ctx: Context, manifest: Manifest) -> Manifest:
-    suffix = " (dry run)" if ctx.options.dry_run else ""
-    ctx.report.line(f"jobguard restore: deploy {manifest.deploy_id}, manifest {ctx.store.uri(manifest.deploy_id)}{suffix}")
-    if not ctx.options.dry_run:
-        _unfreeze(ctx, manifest)
-    with ctx.report.group(f"deploy {manifest.deploy_id}: {sum(r.restorable for r in manifest)} jobs to resubmit"):
-        _Restore(ctx, manifest).run()
-    return manifest
-
-
-def _unfreeze(ctx: Context, manifest: Manifest) -> None:
-    """Put back the state of the queues drain --freeze disabled, before anything is submitted."""
-    for name, state in list(manifest.frozen_queues.items()):
-        try:
-            if ctx.batch.queue(name) is not None:
-                ctx.batch.set_queue_state(name, state)
-                ctx.report.line(f"queue {name}: {state} again")
-            else:
-                ctx.report.warning(f"queue {name}: no longer exists; nothing to put back")
-        except AwsError as exc:
-            ctx.report.warning(f"queue {name}: could not put back state {state} ({exc}); the next restore tries again")
-            continue
-        del manifest.frozen_queues[name]
-        ctx.save(manifest)
+SUBMIT_PAGE = 500  # jobs marked `submitting` per store write, then submitted concurrently
 
 
 @dataclass
+class Restored:
+    """What a restore did, for the summary and the exit code."""
+
+    manifests: list[Manifest] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)
+    problems: int = 0
+
+
+def restore(ctx: Context, deploy_id: str | None, named: bool) -> Restored:
+    """Restore `deploy_id` (and what it adopted), or every open deploy; `named`: the user asked for it by id."""
+    result = Restored()
+    candidates = _candidates(ctx, deploy_id, named, result)
+    owner = deploy_id or "jobguard-restore"
+    queues = _restorable_queues(ctx, candidates, deploy_id, result)
+    if ctx.options.dry_run:
+        for manifest in candidates:
+            _Restore(ctx, manifest, queues, candidates, result).run()
+        return result
+    leases = Leases(ctx.store, owner, ctx.options.lease, ctx.report.notice)
+    try:
+        leases.acquire(queues)
+        ctx.manifests.fence = leases.check
+        # Read again under the leases: another run may have moved them on while we waited.
+        fresh = [m for m in (ctx.manifests.load(c.deploy_id) for c in candidates) if m is not None]
+        for manifest in fresh:
+            _Restore(ctx, manifest, queues, fresh, result).run()
+        result.manifests = fresh
+    finally:
+        leases.release(keep_for_deploy=False)
+        ctx.manifests.fence = lambda: None
+    return result
+
+
+def _candidates(ctx: Context, deploy_id: str | None, named: bool, result: Restored) -> list[Manifest]:
+    """The manifests to look at, all checked before anything acts: one damaged manifest stops the run."""
+    found: dict[str, Manifest] = {}
+    if deploy_id is not None:
+        try:
+            manifest = ctx.manifests.load(deploy_id)
+        except ForeignManifestError:
+            raise
+        if manifest is None and named:
+            raise UsageError(f"no manifest for deploy {deploy_id} at {ctx.store.uri(deploy_id)}")
+        if manifest is not None:
+            found[deploy_id] = manifest
+    for other in ctx.manifests.open_ids():
+        if other in found:
+            continue
+        try:
+            manifest = ctx.manifests.load(other)
+        except ForeignManifestError as exc:
+            result.facts.append(f"skipped: {exc}")
+            ctx.report.line(f"skipped: {exc}")
+            continue
+        except ManifestError:
+            if deploy_id is None:
+                raise
+            continue  # another deploy's problem: its own restore reports it
+        if manifest is None or not manifest.has_work_left:
+            ctx.manifests.forget_index(other)
+            continue
+        if deploy_id is None or _adopted_by(ctx, manifest, deploy_id):
+            found[other] = manifest
+    _drop_duplicates(ctx, list(found.values()))
+    return sorted(found.values(), key=lambda m: m.created_at)
+
+
+def _adopted_by(ctx: Context, manifest: Manifest, deploy_id: str) -> bool:
+    for queue in manifest.record_queues():
+        lease = read_lease(ctx.store, queue)
+        if lease is not None and lease.deploy_id == deploy_id:
+            return True
+    return False
+
+
+def _drop_duplicates(ctx: Context, manifests: list[Manifest]) -> None:
+    """No original is owed by two manifests: the older manifest keeps it, the other is told."""
+    owner: dict[str, Manifest] = {}
+    for manifest in sorted(manifests, key=lambda m: m.created_at):
+        for record in manifest:
+            if not record.owed:
+                continue
+            first = owner.setdefault(record.job_id, manifest)
+            if first is not manifest:
+                ctx.report.warning(
+                    f"job {record.job_id} is owed by deploys {first.deploy_id} and {manifest.deploy_id}: {first.deploy_id} restores it"
+                )
+                manifest.put([record.moved_to(SKIPPED, RESTORE, error=f"owed by deploy {first.deploy_id} too; that deploy restores it")])
+
+
+def _restorable_queues(ctx: Context, manifests: list[Manifest], deploy_id: str | None, result: Restored) -> set[str]:
+    """The queues this restore may act on: free, expired, or held by its own deploy."""
+    queues: set[str] = set()
+    for queue in sorted({q for m in manifests for q in m.record_queues()}):
+        lease = read_lease(ctx.store, queue)
+        if lease is None or lease.deploy_id == deploy_id or not lease_is_live(lease, ctx.store.clock()):
+            queues.add(queue)
+            continue
+        owed = sum(1 for m in manifests for r in m if r.queue == queue and r.owed)
+        fact = f"queue {queue}: left alone: deploy {lease.deploy_id} holds it ({lease.holder}); its {owed} owed jobs wait for its restore"
+        result.facts.append(fact)
+        ctx.report.line(fact)
+    return queues
+
+
 class _Restore:
-    ctx: Context
-    manifest: Manifest
-    batch_status: dict[str, str] = field(default_factory=dict)
-    queues: dict[str, Queue | None] = field(default_factory=dict)
-    revisions: dict[str, list[int]] = field(default_factory=dict)
+    """The restore of one manifest."""
+
+    def __init__(self, ctx: Context, manifest: Manifest, queues: set[str], manifests: list[Manifest], result: Restored) -> None:
+        self.ctx, self.manifest, self.queues, self.result = ctx, manifest, queues, result
+        self.elsewhere = {r.job_id: r for m in manifests if m is not manifest for r in m}
+        self.states: dict[str, JobState] = {}
+        self.lock = threading.Lock()  # SubmitJob answers arrive on worker threads
 
     def run(self) -> None:
-        pending = [r for r in self.manifest if r.restorable]
-        dependencies = {d["jobId"] for r in pending for d in r.submission.get("dependsOn", []) if "jobId" in d}
-        self.batch_status = self.ctx.batch.statuses([r.job_id for r in pending] + sorted(dependencies))
-        pending = [r for r in pending if self._still_owed(r)]
-        waiting = {r.job_id for r in pending}
+        dry = " (dry run)" if self.ctx.options.dry_run else ""
+        self.ctx.report.line(
+            f"jobguard restore: deploy {self.manifest.deploy_id}, manifest {self.ctx.store.uri(self.manifest.deploy_id)}{dry}"
+        )
+        if not self.ctx.options.dry_run:
+            self._unfreeze()
+        owed = [r for r in self.manifest if r.owed and r.queue in self.queues]
+        with self.ctx.report.group(f"deploy {self.manifest.deploy_id}: {len(owed)} jobs to look at"):
+            self._refresh(owed)
+            owed = self._originals(owed)
+            self._waves(owed)
+        if self.manifest.changed and not self.ctx.options.dry_run:
+            self.ctx.manifests.save(self.manifest)
+
+    # -- queues ----------------------------------------------------------------------------
+    def _unfreeze(self) -> None:
+        """Put back the state of the queues this (verified) manifest froze, before anything is submitted."""
+        for name, state in sorted(self.manifest.frozen_queues.items()):
+            if name not in self.queues:
+                continue
+            try:
+                if self.ctx.batch.queue(name) is None:
+                    self.ctx.report.warning(f"queue {name}: no longer exists; nothing to put back")
+                else:
+                    self.ctx.manifests.fence()
+                    self.ctx.batch.set_queue_state(name, state)
+                    self.ctx.report.line(f"queue {name}: {state} again")
+            except UsageError:
+                raise
+            except Exception as exc:
+                self.ctx.report.warning(f"queue {name}: could not put back state {state} ({exc}); the next restore tries again")
+                continue
+            del self.manifest.frozen_queues[name]
+            self.manifest.released_queues.add(name)
+            self.ctx.manifests.save(self.manifest)
+
+    # -- the originals ---------------------------------------------------------------------
+    def _refresh(self, records: Iterable[JobRecord]) -> None:
+        ids: list[str] = []
+        for record in records:
+            ids.append(record.job_id)
+            ids += record.dependency_ids
+            for dependency in record.dependency_ids:
+                drained = self.manifest.jobs.get(dependency) or self.elsewhere.get(dependency)
+                if drained is not None and drained.replacement_id:
+                    ids.append(drained.replacement_id)
+        self.states.update(self.ctx.batch.states(ids))
+
+    def _originals(self, owed: list[JobRecord]) -> list[JobRecord]:
+        """Owed records whose original has ended (or never starts); the others are left for later, and said so."""
+        ready: list[JobRecord] = []
+        stopping: list[JobRecord] = []
+        for record in owed:
+            state = self.states.get(record.job_id)
+            if record.outcome not in (RECORDED, TERMINATING):
+                ready.append(record)
+            elif not record.stop_asked and state is not None and state.active:
+                detail = f": never asked to stop, still {state.status}; left running, not resubmitted"
+                self.ctx.report.job(record, "left alone", detail)
+            elif record.stop_asked and self._running(state):
+                stopping.append(record)
+            else:
+                ready += self._if_owed(self._ended(record, state))
+        if stopping and not self.ctx.options.dry_run:
+            self._wait(stopping)
+        for record in stopping:
+            state = self.states.get(record.job_id)
+            if not self._running(state):
+                ready += self._if_owed(self._ended(record, state))
+        return ready
+
+    @staticmethod
+    def _running(state: JobState | None) -> bool:
+        """Still able to run: active, and not a PENDING job asked to stop (Batch cancels it once its dependencies complete)."""
+        return state is not None and state.active and state.status != "PENDING"
+
+    @staticmethod
+    def _if_owed(record: JobRecord) -> list[JobRecord]:
+        return [record] if record.outcome == TERMINATED else []
+
+    def _ended(self, record: JobRecord, state: JobState | None) -> JobRecord:
+        if state is not None and state.status == "SUCCEEDED":
+            record = record.moved_to(FINISHED, RESTORE, error=None, note="finished on its own before it was stopped: not resubmitted")
+        elif state is None and not record.stop_asked:
+            record = record.moved_to(SKIPPED, RESTORE, error="never asked to stop, and Batch no longer knows it: nothing to resubmit")
+        else:
+            note = None if state is not None else "Batch no longer knows the original; it was asked to stop"
+            record = record.moved_to(TERMINATED, RESTORE, error=None, note=note)
+        self._finish(record)
+        return record
+
+    def _wait(self, records: list[JobRecord]) -> None:
+        """A replacement must never run beside its original: wait for originals still stopping."""
+        bound = self.ctx.options.stop_timeout
+        waiting = {r.job_id: r for r in records}
+        self.ctx.report.line(f"waiting up to {bound:g} s for {len(waiting)} originals to stop before their replacements start")
+        started, poll, said = time.monotonic(), 0.25, 0.0
+        while waiting:
+            elapsed = time.monotonic() - started
+            if elapsed >= bound:
+                break
+            time.sleep(min(poll, bound - elapsed))
+            poll = min(5.0, poll * 1.5)
+            self.states.update(self.ctx.batch.states(waiting))
+            waiting = {i: r for i, r in waiting.items() if self._running(self.states.get(i))}
+            if waiting and time.monotonic() - started - said >= 10:
+                said = time.monotonic() - started
+                self.ctx.report.notice(f"still waiting for {len(waiting)} originals to stop; {bound - said:.0f} s left")
+        for record in waiting.values():
+            self.result.problems += 1
+            self.ctx.report.error(
+                f"{record.job_name} [{record.job_id}]: still {self.states[record.job_id].status} {bound:g} s after it was asked to stop: "
+                "not resubmitted beside it; the next restore tries again"
+            )
+
+    # -- submitting ------------------------------------------------------------------------
+    def _waves(self, records: list[JobRecord]) -> None:
+        """Dependencies first; jobs whose dependencies are held are held too."""
+        pending = {r.job_id: r for r in records}
+        requests = Requests(self.ctx.batch, self.ctx.options, self.states, self.elsewhere.get)
         while pending:
-            wave = [r for r in pending if not (self._dependency_ids(r) & waiting)] or pending
-            for page in chunks([r.job_id for r in wave], RECORD_PAGE):
-                self._submit_page([self.manifest.jobs[i] for i in page])
-            waiting -= {r.job_id for r in wave}
-            pending = [r for r in pending if r.job_id in waiting]
+            wave = [r for r in pending.values() if not set(r.dependency_ids) & set(pending)] or list(pending.values())
+            for page in chunks(wave, SUBMIT_PAGE):
+                self._submit_page(requests, [self.manifest.jobs[r.job_id] for r in page])
+            for record in wave:
+                pending.pop(record.job_id)
+            if len(records) > SUBMIT_PAGE:
+                done = len(records) - len(pending)
+                self.ctx.report.line(f"  {done} of {len(records)} jobs looked at")
 
-    def _still_owed(self, record: JobRecord) -> bool:
-        """Jobs that ended on their own, or were never stopped, get no replacement."""
-        status = self.batch_status.get(record.job_id)
-        if record.outcome not in (RECORDED, TERMINATED) or status is None:
-            return True
-        if status == "SUCCEEDED":
-            self._finish(record.moved_to(SKIPPED, RESTORE, error="finished on its own before it was stopped"))
-            return False
-        if record.outcome == RECORDED and status in ACTIVE_STATUSES:
-            self._finish(record.moved_to(SKIPPED, RESTORE, error=f"never terminated: it is still {status}"))
-            return False
-        return True
-
-    def _submit_page(self, records: list[JobRecord]) -> None:
-        planned: list[tuple[JobRecord, dict[str, Any], bool]] = []
+    def _submit_page(self, requests: Requests, records: list[JobRecord]) -> None:
+        planned: list[tuple[JobRecord, Planned, bool]] = []
         for record in records:
             if record.resubmits >= self.ctx.options.max_resubmits:
                 cap = self.ctx.options.max_resubmits
-                capped = f"deploys already resubmitted this job's line {record.resubmits} times (max-resubmits {cap}): not again"
-                self.ctx.report.error(f"{record.job_name} [{record.job_id}]: {capped}")
-                self._finish(record.moved_to(SKIPPED, RESTORE, error=capped))
+                self._finish(
+                    record.moved_to(
+                        SKIPPED,
+                        RESTORE,
+                        error=f"deploys already resubmitted this job's line {record.resubmits} times (max-resubmits {cap}): not again",
+                    )
+                )
                 continue
-            request, problem = self._request(record)
-            if problem:
-                self._finish(record.moved_to(FAILED, RESTORE, error=problem))
-            elif self.ctx.options.dry_run:
-                self.ctx.report.job(record, "would submit")
-            else:
-                # An earlier run may have sent it: look for the replacement before sending again.
-                sent_before = SUBMITTING in record.times
-                planned.append((record.moved_to(SUBMITTING, RESTORE, error=None), request, sent_before))
-        if self.ctx.options.dry_run:
+            try:
+                plan = requests.plan(self.manifest, record)
+            except Hold as held:
+                self.result.problems += 1
+                self._finish(record.moved_to(FAILED, RESTORE, error=str(held)))
+                continue
+            if self.ctx.options.dry_run:
+                self.ctx.report.job(record, "would submit", f" on {plan.definition}")
+                continue
+            sent_before = SUBMITTING in record.times
+            planned.append((record.moved_to(SUBMITTING, RESTORE, error=None, note="; ".join(plan.notes) or None), plan, sent_before))
+        if not planned:
             return
         self.manifest.put(r for r, _, _ in planned)
-        self.ctx.save(self.manifest)
-        for record in in_parallel(lambda plan: self._submit(*plan), planned, self.ctx.options.workers):
-            self._finish(record)
-        self.ctx.save(self.manifest)
+        self.ctx.manifests.save(self.manifest)
+        found = self._look_up([r for r, _, before in planned if before])
+        unsure: list[tuple[JobRecord, Planned, float]] = []
+        to_send = []
+        for record, plan, _ in planned:
+            if record.job_id in found:
+                self._finish(
+                    record.moved_to(RESUBMITTED, RESTORE, replacement_id=found[record.job_id], replacement_job_definition=plan.definition)
+                )
+            else:
+                to_send.append((record, plan))
+        for attempt in range(1, self.ctx.options.aws.retry.attempts + 1):
+            outcomes = self.ctx.aws.parallel(lambda pair: self._send(*pair), to_send)
+            unsure = [(r, p, t) for (r, p), (done, t) in zip(to_send, outcomes, strict=True) if not done]
+            to_send = []
+            if not unsure:
+                break
+            found = self._look_up([r for r, _, _ in unsure], since=min(t for _, _, t in unsure))
+            for record, plan, _ in unsure:
+                if record.job_id in found:
+                    self._finish(
+                        record.moved_to(
+                            RESUBMITTED, RESTORE, replacement_id=found[record.job_id], replacement_job_definition=plan.definition
+                        )
+                    )
+                elif attempt < self.ctx.options.aws.retry.attempts:
+                    to_send.append((record, plan))
+                else:
+                    self.result.problems += 1
+                    self._finish(
+                        record.moved_to(
+                            FAILED, RESTORE, error="SubmitJob got no answer on every attempt, and no job it may have made was found"
+                        )
+                    )
+            if not to_send:
+                break
+        self.ctx.manifests.save(self.manifest)
 
-    def _submit(self, record: JobRecord, request: dict[str, Any], sent_before: bool) -> JobRecord:
-        marker = {DEPLOY_TAG: self.manifest.deploy_id, ORIGINAL_TAG: record.job_id}
+    def _send(self, record: JobRecord, plan: Planned) -> tuple[bool, float]:
+        """(done, when it was sent): done False means the answer was lost and the job may exist."""
+        sent = time.monotonic()
+        self.ctx.manifests.fence()
         try:
-            job_id = self.ctx.batch.submit_once(request, marker, look_first=sent_before)
-        except (ClientError, BotoCoreError, AwsError) as exc:
-            return record.moved_to(FAILED, RESTORE, error=f"SubmitJob failed: {error_code(exc)}: {_message(exc)}")
-        return record.moved_to(RESUBMITTED, RESTORE, replacement_id=job_id, replacement_job_definition=request["jobDefinition"], error=None)
+            job_id = self.ctx.batch.submit(plan.request)
+        except JobCallError as exc:
+            if exc.uncertain:
+                return False, sent
+            self.result.problems += 1
+            self._finish(record.moved_to(FAILED, RESTORE, error=str(exc)))
+            return True, sent
+        self._finish(record.moved_to(RESUBMITTED, RESTORE, replacement_id=job_id, replacement_job_definition=plan.definition))
+        return True, sent
+
+    def _look_up(self, records: list[JobRecord], since: float | None = None) -> dict[str, str]:
+        """Replacements an earlier attempt may have made: original id -> replacement id.
+
+        ListJobs may not show a job created a moment ago (its consistency is not documented), so
+        whatever is not found is looked for again, with backoff, until `lookup-window` has passed
+        since the request could have been sent. Each (queue, name) is listed once per look: the
+        cost grows with the jobs, not with their square.
+        """
+        if not records:
+            return {}
+        window = self.ctx.options.lookup_window
+        start = since if since is not None else time.monotonic()
+        wanted = {r.job_id: r for r in records}
+        found: dict[str, str] = {}
+        poll, said = 0.5, False
+        while True:
+            for (queue, name), group in _by_name(wanted.values()).items():
+                candidates = [s["jobId"] for s in self.ctx.batch.list_named(queue, name)]
+                for job_id, job in self.ctx.batch.describe(candidates).items():
+                    mark = mark_of(job)
+                    if mark and mark.deploy_id == self.manifest.deploy_id and mark.original_id in group:
+                        found[mark.original_id] = job_id
+            wanted = {i: r for i, r in wanted.items() if i not in found}
+            left = window - (time.monotonic() - start)
+            if not wanted or left <= 0:
+                return found
+            if not said:
+                self.ctx.report.notice(f"looking for {len(wanted)} jobs SubmitJob may have made; ListJobs can lag: up to {left:.0f} s more")
+                said = True
+            time.sleep(min(poll, left))
+            poll = min(5.0, poll * 2)
 
     def _finish(self, record: JobRecord) -> None:
-        self.manifest.put([record])
+        with self.lock:
+            self.manifest.put([record])
         if record.outcome == FAILED:
             self.ctx.report.error(f"{record.job_name} [{record.job_id}]: {record.error}")
         self.ctx.report.job(record)
-
-    def _request(self, record: JobRecord) -> tuple[dict[str, Any], str | None]:
-        """The SubmitJob request for a record, or why it cannot be submitted now."""
-        queue = self._queue(record.queue)
-        if queue is None:
-            return {}, f"queue {record.queue} does not exist"
-        if queue.state != "ENABLED":
-            return {}, f"queue {record.queue} is {queue.state}"
-        definition, problem = self._definition(record.job_definition)
-        if problem:
-            return {}, problem
-        depends_on = []
-        for dependency in record.submission.get("dependsOn", []):
-            resolved, problem = self._dependency(dependency)
-            if problem:
-                return {}, problem
-            if resolved:
-                depends_on.append(resolved)
-        request = {**record.submission, "jobQueue": queue.name, "jobDefinition": definition}
-        request.pop("dependsOn", None)
-        if depends_on:
-            request["dependsOn"] = depends_on
-        resubmits = str(record.resubmits + 1)
-        request["tags"] = {
-            **record.submission.get("tags", {}),
-            DEPLOY_TAG: self.manifest.deploy_id,
-            ORIGINAL_TAG: record.job_id,
-            LINEAGE_TAG: record.lineage,
-            RESUBMITS_TAG: resubmits,
-        }
-        if self.ctx.options.lineage_env and record.job_type == "container":
-            lineage = dict(zip(LINEAGE_VARIABLES, (record.lineage, record.job_id, self.manifest.deploy_id, resubmits), strict=True))
-            overrides = dict(request.get("containerOverrides", {}))
-            kept = [e for e in overrides.get("environment", []) if e["name"] not in lineage]
-            overrides["environment"] = kept + [{"name": k, "value": v} for k, v in lineage.items()]
-            request["containerOverrides"] = overrides
-        return request, None
-
-    def _dependency(self, dependency: dict[str, str]) -> tuple[dict[str, str] | None, str | None]:
-        """Where a dependency points now: its replacement, itself, nowhere (it succeeded), or a reason to hold."""
-        job_id = dependency.get("jobId")
-        if job_id is None:
-            return dependency, None
-        drained = self.manifest.jobs.get(job_id)
-        if drained is not None and drained.outcome == RESUBMITTED:
-            return {**dependency, "jobId": drained.replacement_id or job_id}, None
-        status = self.batch_status.get(job_id)
-        if status == "SUCCEEDED":
-            return None, None
-        if status in ACTIVE_STATUSES and (drained is None or drained.outcome == SKIPPED):
-            return dependency, None
-        if drained is not None:
-            return None, f"dependency {job_id} was not resubmitted ({drained.outcome})"
-        return None, f"dependency {job_id} {'failed' if status == 'FAILED' else 'is unknown to Batch'}"
-
-    def _dependency_ids(self, record: JobRecord) -> set[str]:
-        return {d["jobId"] for d in record.submission.get("dependsOn", []) if "jobId" in d}
-
-    def _queue(self, name: str) -> Queue | None:
-        if name not in self.queues:
-            self.queues[name] = self.ctx.batch.queue(name)
-        return self.queues[name]
-
-    def _definition(self, recorded: str) -> tuple[str, str | None]:
-        """`name:revision` to submit with: the newest ACTIVE revision, or the recorded one while active."""
-        name, _, revision = recorded.rpartition(":")
-        if name not in self.revisions:
-            self.revisions[name] = self.ctx.batch.active_revisions(name)
-        active = self.revisions[name]
-        if not active:
-            return "", f"job definition {name} has no ACTIVE revision"
-        if self.ctx.options.job_definition == "recorded" and revision.isdigit() and int(revision) in active:
-            return recorded, None
-        return f"{name}:{active[0]}", None
+        self.ctx.events.add(self.manifest, [record])
 
 
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Message", ""))
-    return str(exc)
+def _by_name(records: Iterable[JobRecord]) -> dict[tuple[str, str], set[str]]:
+    groups: dict[tuple[str, str], set[str]] = {}
+    for record in records:
+        groups.setdefault((record.queue, record.job_name), set()).add(record.job_id)
+    return groups

@@ -1,4 +1,9 @@
-"""status: what each manifest says, and where the replacements are now."""
+"""status: what each manifest says, where the replacements are now, and who holds the queues.
+
+Without a deploy id it shows the open deploys (one listing of the index); `--all` shows every
+manifest in the store. `--json` prints one document for scripts; `--watch` follows the
+replacements until they finish.
+"""
 
 from __future__ import annotations
 
@@ -6,47 +11,86 @@ import json
 import time
 from typing import Any
 
-from ..errors import UsageError
-from ..manifest import Manifest
-from ..report import counts_line
+from ..adapters.lease import lease_is_live, read_lease
+from ..domain.manifest import Manifest
+from ..errors import JobguardError, ManifestError, UsageError
+from ..output.summary import counts_line, markdown, print_table
 from .context import Context
 
+FINAL = ("SUCCEEDED", "FAILED")
 
-def load_for_status(ctx: Context, deploy_id: str | None) -> list[Manifest]:
-    """The named manifest, or all of them oldest first."""
-    ids = [deploy_id] if deploy_id else ctx.store.deploy_ids()
-    manifests = []
-    for i in ids:
-        manifest = ctx.store.load(i)
+
+def load_manifests(ctx: Context, deploy_id: str | None) -> tuple[list[Manifest], list[str]]:
+    """The named manifest, the open ones, or (--all) every one, oldest first; and what could not be read."""
+    if deploy_id:
+        manifest = ctx.manifests.load(deploy_id)
         if manifest is None:
-            raise UsageError(f"no manifest for deploy {i} at {ctx.store.uri(i)}")
-        manifests.append(manifest)
-    return sorted(manifests, key=lambda m: m.created_at)
+            raise UsageError(f"no manifest for deploy {deploy_id} at {ctx.store.uri(deploy_id)}")
+        return [manifest], []
+    ids = ctx.store.deploy_ids() if ctx.options.all else ctx.manifests.open_ids()
+    manifests, problems = [], []
+    for each in ids:
+        try:
+            manifest = ctx.manifests.load(each)
+        except ManifestError as exc:
+            problems.append(str(exc))
+            continue
+        if manifest is not None:
+            manifests.append(manifest)
+    return sorted(manifests, key=lambda m: m.created_at), problems
 
 
-def replacement_status(ctx: Context, manifests: list[Manifest]) -> dict[str, str]:
+def replacement_states(ctx: Context, manifests: list[Manifest]) -> dict[str, str]:
     """Current Batch status of every replacement, by replacement id."""
     ids = [r.replacement_id for m in manifests for r in m if r.replacement_id]
-    return ctx.batch.statuses(ids)
+    return {i: s.status for i, s in ctx.batch.states(ids).items()}
 
 
-def status(ctx: Context, deploy_id: str | None) -> list[Manifest]:
-    """Print the manifests (all of them, or the one named) with their replacements' status."""
-    manifests = load_for_status(ctx, deploy_id)
-    current = replacement_status(ctx, manifests)
+def replacements(manifests: list[Manifest]) -> dict[str, str]:
+    """Original job id -> replacement job id, for scripts."""
+    return {r.job_id: r.replacement_id for m in manifests for r in m if r.replacement_id}
+
+
+def status(ctx: Context, deploy_id: str | None) -> int:
+    """Print the manifests with their replacements' status; 2 when a manifest could not be read."""
+    manifests, problems = load_manifests(ctx, deploy_id)
+    current = replacement_states(ctx, manifests)
     if ctx.options.json:
-        ctx.report.line(json.dumps([_as_json(ctx, m, current) for m in manifests], indent=2))
-        return manifests
-    if not manifests:
-        ctx.report.line(f"no manifests in {ctx.options.store}")
+        document = {
+            "deploys": [_as_json(ctx, m, current) for m in manifests],
+            "replacements": replacements(manifests),
+            "unreadable": problems,
+        }
+        ctx.report.out.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        return 2 if problems else 0
+    if not manifests and not problems:
+        scope = "" if ctx.options.all else " with work left (`jobguard status --all` shows every manifest)"
+        ctx.report.line(f"no deploys{scope} in {ctx.store.location()}")
     for manifest in manifests:
         ctx.report.line(f"deploy {manifest.deploy_id} ({ctx.store.uri(manifest.deploy_id)}), updated {manifest.updated_at}")
         if manifest.origin.get("run_url"):
             ctx.report.line(f"  run: {manifest.origin['run_url']}")
-        ctx.report.table(manifest, current)
-        ctx.report.summary("status", manifest, ctx.store.uri(manifest.deploy_id), current)
+        for line in _lease_lines(ctx, manifest):
+            ctx.report.line(f"  {line}")
+        print_table(ctx.report, manifest, current)
+        ctx.report.append_summary(markdown("status", manifest, ctx.store.uri(manifest.deploy_id), current=current))
         ctx.report.line()
-    return manifests
+    for problem in problems:
+        ctx.report.error(problem)
+    return 2 if problems else 0
+
+
+def _lease_lines(ctx: Context, manifest: Manifest) -> list[str]:
+    lines = []
+    for queue in sorted(manifest.record_queues()):
+        try:
+            lease = read_lease(ctx.store, queue)
+        except JobguardError:
+            continue
+        if lease is not None:
+            live = "held" if lease_is_live(lease, ctx.store.clock()) else "expired lease"
+            lines.append(f"queue {queue}: {live} by deploy {lease.deploy_id} ({lease.holder})")
+    return lines
 
 
 def _as_json(ctx: Context, manifest: Manifest, current: dict[str, str]) -> dict[str, Any]:
@@ -56,52 +100,62 @@ def _as_json(ctx: Context, manifest: Manifest, current: dict[str, str]) -> dict[
         "created_at": manifest.created_at,
         "updated_at": manifest.updated_at,
         "origin": manifest.origin,
+        "queues": manifest.queues,
+        "frozen_queues": manifest.frozen_queues,
         "counts": manifest.counts(),
         "summary": counts_line(manifest),
+        "work_left": manifest.has_work_left,
         "jobs": [
             {
                 "job_id": r.job_id,
+                "job_arn": r.job_arn,
                 "job_name": r.job_name,
                 "queue": r.queue,
                 "job_definition": r.job_definition,
                 "status_at_drain": r.status_at_drain,
                 "outcome": r.outcome,
+                "stage": r.stage,
+                "reason": r.reason,
                 "replacement_id": r.replacement_id,
                 "replacement_job_definition": r.replacement_job_definition,
                 "replacement_status": current.get(r.replacement_id or ""),
+                "lineage_id": r.lineage,
                 "error": r.error,
+                "note": r.note,
             }
             for r in manifest
         ],
     }
 
 
-FINAL = ("SUCCEEDED", "FAILED")
-
-
-def watch(ctx: Context, deploy_id: str | None, timeout: float | None = None) -> int:
+def watch(ctx: Context, deploy_id: str | None) -> int:
     """Follow the replacements until every one has finished; 1 if any failed (or time ran out)."""
-    manifests = load_for_status(ctx, deploy_id)
+    manifests, problems = load_manifests(ctx, deploy_id)
+    for problem in problems:
+        ctx.report.error(problem)
     ids = [r.replacement_id for m in manifests for r in m if r.replacement_id]
     if not ids:
         ctx.report.line("no replacements to follow")
         return 0
+    timeout = ctx.options.timeout
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        current = replacement_status(ctx, manifests)
+        current = replacement_states(ctx, manifests)
         done = [i for i in ids if current.get(i) in FINAL]
         failed = [i for i in ids if current.get(i) == "FAILED"]
-        active = sorted({current.get(i, "UNKNOWN") for i in ids} - set(FINAL))
+        still = [current.get(i, "UNKNOWN") for i in ids if current.get(i) not in FINAL]
+        counts = ", ".join(f"{still.count(s)} {s}" for s in sorted(set(still)))
         ctx.report.line(
             f"{len(done)}/{len(ids)} replacements finished: {len(done) - len(failed)} succeeded, {len(failed)} failed"
-            + (f"; still {', '.join(f'{sum(current.get(i) == s for i in ids)} {s}' for s in active)}" if active else "")
+            + (f"; still {counts}" if counts else "")
         )
         if len(done) == len(ids):
             break
         if deadline is not None and time.monotonic() >= deadline:
             ctx.report.error(f"gave up watching after {timeout:g} s: {len(ids) - len(done)} replacements still active")
             return 1
-        time.sleep(ctx.options.interval if deadline is None else max(0.0, min(ctx.options.interval, deadline - time.monotonic())))
+        wait = ctx.options.interval if deadline is None else max(0.0, min(ctx.options.interval, deadline - time.monotonic()))
+        time.sleep(wait)
     names = {r.replacement_id: r.job_name for m in manifests for r in m}
     for job_id in failed:
         ctx.report.error(f"{names.get(job_id)}: replacement {job_id} FAILED")

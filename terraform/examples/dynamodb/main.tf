@@ -5,71 +5,47 @@ provider "aws" {
   region = var.region
 }
 
-variable "region" {
-  description = "AWS region of the Batch resources."
-  type        = string
-  default     = "us-east-1"
-}
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
 
-variable "subnet_ids" {
-  description = "Subnets for the compute environment."
-  type        = list(string)
-}
-
-variable "security_group_ids" {
-  description = "Security groups for the compute environment."
-  type        = list(string)
-}
-
-variable "instance_role_arn" {
-  description = "ECS instance profile ARN for the compute environment's instances."
-  type        = string
-}
-
-variable "oidc_provider_arn" {
-  description = "The account's existing token.actions.githubusercontent.com provider."
-  type        = string
-}
-
-variable "github_repository" {
-  description = "ORG/REPO whose main branch deploys this stack."
-  type        = string
-}
-
-resource "aws_kms_key" "jobguard" {
-  description         = "jobguard manifests"
+resource "aws_kms_key" "store" {
+  description         = "jobguard manifest table"
   enable_key_rotation = true
 }
 
-resource "aws_kms_key_policy" "jobguard" {
-  key_id = aws_kms_key.jobguard.id
+resource "aws_kms_key_policy" "store" {
+  key_id = aws_kms_key.store.id
   policy = jsonencode({
     Version = "2012-10-17"
     Statement = [{
       Sid       = "AccountAdministersTheKey"
       Effect    = "Allow"
-      Principal = { AWS = "arn:aws:iam::${data.aws_caller_identity.current.account_id}:root" }
+      Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root" }
       Action    = "kms:*"
       Resource  = "*"
     }]
   })
 }
 
-data "aws_caller_identity" "current" {}
-
 resource "aws_batch_compute_environment" "etl" {
+  # A name prefix with create_before_destroy: a replacement is created, the queue moves to it,
+  # and only then is the old one destroyed.
   compute_environment_name_prefix = "etl-"
   type                            = "MANAGED"
 
   compute_resources {
     type               = "EC2"
+    min_vcpus          = 0
     max_vcpus          = 256
     instance_type      = ["optimal"]
-    instance_role      = var.instance_role_arn
+    instance_role      = var.instance_profile_arn
     subnets            = var.subnet_ids
     security_group_ids = var.security_group_ids
   }
 
+  # An in-place infrastructure update (AMI, launch template, instance types, subnets, ...) lets
+  # running jobs finish, for up to 4 hours (the provider allows 1-360 minutes), instead of
+  # terminating them.
   update_policy {
     terminate_jobs_on_update      = false
     job_execution_timeout_minutes = 240
@@ -81,6 +57,7 @@ resource "aws_batch_compute_environment" "etl" {
 }
 
 resource "aws_batch_job_queue" "etl" {
+  # A queue's name forces replacement: keep it stable, and jobguard resubmits by name.
   name     = "etl-queue"
   state    = "ENABLED"
   priority = 1
@@ -92,8 +69,10 @@ resource "aws_batch_job_queue" "etl" {
 }
 
 resource "aws_batch_job_definition" "load" {
-  name                       = "nightly-load"
-  type                       = "container"
+  name = "nightly-load"
+  type = "container"
+
+  # Queued jobs may still reference older revisions: keep them ACTIVE when a new one is registered.
   deregister_on_new_revision = false
 
   container_properties = jsonencode({
@@ -110,26 +89,14 @@ module "jobguard" {
   source = "../.."
 
   store                = "dynamodb"
-  kms_key_arn          = aws_kms_key.jobguard.arn
+  force_destroy        = var.force_destroy
+  kms_key_arn          = aws_kms_key.store.arn
   job_queue_arns       = [aws_batch_job_queue.etl.arn]
   job_definition_names = [aws_batch_job_definition.load.name]
 
+  # Manifests are signed with a KMS HMAC key the module creates (create_signing_key defaults to
+  # true); only the role below may use it.
   create_github_role   = true
   oidc_provider_arn    = var.oidc_provider_arn
   github_oidc_subjects = ["repo:${var.github_repository}:ref:refs/heads/main"]
-}
-
-output "role_arn" {
-  description = "role-to-assume for aws-actions/configure-aws-credentials."
-  value       = module.jobguard.role_arn
-}
-
-output "store" {
-  description = "The jobguard action's store input (dynamodb://TABLE)."
-  value       = module.jobguard.store_uri
-}
-
-output "queues" {
-  description = "The jobguard action's queues input."
-  value       = aws_batch_job_queue.etl.name
 }

@@ -1,29 +1,8 @@
-# jobguard with an S3 manifest store, next to a Batch compute environment, queue and job
-# definition set up so that deploys kill as little work as possible.
+# jobguard with an S3 manifest store and a new GitHub OIDC provider, next to a Fargate compute
+# environment, queue and job definition set up so that deploys kill as little work as possible.
 
 provider "aws" {
   region = var.region
-}
-
-variable "region" {
-  description = "AWS region of the Batch resources."
-  type        = string
-  default     = "us-east-1"
-}
-
-variable "subnet_ids" {
-  description = "Subnets for the compute environment."
-  type        = list(string)
-}
-
-variable "security_group_ids" {
-  description = "Security groups for the compute environment."
-  type        = list(string)
-}
-
-variable "github_repository" {
-  description = "ORG/REPO whose production environment deploys this stack."
-  type        = string
 }
 
 resource "aws_batch_compute_environment" "science" {
@@ -32,18 +11,15 @@ resource "aws_batch_compute_environment" "science" {
   compute_environment_name_prefix = "science-"
   type                            = "MANAGED"
 
+  # No update_policy: on Fargate, Batch manages no instances, so a change of subnets or security
+  # groups is not an infrastructure update and running jobs keep running; update_policy
+  # (terminate_jobs_on_update, job_execution_timeout_minutes) matters on EC2 and Spot compute
+  # environments only (see examples/dynamodb).
   compute_resources {
     type               = "FARGATE"
     max_vcpus          = 64
     subnets            = var.subnet_ids
     security_group_ids = var.security_group_ids
-  }
-
-  # In-place infrastructure updates let running jobs finish (up to 12 hours) instead of
-  # terminating them.
-  update_policy {
-    terminate_jobs_on_update      = false
-    job_execution_timeout_minutes = 720
   }
 
   lifecycle {
@@ -72,9 +48,9 @@ resource "aws_batch_job_definition" "rnaseq" {
   deregister_on_new_revision = false
 
   container_properties = jsonencode({
-    image      = "public.ecr.aws/docker/library/python:3.12"
-    command    = ["python", "-c", "print('align')"]
-    jobRoleArn = null
+    image            = "public.ecr.aws/docker/library/python:3.12"
+    command          = ["python", "-c", "print('align')"]
+    executionRoleArn = var.execution_role_arn
     resourceRequirements = [
       { type = "VCPU", value = "1" },
       { type = "MEMORY", value = "2048" },
@@ -86,26 +62,14 @@ module "jobguard" {
   source = "../.."
 
   store                = "s3"
+  force_destroy        = var.force_destroy
   job_queue_arns       = [aws_batch_job_queue.science.arn]
   job_definition_names = [aws_batch_job_definition.rnaseq.name]
+  event_bus_name       = var.event_bus_name
 
+  # Manifests are signed with a KMS HMAC key the module creates (create_signing_key defaults to
+  # true); only the role below may use it.
   create_github_role   = true
   create_oidc_provider = true
   github_oidc_subjects = ["repo:${var.github_repository}:environment:production"]
-}
-
-# Wire these into the workflow: role-to-assume, and the action's store and queues inputs.
-output "role_arn" {
-  description = "role-to-assume for aws-actions/configure-aws-credentials."
-  value       = module.jobguard.role_arn
-}
-
-output "store" {
-  description = "The jobguard action's store input."
-  value       = module.jobguard.store_uri
-}
-
-output "queues" {
-  description = "The jobguard action's queues input."
-  value       = aws_batch_job_queue.science.name
 }

@@ -1,0 +1,165 @@
+"""`file://PATH`: manifests and documents as files in a local folder.
+
+Writes are conditional like S3's and DynamoDB's: under an exclusive lock on the folder's
+`.lock` file, the current content's hash must still be the version the writer read; the new
+content goes to a temporary file that is fsynced and renamed into place (removed on any failure).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from ...domain.documents import parse_json
+from ...errors import ConflictError, StoreError, UsageError
+from .base import MAX_DOCUMENT_BYTES, MAX_MANIFEST_BYTES, SUFFIX, Versioned, split_key
+
+
+class FileStore:
+    """Manifests as `FOLDER/DEPLOY_ID.json`, documents as `FOLDER/KIND/NAME.json`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def location(self) -> str:
+        return self.folder.absolute().as_uri()
+
+    def uri(self, deploy_id: str) -> str:
+        return (self.folder / f"{deploy_id}{SUFFIX}").absolute().as_uri()
+
+    def load(self, deploy_id: str) -> Versioned | None:
+        path = self.folder / f"{deploy_id}{SUFFIX}"
+        body = self._read(path, MAX_MANIFEST_BYTES)
+        if body is None:
+            return None
+        return Versioned(parse_json(body, str(path)), _version(body))
+
+    def save(self, deploy_id: str, document: dict[str, Any], version: str | None, changed: Collection[str] | None) -> str:
+        body = (json.dumps(document, sort_keys=True, indent=None) + "\n").encode()
+        return self._replace(self.folder / f"{deploy_id}{SUFFIX}", body, version)
+
+    def deploy_ids(self) -> list[str]:
+        return sorted(p.name[: -len(SUFFIX)] for p in self._listing(self.folder) if p.name.endswith(SUFFIX) and p.is_file())
+
+    def read(self, key: str) -> Versioned | None:
+        body = self._read(self._path(key), MAX_DOCUMENT_BYTES)
+        return None if body is None else Versioned(body, _version(body))
+
+    def write(self, key: str, body: bytes, version: str | None) -> str:
+        return self._replace(self._path(key), body, version)
+
+    def delete(self, key: str, version: str) -> None:
+        path = self._path(key)
+        with self._locked(path):
+            current = self._read(path, MAX_DOCUMENT_BYTES)
+            if current is None:
+                return
+            if _version(current) != version:
+                raise ConflictError(f"{path}: changed by another process")
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"{path}: cannot delete ({exc.strerror})") from None
+
+    def keys(self, kind: str) -> list[str]:
+        return sorted(p.name[: -len(SUFFIX)] for p in self._listing(self.folder / kind) if p.name.endswith(SUFFIX))
+
+    def clock(self) -> float:
+        return time.time()
+
+    # -- files -----------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        kind, name = split_key(key)
+        return self.folder / kind / f"{name}{SUFFIX}"
+
+    def _listing(self, folder: Path) -> list[Path]:
+        try:
+            return [p for p in folder.iterdir() if not p.name.startswith(".")]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"{folder}: cannot list the store ({exc.strerror})") from None
+
+    def _read(self, path: Path, limit: int) -> bytes | None:
+        """The file's bytes; None when absent. Only regular files are read (a FIFO would block)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read ({_reason(exc)})") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise UsageError(f"{path}: not a regular file")
+            if info.st_size > limit:
+                raise UsageError(f"{path}: {info.st_size} bytes, more than the {limit} a jobguard document can have")
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read ({_reason(exc)})") from None
+        finally:
+            os.close(fd)
+
+    def _replace(self, path: Path, body: bytes, version: str | None) -> str:
+        with self._locked(path):
+            current = self._read(path, MAX_MANIFEST_BYTES)
+            if (current is None) != (version is None) or (current is not None and _version(current) != version):
+                raise ConflictError(f"{path}: changed by another process since it was read")
+            self._write_atomically(path, body)
+        return _version(body)
+
+    def _write_atomically(self, path: Path, body: bytes) -> None:
+        temp = ""
+        try:
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(body)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temp, path)
+            temp = ""
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot write ({_reason(exc)})") from None
+        finally:
+            if temp:
+                with suppress(OSError):
+                    os.unlink(temp)
+
+    @contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        """One writer at a time in this folder, across processes."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{self.folder}: cannot use the store folder ({_reason(exc)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _version(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return exc.strerror or type(exc).__name__

@@ -1,0 +1,159 @@
+"""Manifests as the commands use them: checked, signed, fenced, merged, and indexed.
+
+- load: the document is checked against the schema, its deploy id against its name, its
+  account and region against the credentials', and its signature against the key;
+- save: only under the leases the run still holds (`fence`), signed, conditional on the version
+  read; a conflicting write by another run of the same deploy (matrix legs share a run id) is
+  read back and merged record by record, never overwritten;
+- the index of open deploys (`open/DEPLOY_ID` documents) lets a restore with nothing to do make a
+  bounded number of store calls however many deploys the store has seen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from ..adapters.signing import Signer
+from ..adapters.stores import Store
+from ..domain.manifest import Manifest, now
+from ..errors import ConflictError, ManifestError, SignatureError
+from ..output.report import Reporter
+
+MERGE_ATTEMPTS = 8
+
+
+class ForeignManifestError(ManifestError):
+    """A manifest of another account or region: skipped by a restore of everything, refused when named."""
+
+
+@dataclass
+class Manifests:
+    """Loads and saves the manifests of one store for one account and region."""
+
+    store: Store
+    signer: Signer | None  # None: unsigned (the `unsigned` setting)
+    account: str
+    region: str
+    report: Reporter
+    fence: Callable[[], None] = lambda: None
+    versions: dict[str, str | None] = field(default_factory=dict)
+    _opened: set[str] = field(default_factory=set)
+
+    def new(self, deploy_id: str, origin: dict[str, str]) -> Manifest:
+        """An empty manifest for this account and region."""
+        stamp = now()
+        manifest = Manifest(deploy_id, self.account, self.region, stamp, stamp, origin=origin)
+        self.versions[deploy_id] = None
+        return manifest
+
+    def load(self, deploy_id: str) -> Manifest | None:
+        """The checked manifest of `deploy_id`, or None when there is none."""
+        found = self.store.load(deploy_id)
+        if found is None:
+            return None
+        where = self.store.uri(deploy_id)
+        manifest = Manifest.from_document(found.value, where)
+        self._check(manifest, deploy_id, where)
+        self.versions[deploy_id] = found.version
+        return manifest
+
+    def _check(self, manifest: Manifest, deploy_id: str, where: str) -> None:
+        if manifest.deploy_id != deploy_id:
+            raise ManifestError(f"{where}: the manifest says deploy {manifest.deploy_id!r}, its name says {deploy_id!r}: a copy or an edit")
+        if (manifest.account, manifest.region) != (self.account, self.region):
+            raise ForeignManifestError(
+                f"{where}: manifest of account {manifest.account} in {manifest.region}; the credentials are for account "
+                f"{self.account} in {self.region}"
+            )
+        prefix = re.compile(rf"arn:aws[a-z-]*:batch:{re.escape(self.region)}:{re.escape(self.account)}:job/")
+        for record in manifest:
+            if not prefix.match(record.job_arn) or not record.job_arn.endswith(f"/{record.job_id}"):
+                raise ManifestError(f"{where}: job {record.job_id}: its ARN {record.job_arn} is not of this job in this account and region")
+            if record.submission.get("jobName") != record.job_name:
+                raise ManifestError(f"{where}: job {record.job_id}: submission jobName differs from job_name")
+        self._verify(manifest, where)
+
+    def _verify(self, manifest: Manifest, where: str) -> None:
+        if self.signer is None:
+            if manifest.signature is not None:
+                self.report.warning(f"{where}: signed, but signing is off (unsigned: true): the signature is not checked")
+            return
+        if manifest.signature is None:
+            raise SignatureError(
+                f"{where}: the manifest is not signed",
+                hint="it may have been written by hand or by a jobguard without signing; accept it once with --unsigned after checking it",
+            )
+        if manifest.signature.get("key") != self.signer.key or not self.signer.verify(manifest.digest(), manifest.signature["mac"]):
+            raise SignatureError(
+                f"{where}: the manifest's signature does not verify with {self.signer.key}: it was changed after jobguard wrote it",
+                hint="compare it with its earlier versions in the store; restore acts on nothing it cannot verify",
+            )
+
+    def save(self, manifest: Manifest) -> None:
+        """Write the manifest under the run's leases; a conflicting write is merged record by record."""
+        for _ in range(MERGE_ATTEMPTS):
+            self.fence()
+            if manifest.deploy_id not in self._opened and manifest.has_work_left:
+                self._mark_open(manifest.deploy_id)
+            manifest.updated_at = now()
+            manifest.signature = None
+            if self.signer is not None:
+                manifest.signature = {"key": self.signer.key, "algorithm": "HMAC_SHA_256", "mac": self.signer.sign(manifest.digest())}
+            version = self.versions.get(manifest.deploy_id)
+            try:
+                self.versions[manifest.deploy_id] = self.store.save(
+                    manifest.deploy_id, manifest.to_document(), version, None if version is None else manifest.changed
+                )
+            except ConflictError:
+                self._merge(manifest)
+                continue
+            manifest.changed.clear()
+            manifest.released_queues.clear()
+            if not manifest.has_work_left:
+                self._close(manifest.deploy_id)
+            return
+        raise ConflictError(
+            f"{self.store.uri(manifest.deploy_id)}: other writers kept changing the manifest; gave up after {MERGE_ATTEMPTS} tries"
+        )
+
+    def _merge(self, manifest: Manifest) -> None:
+        """Read back what the other writer saved and put this run's changes on top of it."""
+        self.fence()  # a run that lost its lease must not merge its way past the new holder
+        theirs = self.load(manifest.deploy_id)
+        if theirs is None:
+            self.versions[manifest.deploy_id] = None
+            manifest.changed.update(manifest.jobs)
+            return
+        merged = manifest.merged_onto(theirs)
+        manifest.jobs, manifest.queues, manifest.frozen_queues = merged.jobs, merged.queues, merged.frozen_queues
+        manifest.changed = merged.changed
+        manifest.created_at = theirs.created_at
+
+    def open_ids(self) -> list[str]:
+        """Deploy ids whose manifests may still have work left (the index: one listing, however long the history)."""
+        return self.store.keys("open")
+
+    def _mark_open(self, deploy_id: str) -> None:
+        """Index the deploy as open before its manifest can hold work (so it is never missed)."""
+        if self.store.read(f"open/{deploy_id}") is None:
+            body = json.dumps({"deploy_id": deploy_id, "opened_at": now()}).encode()
+            with suppress(ConflictError):  # another run of the deploy indexed it just now
+                self.store.write(f"open/{deploy_id}", body, None)
+        self._opened.add(deploy_id)
+
+    def _close(self, deploy_id: str) -> None:
+        found = self.store.read(f"open/{deploy_id}")
+        if found is not None:
+            try:
+                self.store.delete(f"open/{deploy_id}", found.version)
+            except ConflictError:
+                return
+        self._opened.discard(deploy_id)
+
+    def forget_index(self, deploy_id: str) -> None:
+        """Drop an index entry whose manifest is gone or has nothing left (found stale by a restore)."""
+        self._close(deploy_id)

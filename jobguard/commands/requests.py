@@ -1,0 +1,190 @@
+"""The SubmitJob request that brings a drained job back, on what the deploy put in place.
+
+Its queue by name (it must exist, be ENABLED and be one the configuration allows), the newest
+ACTIVE revision of its job definition (or the recorded one, with `job-definition: recorded`),
+its recorded overrides, its dependencies pointed at what they are now, a share identifier as the
+queue now requires, jobguard's mark, and the lineage variables. Every value the job did not
+override comes from the new revision; values that equalled the old revision's and changed are
+named in a note, since an explicit override of the same value cannot be told from the default.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..adapters.batch import Batch, JobState, Queue
+from ..domain import submission
+from ..domain.manifest import FINISHED, KEPT, RESUBMITTED, JobRecord, Manifest
+from ..domain.tags import ARRAY_INDEXES_ENV, Mark, with_mark
+from ..options import Options
+
+Json = dict[str, Any]
+
+
+class Hold(Exception):
+    """The job cannot be submitted now; the message says why (it stays owed and is retried later)."""
+
+
+@dataclass
+class Planned:
+    """A request ready to send, and what to tell about it."""
+
+    request: Json
+    definition: str  # name:revision
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Requests:
+    """Builds requests, caching what it looks up in Batch."""
+
+    batch: Batch
+    options: Options
+    states: dict[str, JobState]  # what Batch says now of originals and dependencies
+    owed_elsewhere: Callable[[str], JobRecord | None]  # a job owed by another open manifest
+    queues: dict[str, Queue | None] = field(default_factory=dict)
+    revisions: dict[str, list[int]] = field(default_factory=dict)
+
+    def plan(self, manifest: Manifest, record: JobRecord) -> Planned:
+        """The request for `record`, or Hold with the reason it cannot be sent now."""
+        queue = self._queue(record.queue)
+        name, _, recorded = record.job_definition.rpartition(":")
+        self._check_definition_allowed(manifest, name)
+        revision = self._revision(name, recorded)
+        new_definition = self.batch.definition(name, revision)
+        if new_definition is None:
+            raise Hold(f"job definition {name}:{revision} cannot be described")
+        request: Json = {**record.submission, "jobQueue": queue.name, "jobDefinition": f"{name}:{revision}"}
+        notes: list[str] = []
+        self._dependencies(manifest, record, request)
+        self._share(queue, request, notes)
+        mark = Mark(manifest.deploy_id, record.job_id, record.lineage, record.resubmits + 1)
+        tags, full = with_mark(record.submission.get("tags", {}), mark)
+        request["tags"] = tags
+        variables = mark.environment() if self.options.lineage_env else {}
+        self._array(record, request, variables, notes)
+        if variables:
+            request, problem = submission.with_environment(request, new_definition, variables)
+            if problem:
+                notes.append(problem)
+        if full:
+            notes.append(
+                full if self.options.lineage_env else f"{full}; lineage-env is off, so an interrupted restore cannot find it again"
+            )
+        if str(revision) != recorded:
+            old = self.batch.definition(name, int(recorded)) if recorded.isdigit() else None
+            changed = submission.definition_changes(old, new_definition, record.submission) if old else []
+            if changed:
+                shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+                notes.append(f"took {name}:{revision}'s {shown} (the job had {record.job_definition}'s values)")
+        return Planned(request, f"{name}:{revision}", notes)
+
+    def _queue(self, name: str) -> Queue:
+        allowed = {q.rsplit("/", 1)[-1] for q in self.options.queues}
+        if allowed and name not in allowed:
+            raise Hold(f"queue {name} is not one of the configured queues: jobguard may not submit to it")
+        if name not in self.queues:
+            self.queues[name] = self.batch.queue(name)
+        queue = self.queues[name]
+        if queue is None:
+            raise Hold(f"queue {name} does not exist")
+        if queue.state != "ENABLED" or queue.status not in ("VALID", "UPDATING"):
+            raise Hold(f"queue {name} is {queue.state} ({queue.status})")
+        return queue
+
+    def _check_definition_allowed(self, manifest: Manifest, name: str) -> None:
+        patterns = self.options.job_definitions
+        if patterns and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            raise Hold(f"job definition {name} is not one of the configured job-definitions: jobguard may not submit it")
+
+    def _revision(self, name: str, recorded: str) -> int:
+        if name not in self.revisions:
+            self.revisions[name] = self.batch.active_revisions(name)
+        active = self.revisions[name]
+        if not active:
+            raise Hold(f"job definition {name} has no ACTIVE revision")
+        if self.options.job_definition == "recorded" and recorded.isdigit() and int(recorded) in active:
+            return int(recorded)
+        return active[0]
+
+    def _dependencies(self, manifest: Manifest, record: JobRecord, request: Json) -> None:
+        """Each dependency points at its replacement, at itself while it still runs, or nowhere once it succeeded."""
+        resolved = []
+        for dependency in record.submission.get("dependsOn", []):
+            if "jobId" not in dependency:
+                resolved.append(dependency)
+                continue
+            target = self._dependency(manifest, record, str(dependency["jobId"]))
+            if target:
+                resolved.append({**dependency, "jobId": target})
+        request.pop("dependsOn", None)
+        if resolved:
+            request["dependsOn"] = resolved
+
+    def _dependency(self, manifest: Manifest, record: JobRecord, job_id: str) -> str | None:
+        drained = manifest.jobs.get(job_id) or self.owed_elsewhere(job_id)
+        state = self.states.get(job_id)
+        if drained is not None:
+            if drained.outcome == RESUBMITTED:
+                return self._replacement(drained)
+            if drained.outcome == FINISHED:
+                return None
+            if drained.outcome == KEPT:
+                return self._running(job_id, state, record)
+            if drained.owed:
+                raise Hold(f"dependency {job_id} is not resubmitted yet ({drained.outcome}); the next restore tries again")
+            raise Hold(f"dependency {job_id} will not be resubmitted ({drained.outcome}: {drained.error or drained.note})")
+        if state is not None:
+            return self._running(job_id, state, record)
+        seen = record.dependencies.get(job_id, "UNKNOWN")
+        if seen == "SUCCEEDED":
+            return None  # Batch forgot it, but it had succeeded when the job was drained
+        raise Hold(f"dependency {job_id} is unknown to Batch (it was {seen} when the job was drained): cannot tell whether it succeeded")
+
+    def _running(self, job_id: str, state: JobState | None, record: JobRecord) -> str | None:
+        if state is None:
+            if record.dependencies.get(job_id) == "SUCCEEDED":
+                return None
+            raise Hold(f"dependency {job_id} is unknown to Batch: cannot tell whether it succeeded")
+        if state.status == "SUCCEEDED":
+            return None
+        if state.status == "FAILED":
+            raise Hold(f"dependency {job_id} failed")
+        return job_id
+
+    def _replacement(self, drained: JobRecord) -> str | None:
+        replacement = drained.replacement_id or ""
+        state = self.states.get(replacement)
+        if state is not None and state.status == "SUCCEEDED":
+            return None
+        if state is not None and state.status == "FAILED":
+            raise Hold(f"dependency {drained.job_id}'s replacement {replacement} failed")
+        return replacement
+
+    def _share(self, queue: Queue, request: Json, notes: list[str]) -> None:
+        if queue.fair_share and not request.get("shareIdentifier"):
+            if not self.options.share_identifier:
+                raise Hold(f"queue {queue.name} now has a fair-share policy and the job had no share identifier; set share-identifier")
+            request["shareIdentifier"] = self.options.share_identifier
+            notes.append(f"share identifier {self.options.share_identifier} (queue {queue.name} now has a fair-share policy)")
+        elif not queue.fair_share and request.get("shareIdentifier"):
+            notes.append(
+                f"share identifier {request.pop('shareIdentifier')} dropped (queue {queue.name} no longer has a fair-share policy)"
+            )
+
+    def _array(self, record: JobRecord, request: Json, variables: dict[str, str], notes: list[str]) -> None:
+        size = (request.get("arrayProperties") or {}).get("size")
+        if self.options.arrays != "unfinished" or not size or not record.array_succeeded:
+            return
+        left = [i for i in range(int(size)) if i not in set(record.array_succeeded)]
+        if not left:
+            return
+        if len(left) == 1:
+            request.pop("arrayProperties")
+        else:
+            request["arrayProperties"] = {"size": len(left)}
+        variables[ARRAY_INDEXES_ENV] = ",".join(map(str, left))
+        notes.append(f"{len(left)} of {size} array children resubmitted ({len(record.array_succeeded)} had succeeded)")

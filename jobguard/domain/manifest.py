@@ -1,0 +1,207 @@
+"""The manifest: one JSON document per deploy recording every drained job and its fate.
+
+Records are frozen; a command changes a job by replacing its record, and the manifest remembers
+which records changed since it was read (a store that keeps records apart writes only those, and
+a write that conflicts with another writer's is merged record by record). Reading is strict: a
+document is checked against the shipped JSON Schema before anything acts on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import ManifestError
+from .schema import validate
+
+SCHEMA_VERSION = 2
+ACTIVE_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+
+RECORDED = "recorded"  # in the store; TerminateJob not yet sent
+TERMINATING = "terminating"  # TerminateJob sent (or about to be): not yet seen to end
+TERMINATED = "terminated"  # ended after jobguard stopped it: owed a replacement
+KEPT = "kept"  # left running (policy wait): not owed; its dependents keep depending on it
+FINISHED = "finished"  # succeeded on its own: nothing to resubmit
+SUBMITTING = "submitting"  # SubmitJob may have been sent: look for the replacement before sending again
+RESUBMITTED = "resubmitted"
+FAILED = "failed"  # see `stage`: a drain failure leaves the job running, a restore failure is retried
+SKIPPED = "skipped"  # will not be resubmitted: see `error`
+OUTCOMES = (RECORDED, TERMINATING, TERMINATED, KEPT, FINISHED, SUBMITTING, RESUBMITTED, FAILED, SKIPPED)
+DRAIN, RESTORE = "drain", "restore"
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the millisecond (for people: jobguard never compares two machines' stamps)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One drained job: what it was, the submission to replay, and what became of it."""
+
+    job_id: str
+    job_arn: str
+    job_name: str
+    queue: str
+    job_definition: str  # name:revision the original ran on
+    status_at_drain: str
+    submission: dict[str, Any]
+    outcome: str
+    stage: str
+    times: dict[str, str]
+    job_type: str = "container"  # container, multinode, ecs or eks
+    created_at: int | None = None  # Batch createdAt, ms
+    started_at: int | None = None
+    attempts: int = 0
+    reason: str | None = None  # why drain took it: the risk to its queue, or the job it depends on
+    dependencies: dict[str, str] = field(default_factory=dict)  # dependency id -> its status when drained
+    array_succeeded: list[int] = field(default_factory=list)  # indexes of an array's children that had succeeded
+    replacement_id: str | None = None
+    replacement_job_definition: str | None = None
+    error: str | None = None
+    note: str | None = None  # what a person should know that is not an error (values taken from the new revision)
+    lineage_id: str | None = None  # the first job of the line, when this job was itself a replacement
+    resubmits: int = 0  # how many deploys already resubmitted this line
+
+    @property
+    def lineage(self) -> str:
+        """The lineage id: the first job's id, kept by every replacement."""
+        return self.lineage_id or self.job_id
+
+    def moved_to(self, outcome: str, stage: str, **changes: Any) -> JobRecord:
+        """This record with a new outcome, stamped now; `changes` sets other fields."""
+        return replace(self, outcome=outcome, stage=stage, times={**self.times, outcome: now()}, **changes)
+
+    @property
+    def owed(self) -> bool:
+        """True while restore still owes this job a replacement (or must look at it again)."""
+        return self.outcome in (RECORDED, TERMINATING, TERMINATED, SUBMITTING) or (self.outcome == FAILED and self.stage == RESTORE)
+
+    @property
+    def stop_asked(self) -> bool:
+        """True once jobguard sent (or may have sent) TerminateJob for it."""
+        return TERMINATING in self.times or self.outcome == TERMINATED
+
+    @property
+    def dependency_ids(self) -> list[str]:
+        """The ids this job's submission depends on."""
+        return [str(d["jobId"]) for d in self.submission.get("dependsOn", []) if "jobId" in d]
+
+
+@dataclass
+class Manifest:
+    """A deploy's manifest. `jobs` keeps insertion order, keyed by original job id."""
+
+    deploy_id: str
+    account: str
+    region: str
+    created_at: str
+    updated_at: str
+    origin: dict[str, str] = field(default_factory=dict)
+    queues: list[str] = field(default_factory=list)  # queues this deploy drained
+    frozen_queues: dict[str, str] = field(default_factory=dict)  # queue -> state to put back
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    signature: dict[str, str] | None = None
+    changed: set[str] = field(default_factory=set, repr=False, compare=False)  # job ids changed since read
+    released_queues: set[str] = field(default_factory=set, repr=False, compare=False)  # frozen queues put back since read
+
+    def put(self, records: Iterable[JobRecord]) -> None:
+        """Add or replace records."""
+        for record in records:
+            self.jobs[record.job_id] = record
+            self.changed.add(record.job_id)
+
+    def add_queue(self, name: str) -> None:
+        """Note a queue this deploy drains."""
+        if name not in self.queues:
+            self.queues.append(name)
+
+    def __iter__(self) -> Iterator[JobRecord]:
+        return iter(self.jobs.values())
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per outcome, every outcome present."""
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for record in self:
+            counts[record.outcome] += 1
+        return counts
+
+    @property
+    def has_work_left(self) -> bool:
+        """True while some job is owed (or not yet stopped), or a frozen queue waits for its state."""
+        return bool(self.frozen_queues) or any(r.owed for r in self)
+
+    def record_queues(self) -> set[str]:
+        """Every queue a job of this manifest is on, and every queue it froze."""
+        return {r.queue for r in self} | set(self.frozen_queues) | set(self.queues)
+
+    # -- the stored form -------------------------------------------------------------------
+    def to_document(self) -> dict[str, Any]:
+        """The document as stored (signature included when signed)."""
+        document = self.unsigned_document()
+        if self.signature is not None:
+            document["signature"] = dict(self.signature)
+        return document
+
+    def unsigned_document(self) -> dict[str, Any]:
+        """The document without its signature."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "deploy_id": self.deploy_id,
+            "account": self.account,
+            "region": self.region,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "origin": dict(self.origin),
+            "queues": list(self.queues),
+            "frozen_queues": dict(self.frozen_queues),
+            "jobs": [asdict(r) for r in self],
+        }
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical document (jobs by id, keys sorted): what a signature covers."""
+        document = self.unsigned_document()
+        document["jobs"] = sorted(document["jobs"], key=lambda job: job["job_id"])
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode()).digest()
+
+    @classmethod
+    def from_document(cls, document: Any, where: str) -> Manifest:
+        """Check a parsed document against the schema and build the manifest; `where` names it in errors."""
+        if isinstance(document, dict) and document.get("schema_version") != SCHEMA_VERSION and type(document.get("schema_version")) is int:
+            raise ManifestError(
+                f"{where}: manifest schema version {document['schema_version']} (this jobguard reads {SCHEMA_VERSION})",
+                hint="restore it with the jobguard version that wrote it",
+            )
+        validate(document, "manifest", where)
+        jobs: dict[str, JobRecord] = {}
+        for index, job in enumerate(document["jobs"]):
+            if job["job_id"] in jobs:
+                raise ManifestError(f"{where}: jobs[{index}].job_id: job {job['job_id']} is recorded twice")
+            jobs[job["job_id"]] = JobRecord(**job)
+        header = {k: document[k] for k in ("deploy_id", "account", "region", "created_at", "updated_at")}
+        return cls(
+            **header,
+            origin=dict(document["origin"]),
+            queues=list(document.get("queues", [])),
+            frozen_queues=dict(document.get("frozen_queues", {})),
+            jobs=jobs,
+            signature=document.get("signature"),
+        )
+
+    def merged_onto(self, theirs: Manifest) -> Manifest:
+        """`theirs` (just read back after a conflicting write) with this copy's changes applied on top."""
+        merged = replace(
+            theirs, changed=set(theirs.changed) | self.changed, jobs=dict(theirs.jobs), released_queues=set(self.released_queues)
+        )
+        for job_id in self.changed:
+            if job_id in self.jobs:
+                merged.jobs[job_id] = self.jobs[job_id]
+        for name in self.queues:
+            merged.add_queue(name)
+        merged.frozen_queues = {k: v for k, v in {**theirs.frozen_queues, **self.frozen_queues}.items() if k not in self.released_queues}
+        return merged

@@ -1,0 +1,8 @@
+"""A simulated AWS for the demo, the tests and the benchmark: moto on loopback with AWS Batch's
+job side modelled as the real service behaves. Needs `jobguard[demo]`; the product never imports it."""
+
+from .batch import BatchModel, Timing
+from .seeder import Seeder
+from .server import ACCOUNT, REGION, SimulatedAWS
+
+__all__ = ["ACCOUNT", "REGION", "BatchModel", "Seeder", "SimulatedAWS", "Timing"]

@@ -1,0 +1,559 @@
+"""The job side of AWS Batch as jobguard meets it in the real world, not the kindest case.
+
+Modelled (see ../shared/DESIGN.md, "AWS Batch facts"):
+- TerminateJob is asynchronous: a STARTING/RUNNING job keeps running for its stop time (SIGTERM,
+  then SIGKILL), then ends FAILED with isTerminated; a job not yet started is cancelled after a
+  moment; a PENDING job only once its dependencies have completed; an array parent once its
+  children have. A job can still end SUCCEEDED if it finishes first (`finish`).
+- A FAILED dependency fails every job PENDING on it, in any queue, transitively.
+- Finished jobs are forgotten after `forget_seconds`: DescribeJobs omits them.
+- ListJobs shows a new job only after `list_lag_seconds`, one status per call (RUNNING when none
+  is given), sorted by createdAt, pages with nextToken, array children only by arrayJobId; the
+  JOB_NAME filter is case-insensitive, a trailing `*` matches a prefix, and filters ignore jobStatus.
+- SubmitJob validates like Batch: queue ENABLED, ACTIVE job definition, at most 20 known
+  dependencies, array size 2-10 000, no AWS_BATCH_* variables, at most 50 tags, 30 KiB, a share
+  identifier exactly when the queue has a fair-share scheduling policy.
+- Job definitions are kept here (moto drops fields): register, describe (INACTIVE too), deregister.
+
+Time is the wall clock plus `offset`, so a test can jump a day ahead (`advance_clock`).
+Queues and compute environments stay in moto, read through its backend's public methods.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import merge
+
+Json = dict[str, Any]
+ACTIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+FINAL = ("SUCCEEDED", "FAILED")
+NOT_STARTED = ("SUBMITTED", "RUNNABLE")
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+DEFINITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+class ClientException(Exception):
+    """An invalid request: HTTP 400 ClientException, as Batch answers it."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long Batch takes to do what it is asked. `Timing.realistic()` is the demo's world."""
+
+    stop_seconds: float = 0.4  # TerminateJob on a STARTING/RUNNING job: SIGTERM until the container exits
+    cancel_seconds: float = 0.05  # TerminateJob/CancelJob on a job not yet started
+    forget_seconds: float = 24 * 3600.0  # a finished job drops out of DescribeJobs after this
+    list_lag_seconds: float = 0.3  # a new job reaches ListJobs after this
+
+    @classmethod
+    def realistic(cls) -> Timing:
+        """ECS's default 30 s stop timeout, a second to list a new job, a day to forget."""
+        return cls(stop_seconds=30.0, cancel_seconds=1.0, list_lag_seconds=1.0)
+
+    @classmethod
+    def instant(cls) -> Timing:
+        """Everything at once: for tests that measure call counts, not timing."""
+        return cls(stop_seconds=0.0, cancel_seconds=0.0, list_lag_seconds=0.0)
+
+
+@dataclass
+class Job:
+    """One job as Batch keeps it: the request as sent, and its life since."""
+
+    job_id: str
+    name: str
+    queue_arn: str
+    definition_arn: str
+    request: Json
+    status: str
+    created_at: float  # seconds, simulation time
+    index: int | None = None
+    parent: str | None = None
+    children: list[str] = field(default_factory=list)
+    started_at: float | None = None
+    stopped_at: float | None = None
+    reason: str | None = None
+    stop_at: float | None = None  # when a stop already asked for takes effect
+    stop_requested: bool = False  # TerminateJob on a PENDING job: cancelled once its dependencies complete
+    stop_kind: str = ""  # "terminated" or "cancelled"
+    terminated: bool = False
+    cancelled: bool = False
+    stop_seconds: float | None = None  # this job's own stop time (EKS grace periods are longer)
+    pinned: bool = False  # put in its status by a test: Batch's scheduler leaves it there (stops and failures still apply)
+
+
+@dataclass
+class Definition:
+    """A job-definition revision as registered."""
+
+    name: str
+    revision: int
+    arn: str
+    request: Json
+    status: str = "ACTIVE"
+
+
+class BatchModel:
+    """Jobs and job definitions, faithful where jobguard depends on them. Thread-safe."""
+
+    def __init__(self, backend: Any, account: str, region: str, timing: Timing | None = None) -> None:
+        self.backend, self.account, self.region = backend, account, region
+        self.timing = timing or Timing()
+        self.offset = 0.0
+        self.jobs: dict[str, Job] = {}
+        self.definitions: dict[str, Definition] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.lock = threading.RLock()
+
+    # -- time ------------------------------------------------------------------------------
+    def now(self) -> float:
+        """Simulation time, in seconds since the epoch."""
+        return time.time() + self.offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Jump ahead: what was due in the meantime happens now."""
+        with self.lock:
+            self.offset += seconds
+            self.tick()
+
+    # -- the API -----------------------------------------------------------------------------
+    def submit_job(self, body: Json) -> Json:
+        """SubmitJob, validated as Batch validates it."""
+        with self.lock:
+            self.tick()
+            name = str(body.get("jobName", ""))
+            if not JOB_NAME.fullmatch(name):
+                raise ClientException(f"Job name {name!r} is invalid")
+            queue = self._queue(str(body.get("jobQueue", "")))
+            if queue.state != "ENABLED" or getattr(queue, "status", "VALID") != "VALID":
+                raise ClientException(f"Job queue {queue.name} is not in ENABLED state")
+            definition = self.resolve_definition(str(body.get("jobDefinition", "")))
+            self._check_request(body, queue)
+            size = (body.get("arrayProperties") or {}).get("size")
+            job = self._add(Job(str(uuid.uuid4()), name, queue.arn, definition.arn, _copy(body), "SUBMITTED", self.now()))
+            for index in range(size or 0):
+                child = Job(f"{job.job_id}:{index}", name, queue.arn, definition.arn, job.request, "SUBMITTED", job.created_at, index=index)
+                child.parent = job.job_id
+                job.children.append(self._add(child).job_id)
+            if body.get("tags"):
+                self.tags[self.job_arn(job.job_id)] = dict(body["tags"])
+            self.tick()
+            return {"jobId": job.job_id, "jobName": name, "jobArn": self.job_arn(job.job_id)}
+
+    def _check_request(self, body: Json, queue: Any) -> None:
+        depends_on = body.get("dependsOn") or []
+        if len(depends_on) > 20:
+            raise ClientException("A job can depend on at most 20 jobs")
+        for dependency in depends_on:
+            if "jobId" in dependency and dependency["jobId"] not in self.jobs:
+                raise ClientException(f"Dependent job ID {dependency['jobId']} is invalid or does not exist")
+        size = (body.get("arrayProperties") or {}).get("size")
+        if size is not None and not 2 <= int(size) <= 10000:
+            raise ClientException("Array size must be between 2 and 10000")
+        for variable in _environment_entries(body):
+            if str(variable.get("name", "")).startswith("AWS_BATCH"):
+                raise ClientException("Environment variable names beginning with AWS_BATCH are reserved")
+        if len(body.get("tags") or {}) > 50:
+            raise ClientException("A job can have at most 50 tags")
+        if len(json.dumps(body)) > 30 * 1024:
+            raise ClientException("SubmitJob request exceeds 30 KiB")
+        fair_share = bool(getattr(queue, "schedule_policy", None))
+        if fair_share and not body.get("shareIdentifier"):
+            raise ClientException(f"Job queue {queue.name} has a scheduling policy: shareIdentifier is required")
+        if not fair_share and body.get("shareIdentifier"):
+            raise ClientException(f"Job queue {queue.name} has no scheduling policy: shareIdentifier is not allowed")
+
+    def describe_jobs(self, body: Json) -> Json:
+        """DescribeJobs: at most 100 ids; ids Batch does not know (or forgot) are left out."""
+        ids = body.get("jobs") or []
+        if len(ids) > 100:
+            raise ClientException("DescribeJobs accepts at most 100 job ids")
+        with self.lock:
+            self.tick()
+            found = [self.jobs.get(str(i).rsplit("/", 1)[-1]) for i in ids]
+            return {"jobs": [self.detail(j) for j in found if j is not None]}
+
+    def list_jobs(self, body: Json) -> Json:
+        """ListJobs, with the lag, ordering, filters and paging of the real thing."""
+        filters = body.get("filters")
+        cap = 100 if filters else 1000
+        limit = min(int(body.get("maxResults") or cap), cap)
+        with self.lock:
+            self.tick()
+            candidates = self._listable(body)
+            if filters:  # jobStatus is ignored when filters are given
+                candidates = [j for j in candidates if all(_matches(j, f, self) for f in filters)]
+            else:
+                wanted = body.get("jobStatus") or "RUNNING"
+                candidates = [j for j in candidates if j.status == wanted]
+            candidates.sort(key=lambda j: (j.created_at, j.job_id), reverse=True)
+            start = int(body.get("nextToken") or 0)
+            answer: Json = {"jobSummaryList": [self.summary(j) for j in candidates[start : start + limit]]}
+            if start + limit < len(candidates):
+                answer["nextToken"] = str(start + limit)
+            return answer
+
+    def _listable(self, body: Json) -> list[Job]:
+        visible = self.now() - self.timing.list_lag_seconds
+        if body.get("arrayJobId"):
+            parent = self.jobs.get(str(body["arrayJobId"]))
+            jobs = [self.jobs[c] for c in parent.children if c in self.jobs] if parent else []
+        elif body.get("multiNodeJobId"):
+            jobs = []
+        elif body.get("jobQueue"):
+            queue = self._queue(str(body["jobQueue"]))
+            jobs = [j for j in self.jobs.values() if j.queue_arn == queue.arn and j.index is None]
+        else:
+            raise ClientException("One of jobQueue, arrayJobId or multiNodeJobId is required")
+        return [j for j in jobs if j.created_at <= visible]
+
+    def terminate_job(self, body: Json) -> Json:
+        """TerminateJob: asynchronous; works in every active state."""
+        return self._stop(body, "terminated")
+
+    def cancel_job(self, body: Json) -> Json:
+        """CancelJob: only jobs not yet started; STARTING/RUNNING jobs are not affected."""
+        return self._stop(body, "cancelled")
+
+    def _stop(self, body: Json, kind: str) -> Json:
+        if not body.get("reason"):
+            raise ClientException("reason is required")
+        with self.lock:
+            self.tick()
+            job = self.jobs.get(str(body.get("jobId", "")))
+            if job is None:
+                raise ClientException(f"Job {body.get('jobId')} not found")
+            for target in [job, *(self.jobs[c] for c in job.children if c in self.jobs)]:
+                self._ask_to_stop(target, str(body["reason"]), kind)
+            self.tick()
+        return {}
+
+    def _ask_to_stop(self, job: Job, reason: str, kind: str) -> None:
+        if job.status in FINAL or job.children:
+            return  # an array parent follows its children
+        job.reason = reason
+        if job.status == "PENDING":
+            job.stop_requested, job.stop_kind = True, "cancelled"
+        elif job.status in NOT_STARTED:
+            job.stop_at = min(job.stop_at or float("inf"), self.now() + self.timing.cancel_seconds)
+            job.stop_kind = "cancelled"
+        elif kind == "terminated" and job.stop_at is None:  # STARTING or RUNNING: SIGTERM, then exit
+            stop = self.timing.stop_seconds if job.stop_seconds is None else job.stop_seconds
+            job.stop_at, job.stop_kind = self.now() + stop, "terminated"
+
+    # -- job definitions ---------------------------------------------------------------------
+    def register_job_definition(self, body: Json) -> Json:
+        """RegisterJobDefinition: the next revision of the name."""
+        name = str(body.get("jobDefinitionName", ""))
+        if not DEFINITION_NAME.fullmatch(name):
+            raise ClientException(f"Job definition name {name!r} is invalid")
+        if body.get("type") not in ("container", "multinode"):
+            raise ClientException("type must be container or multinode")
+        with self.lock:
+            revision = 1 + max((d.revision for d in self.definitions.values() if d.name == name), default=0)
+            arn = f"arn:aws:batch:{self.region}:{self.account}:job-definition/{name}:{revision}"
+            self.definitions[arn] = Definition(name, revision, arn, _copy(body))
+            if body.get("tags"):
+                self.tags[arn] = dict(body["tags"])
+        return {"jobDefinitionName": name, "jobDefinitionArn": arn, "revision": revision}
+
+    def deregister_job_definition(self, body: Json) -> Json:
+        """DeregisterJobDefinition: the revision becomes INACTIVE (still described)."""
+        with self.lock:
+            definition = self._definition_by_id(str(body.get("jobDefinition", "")))
+            if definition is None:
+                raise ClientException(f"Job definition {body.get('jobDefinition')} does not exist")
+            definition.status = "INACTIVE"
+        return {}
+
+    def describe_job_definitions(self, body: Json) -> Json:
+        """DescribeJobDefinitions by ARNs, name:revision or name (every revision), or all; pages of 100."""
+        with self.lock:
+            if body.get("jobDefinitions"):
+                found: list[Definition] = []
+                for identifier in body["jobDefinitions"]:
+                    found += self._definitions_named(str(identifier))
+            elif body.get("jobDefinitionName"):
+                found = [d for d in self.definitions.values() if d.name == body["jobDefinitionName"]]
+            else:
+                found = list(self.definitions.values())
+            if body.get("status"):
+                found = [d for d in found if d.status == body["status"]]
+            found.sort(key=lambda d: (d.name, -d.revision))
+            limit = min(int(body.get("maxResults") or 100), 100)
+            start = int(body.get("nextToken") or 0)
+            answer: Json = {"jobDefinitions": [self.described(d) for d in found[start : start + limit]]}
+            if start + limit < len(found):
+                answer["nextToken"] = str(start + limit)
+            return answer
+
+    def described(self, definition: Definition) -> Json:
+        """A revision as DescribeJobDefinitions shows it."""
+        described = merge.described_definition(definition.request, definition.arn, definition.revision, definition.status)
+        described["tags"] = dict(self.tags.get(definition.arn, {}))
+        return described
+
+    def resolve_definition(self, identifier: str) -> Definition:
+        """ARN, name:revision (ACTIVE), or name (latest ACTIVE revision), as SubmitJob resolves it."""
+        if ":" in identifier and not identifier.startswith("arn:"):
+            found = self._definition_by_id(identifier)
+            candidates = [found] if found else []
+        elif identifier.startswith("arn:"):
+            candidates = [d for d in [self.definitions.get(identifier)] if d]
+        else:
+            candidates = sorted(
+                (d for d in self.definitions.values() if d.name == identifier and d.status == "ACTIVE"), key=lambda d: d.revision
+            )
+        if not candidates or candidates[-1].status != "ACTIVE":
+            raise ClientException(f"Job definition {identifier} does not exist or is not in ACTIVE status")
+        return candidates[-1]
+
+    def _definition_by_id(self, identifier: str) -> Definition | None:
+        if identifier.startswith("arn:"):
+            return self.definitions.get(identifier)
+        name, _, revision = identifier.rpartition(":")
+        return next((d for d in self.definitions.values() if d.name == name and str(d.revision) == revision), None)
+
+    def _definitions_named(self, identifier: str) -> list[Definition]:
+        if identifier.startswith("arn:") or ":" in identifier:
+            found = self._definition_by_id(identifier)
+            return [found] if found else []
+        return [d for d in self.definitions.values() if d.name == identifier]
+
+    # -- tags of jobs and job definitions ----------------------------------------------------
+    def tag_resource(self, arn: str, tags: dict[str, str]) -> None:
+        """TagResource on a job or job definition."""
+        with self.lock:
+            self.tags.setdefault(arn, {}).update(tags)
+
+    def untag_resource(self, arn: str, keys: list[str]) -> None:
+        """UntagResource on a job or job definition."""
+        with self.lock:
+            for key in keys:
+                self.tags.get(arn, {}).pop(key, None)
+
+    def list_tags(self, arn: str) -> Json:
+        """ListTagsForResource on a job or job definition."""
+        with self.lock:
+            return {"tags": dict(self.tags.get(arn, {}))}
+
+    # -- what tests and the demo use ---------------------------------------------------------
+    def set_status(self, job_id: str, status: str) -> None:
+        """Put a job (and its array children) in a status, as if Batch had moved it there."""
+        with self.lock:
+            job = self.jobs[job_id]
+            for target in [job, *(self.jobs[c] for c in job.children if c in self.jobs)]:
+                self._move(target, status)
+                target.pinned = True
+            self.tick()
+
+    def finish(self, job_id: str, status: str = "SUCCEEDED") -> None:
+        """The job's work ends on its own (even while it is being stopped)."""
+        self.set_status(job_id, status)
+
+    def backdate(self, job_id: str, seconds: float) -> None:
+        """Pretend the job (and its children) was submitted `seconds` ago."""
+        with self.lock:
+            job = self.jobs[job_id]
+            for target in [job, *(self.jobs[c] for c in job.children if c in self.jobs)]:
+                target.created_at -= seconds
+                if target.started_at is not None:
+                    target.started_at -= seconds / 2
+
+    def stopping(self, job_id: str) -> bool:
+        """True while a stop was asked for and has not yet taken effect."""
+        with self.lock:
+            job = self.jobs.get(job_id)
+            return job is not None and job.status in ACTIVE and (job.stop_at is not None or job.stop_requested)
+
+    def advance(self) -> None:
+        """One scheduling step: every job that may move on moves one status on."""
+        order = {"RUNNABLE": "STARTING", "STARTING": "RUNNING", "RUNNING": "SUCCEEDED"}
+        with self.lock:
+            self.tick()
+            for job in [j for j in self.jobs.values() if not j.children and j.status in order and j.stop_at is None]:
+                self._move(job, order[job.status])
+            self.tick()
+
+    def active_jobs(self) -> Iterator[Job]:
+        """Every job (not child) still active."""
+        with self.lock:
+            self.tick()
+            return iter([j for j in self.jobs.values() if j.index is None and j.status in ACTIVE])
+
+    # -- what Batch does on its own ----------------------------------------------------------
+    def tick(self) -> None:
+        """Let what is due happen: stops, dependency failures, cancellations, forgetting."""
+        with self.lock:
+            now = self.now()
+            for job in list(self.jobs.values()):
+                if job.stop_at is not None and job.stop_at <= now and job.status in ACTIVE and not job.children:
+                    self._end(job, "FAILED", job.reason, job.stop_kind)
+                elif job.status in ACTIVE and self._queue_gone(job):
+                    self._end(job, "FAILED", "Job queue deleted", "")
+            self._resolve_dependencies()
+            for job in self.jobs.values():
+                if job.children:
+                    self._follow_children(job)
+            forget = now - self.timing.forget_seconds
+            for job_id in [j.job_id for j in self.jobs.values() if j.stopped_at is not None and j.stopped_at <= forget]:
+                self.jobs.pop(job_id, None)
+
+    def _resolve_dependencies(self) -> None:
+        changed = True
+        while changed:  # a failure cascades through chains, in any queue
+            changed = False
+            for job in self.jobs.values():
+                if job.children or job.status not in ("SUBMITTED", "PENDING"):
+                    continue
+                states = [self._dependency_state(d) for d in job.request.get("dependsOn") or []]
+                if any(s == "FAILED" for s in states):
+                    self._end(job, "FAILED", "Dependent Job failed", job.stop_kind if job.stop_requested else "")
+                    changed = True
+                elif all(s in ("SUCCEEDED", "GONE") for s in states):
+                    if job.stop_requested:
+                        self._end(job, "FAILED", job.reason, "cancelled")
+                        changed = True
+                    elif not job.pinned:
+                        self._move(job, "RUNNABLE")
+                        changed = True
+                elif job.status == "SUBMITTED" and not job.pinned:
+                    self._move(job, "PENDING")
+                    changed = True
+
+    def _dependency_state(self, dependency: Json) -> str:
+        job_id = str(dependency.get("jobId", ""))
+        target = self.jobs.get(job_id)
+        if target is None:
+            return "GONE"
+        return target.status if target.status in FINAL else "ACTIVE"
+
+    def _follow_children(self, parent: Job) -> None:
+        """An array parent's status is derived from its children's."""
+        statuses = [self.jobs[c].status for c in parent.children if c in self.jobs]
+        if statuses and all(s in FINAL for s in statuses):
+            status = "SUCCEEDED" if all(s == "SUCCEEDED" for s in statuses) else "FAILED"
+            if parent.status != status:
+                kinds = {self.jobs[c].stop_kind for c in parent.children if c in self.jobs}
+                self._end(
+                    parent,
+                    status,
+                    next((self.jobs[c].reason for c in parent.children if self.jobs.get(c) and self.jobs[c].reason), None),
+                    "terminated" if "terminated" in kinds else "",
+                )
+            return
+        for status in ("RUNNING", "STARTING", "RUNNABLE", "PENDING", "SUBMITTED"):
+            if status in statuses:
+                parent.status = status
+                return
+
+    def _move(self, job: Job, status: str) -> None:
+        job.status = status
+        if status in ("STARTING", "RUNNING") and job.started_at is None:
+            job.started_at = self.now()
+        if status in FINAL:
+            job.stopped_at, job.stop_at = self.now(), None
+
+    def _end(self, job: Job, status: str, reason: str | None, kind: str) -> None:
+        self._move(job, status)
+        job.reason = reason
+        job.terminated, job.cancelled = kind == "terminated", kind == "cancelled"
+
+    def _queue_gone(self, job: Job) -> bool:
+        return self.backend.get_job_queue(job.queue_arn) is None
+
+    def _queue(self, identifier: str) -> Any:
+        queue = self.backend.get_job_queue(identifier)
+        if queue is None:
+            raise ClientException(f"Job queue {identifier} does not exist")
+        return queue
+
+    def _add(self, job: Job) -> Job:
+        self.jobs[job.job_id] = job
+        return job
+
+    # -- shapes ------------------------------------------------------------------------------
+    def job_arn(self, job_id: str) -> str:
+        """The ARN of a job."""
+        return f"arn:aws:batch:{self.region}:{self.account}:job/{job_id}"
+
+    def summary(self, job: Job) -> Json:
+        """A JobSummary, as ListJobs returns it."""
+        summary: Json = {
+            "jobId": job.job_id,
+            "jobArn": self.job_arn(job.job_id),
+            "jobName": job.name,
+            "createdAt": int(job.created_at * 1000),
+            "status": job.status,
+            "jobDefinition": job.definition_arn,
+        }
+        if job.index is not None:
+            summary["arrayProperties"] = {"index": job.index}
+        elif job.children:
+            summary["arrayProperties"] = {"size": len(job.children)}
+        for key, value in (("startedAt", job.started_at), ("stoppedAt", job.stopped_at), ("statusReason", job.reason)):
+            if value is not None:
+                summary[key] = int(value * 1000) if isinstance(value, float) else value
+        return summary
+
+    def detail(self, job: Job) -> Json:
+        """A JobDetail as DescribeJobs returns it: the definition merged with the overrides."""
+        definition = self.definitions[job.definition_arn]
+        queue_name = job.queue_arn.rsplit("/", 1)[-1]
+        detail: Json = {
+            **merge.merged_detail(self.described(definition), job.request, job.job_id, queue_name, job.index),
+            **self.summary(job),
+            "jobQueue": job.queue_arn,
+            "dependsOn": list(job.request.get("dependsOn") or []),
+            "tags": dict(self.tags.get(self.job_arn(job.job_id), {})),
+            "attempts": [],
+            "isTerminated": job.terminated,
+            "isCancelled": job.cancelled,
+        }
+        if job.children:
+            statuses = Counter(self.jobs[c].status for c in job.children if c in self.jobs)
+            detail["arrayProperties"] = {"size": len(job.children), "statusSummary": dict(statuses)}
+        elif job.index is not None:
+            detail["arrayProperties"] = {"index": job.index}
+        return detail
+
+
+def _matches(job: Job, rule: Json, model: BatchModel) -> bool:
+    values = [str(v) for v in rule.get("values") or []]
+    name = rule.get("name")
+    if name == "JOB_NAME":
+        return any(job.name.lower().startswith(v[:-1].lower()) if v.endswith("*") else job.name.lower() == v.lower() for v in values)
+    if name == "JOB_DEFINITION":
+        definition = model.definitions[job.definition_arn]
+        return any(v in (definition.arn, definition.name, f"{definition.name}:{definition.revision}") for v in values)
+    if name == "AFTER_CREATED_AT":
+        return all(job.created_at * 1000 > int(v) for v in values)
+    if name == "BEFORE_CREATED_AT":
+        return all(job.created_at * 1000 < int(v) for v in values)
+    raise ClientException(f"Unknown filter {name}")
+
+
+def _environment_entries(body: Json) -> Iterator[Json]:
+    """Every environment entry of a SubmitJob request, whatever its job type."""
+    yield from (body.get("containerOverrides") or {}).get("environment") or []
+    for node_range in (body.get("nodeOverrides") or {}).get("nodePropertyOverrides") or []:
+        yield from (node_range.get("containerOverrides") or {}).get("environment") or []
+    for task in (body.get("ecsPropertiesOverride") or {}).get("taskProperties") or []:
+        for container in task.get("containers") or []:
+            yield from container.get("environment") or []
+    pod = (body.get("eksPropertiesOverride") or {}).get("podProperties") or {}
+    for container in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
+        yield from container.get("env") or []
+
+
+def _copy(document: Json) -> Json:
+    return dict(json.loads(json.dumps(document)))

@@ -1,0 +1,342 @@
+"""A simulated AWS on loopback: moto as a real HTTP server, with AWS Batch's job side answered by
+`BatchModel` (moto finishes every job at once and keeps job definitions loosely).
+
+In front of both sits a layer that does what the real network and AWS do to a client: latency,
+a rate limit per Batch action (HTTP 429, as AWS answers), injected faults (an error answer, a
+dropped connection, a reply lost after AWS acted), and a hook after every call (tests kill or
+pause a process there). It also records what jobguard's own calls touched, for the IAM policy
+check, and the events published to EventBridge.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from .batch import BatchModel, ClientException, Timing
+from .recording import Call, calls_of
+
+Json = dict[str, Any]
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+# (HTTP status, AWS error code); "drop": the connection is cut before AWS acts; "lost-reply": AWS
+# carries the request out and the connection is cut before its answer arrives.
+Fault = tuple[int, str] | str
+FaultRule = Callable[[str, int], Fault | None]  # (action, how many calls of it so far) -> fault or None
+AfterHook = Callable[[str, int], None]  # (action, how many calls of it so far), after the answer is sent
+
+_MODEL_PATHS = {
+    "/v1/submitjob": "submit_job",
+    "/v1/describejobs": "describe_jobs",
+    "/v1/listjobs": "list_jobs",
+    "/v1/terminatejob": "terminate_job",
+    "/v1/canceljob": "cancel_job",
+    "/v1/registerjobdefinition": "register_job_definition",
+    "/v1/deregisterjobdefinition": "deregister_job_definition",
+    "/v1/describejobdefinitions": "describe_job_definitions",
+}
+_CONDITIONAL_WRITES = frozenset(
+    {"s3:PutObject", "s3:DeleteObject", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:TransactWriteItems"}
+)
+
+
+@dataclass
+class RateLimit:
+    """An AWS API rate limit: `rate` calls a second, bursts of `burst`; says whether a call may pass."""
+
+    rate: float
+    burst: float
+    tokens: float = 0.0
+    stamp: float = 0.0
+
+    def admit(self) -> bool:
+        """True when the call is within the limit (and uses a token), False when AWS would throttle it."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) if self.stamp else self.burst
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class SimulatedAWS:
+    """moto on loopback with a real-world Batch job model, latency, throttling and faults.
+
+    Use as a context manager; `endpoint` is what AWS_ENDPOINT_URL should point at, `env()` the
+    whole environment a client needs. `reset()` empties it for the next test.
+    """
+
+    def __init__(self, timing: Timing | None = None, port: int = 0) -> None:
+        from moto.core.config import default_user_config
+
+        default_user_config["batch"] = {"use_docker": False}
+        self.port, self.endpoint = port, ""
+        self._count_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self.default_timing = timing or Timing()
+        self._clear()
+
+    def _clear(self) -> None:
+        from moto.batch.models import batch_backends
+
+        self.batch = BatchModel(batch_backends[ACCOUNT][REGION], ACCOUNT, REGION, self.default_timing)
+        self.latency = 0.0
+        self.rate: float | None = None
+        self.burst: float | None = None
+        self.fault: FaultRule | None = None
+        self.after: AfterHook | None = None
+        self.limits: dict[str, RateLimit] = {}
+        self.calls: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.recorded: list[Call] = []
+        self.published: list[Json] = []
+
+    def __enter__(self) -> SimulatedAWS:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        self._moto = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True, request_handler=QuietHandler)
+        self._server.daemon_threads = True  # type: ignore[attr-defined]
+        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.reset()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self, timing: Timing | None = None) -> None:
+        """Forget every resource, job, hook and count: a new account for the next test."""
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")).read()
+        if timing is not None:
+            self.default_timing = timing
+        self._clear()
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point boto3 (and the jobguard CLI) at this simulation."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+    @contextmanager
+    def environment(self) -> Iterator[None]:
+        """Point this process's boto3 at the simulation for the duration."""
+        saved = {k: os.environ.get(k) for k in self.env()}
+        os.environ.update(self.env())
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    # -- WSGI ------------------------------------------------------------------------------
+    def _app(self, environ: Json, start_response: Any) -> Any:
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) if environ.get("CONTENT_LENGTH") else b""
+        environ["wsgi.input"] = io.BytesIO(raw)
+        action = _action(environ, raw)
+        with self._count_lock:
+            self.calls[action] += 1
+            count = self.calls[action]
+        answer = self._answer(environ, start_response, action, count, raw)
+        if self.after:
+            self.after(action, count)
+        return answer
+
+    def _answer(self, environ: Json, start_response: Any, action: str, count: int, raw: bytes) -> Any:
+        if self.latency:
+            time.sleep(self.latency)
+        if self.rate and action.startswith("batch:") and not self._limit(action).admit():
+            with self._count_lock:
+                self.throttled[action] += 1
+            return _error(start_response, 429, "TooManyRequestsException", "Too Many Requests", xml=False)
+        fault = self.fault(action, count) if self.fault else None
+        if fault is not None:
+            with self._count_lock:
+                self.faults[action] += 1
+            if isinstance(fault, str):
+                if fault == "lost-reply":  # AWS carries the request out; its answer never arrives
+                    environ["wsgi.input"] = io.BytesIO(raw)
+                    b"".join(self._handle(environ, lambda *a, **k: None, action, raw))
+                _cut(environ)
+                return []
+            status, code = fault
+            return _error(
+                start_response, status, code, "injected fault", xml=not action.startswith(("batch:", "dynamodb:", "kms:", "events:"))
+            )
+        if action in _CONDITIONAL_WRITES:
+            # moto checks If-Match / If-None-Match and ConditionExpression without a lock; AWS
+            # applies each conditional write atomically, so serialise them here.
+            with self._write_lock:
+                return [b"".join(self._handle(environ, start_response, action, raw))]
+        return self._handle(environ, start_response, action, raw)
+
+    def _handle(self, environ: Json, start_response: Any, action: str, raw: bytes) -> Any:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured.update(status=status, headers=headers)
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        body = b"".join(self._dispatch(environ, capture, raw))
+        status = int(str(captured.get("status", "200")).split()[0])
+        if "jobguard/" in environ.get("HTTP_USER_AGENT", ""):
+            with self._count_lock:
+                self.recorded += calls_of(action, environ, raw, status, body, self.batch, ACCOUNT, REGION)
+        if action == "events:PutEvents" and status == 200:
+            with self._count_lock:
+                self.published += [dict(e) for e in json.loads(raw or b"{}").get("Entries", [])]
+        return [body]
+
+    def _dispatch(self, environ: Json, start_response: Any, raw: bytes) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if _service(environ) == "batch":
+            method = _MODEL_PATHS.get(path)
+            if method is not None:
+                return self._model(start_response, lambda: getattr(self.batch, method)(json.loads(raw or b"{}")))
+            if path.startswith("/v1/tags/"):
+                arn = urllib.parse.unquote(path[len("/v1/tags/") :])
+                if ":job/" in arn or ":job-definition/" in arn:
+                    return self._model(start_response, lambda: self._tags(environ, arn, raw))
+        return self._moto(environ, start_response)
+
+    def _tags(self, environ: Json, arn: str, raw: bytes) -> Json:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "POST":
+            self.batch.tag_resource(arn, json.loads(raw or b"{}").get("tags") or {})
+            return {}
+        if method == "DELETE":
+            keys = re.findall(r"tagKeys=([^&]+)", environ.get("QUERY_STRING", ""))
+            self.batch.untag_resource(arn, [urllib.parse.unquote(k) for k in keys])
+            return {}
+        return self.batch.list_tags(arn)
+
+    @staticmethod
+    def _model(start_response: Any, call: Callable[[], Json]) -> list[bytes]:
+        try:
+            return _json(start_response, 200, call())
+        except ClientException as exc:
+            return _error(start_response, 400, "ClientException", str(exc), xml=False)
+
+    def _limit(self, action: str) -> RateLimit:
+        with self._count_lock:
+            if action not in self.limits:
+                self.limits[action] = RateLimit(float(self.rate or 0), float(self.burst or self.rate or 0))
+            return self.limits[action]
+
+
+def _service(environ: Json) -> str:
+    scope = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return scope.group(1) if scope else "unknown"
+
+
+def _action(environ: Json, raw: bytes) -> str:
+    """`service:Action` of a request, as IAM names it."""
+    service, method = _service(environ), environ.get("REQUEST_METHOD", "")
+    path, query = environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
+    if service == "batch":
+        name = {"/v1/tags": "TagResource"}.get(path.rsplit("/", 1)[0], "") if path.startswith("/v1/tags/") else ""
+        if name and method == "GET":
+            name = "ListTagsForResource"
+        elif name and method == "DELETE":
+            name = "UntagResource"
+        return f"batch:{name or _batch_action(path)}"
+    if service == "s3":
+        return f"s3:{_s3_action(method, path, query)}"
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return f"{service}:{target.rsplit('.', 1)[-1]}"
+    in_body = re.search(rb"(?:^|&)Action=([A-Za-z]+)", raw)  # query protocol (STS, SNS): a form-encoded POST
+    if in_body:
+        return f"{service}:{in_body.group(1).decode()}"
+    in_query = re.search(r"(?:^|&)Action=([A-Za-z]+)", query)
+    return f"{service}:{in_query.group(1) if in_query else method}"
+
+
+def _batch_action(path: str) -> str:
+    names = {
+        "submitjob": "SubmitJob",
+        "describejobs": "DescribeJobs",
+        "listjobs": "ListJobs",
+        "terminatejob": "TerminateJob",
+        "canceljob": "CancelJob",
+        "registerjobdefinition": "RegisterJobDefinition",
+        "deregisterjobdefinition": "DeregisterJobDefinition",
+        "describejobdefinitions": "DescribeJobDefinitions",
+        "describejobqueues": "DescribeJobQueues",
+        "updatejobqueue": "UpdateJobQueue",
+        "createjobqueue": "CreateJobQueue",
+        "deletejobqueue": "DeleteJobQueue",
+        "createcomputeenvironment": "CreateComputeEnvironment",
+        "updatecomputeenvironment": "UpdateComputeEnvironment",
+        "deletecomputeenvironment": "DeleteComputeEnvironment",
+        "describecomputeenvironments": "DescribeComputeEnvironments",
+        "createschedulingpolicy": "CreateSchedulingPolicy",
+    }
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return names.get(last, last)
+
+
+def _s3_action(method: str, path: str, query: str) -> str:
+    parts = [p for p in path.split("/") if p]
+    if len(parts) <= 1:  # the bucket itself
+        if method == "GET":
+            return "ListBucket"
+        return {"PUT": "CreateBucket", "DELETE": "DeleteBucket", "HEAD": "HeadBucket"}.get(method, method)
+    return {"GET": "GetObject", "PUT": "PutObject", "DELETE": "DeleteObject", "HEAD": "GetObject"}.get(method, method)
+
+
+def _cut(environ: Json) -> None:
+    """Cut the client's connection, as a network failure would."""
+    connection = environ.get("werkzeug.socket")
+    if connection is not None:
+        with suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)
+
+
+def _json(start_response: Any, status: int, body: Json) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    start_response(
+        f"{status} {'OK' if status == 200 else 'Error'}", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+    )
+    return [payload]
+
+
+def _error(start_response: Any, status: int, code: str, message: str, xml: bool) -> list[bytes]:
+    """An AWS error answer: JSON for JSON protocols, XML for query and REST-XML ones (S3, STS, SNS)."""
+    if xml:
+        payload = f"<ErrorResponse><Error><Code>{code}</Code><Message>{message}</Message></Error></ErrorResponse>".encode()
+        headers = [("Content-Type", "text/xml")]
+    else:
+        payload = json.dumps({"__type": code, "message": message}).encode()
+        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", code)]
+    start_response(f"{status} Error", [*headers, ("Content-Length", str(len(payload)))])
+    return [payload]
