@@ -54,7 +54,7 @@ variable "table_name" {
 }
 
 variable "existing_bucket_name" {
-  description = "store = \"none\": an existing manifest bucket jobguard should use (the policy grants access to manifest_prefix in it)."
+  description = "store = \"none\": an existing manifest bucket jobguard should use (the policy grants objects under manifest_prefix and s3:ListBucket on the bucket)."
   type        = string
   default     = null
 }
@@ -115,7 +115,7 @@ variable "job_queue_arns" {
 }
 
 variable "job_definition_names" {
-  description = "Names (without revision) of the job definitions jobguard may resubmit with. SubmitJob is allowed on their revisions only."
+  description = "Names (without revision) of the job definitions jobguard may resubmit with. SubmitJob is allowed on these (by name, and every revision) only."
   type        = list(string)
 
   validation {
