@@ -19,6 +19,7 @@ boolean() {
 boolean dry-run "${JOBGUARD_DRY_RUN:-}"
 boolean freeze "${JOBGUARD_FREEZE:-}"
 boolean watch "${JOBGUARD_WATCH:-}"
+boolean unsigned "${JOBGUARD_UNSIGNED:-}"
 
 venv="${RUNNER_TEMP:?RUNNER_TEMP is not set}/jobguard-venv"
 if [ ! -x "$venv/bin/jobguard" ]; then
@@ -28,42 +29,49 @@ if [ ! -x "$venv/bin/jobguard" ]; then
   echo "::endgroup::"
 fi
 
+# Each non-empty line (or comma-separated item) of $2 becomes `$1 ITEM`.
+each() {
+  local flag="$1" item
+  while IFS= read -r item; do
+    item="${item#"${item%%[![:space:]]*}"}"
+    item="${item%"${item##*[![:space:]]}"}"
+    [ -n "$item" ] && args+=("$flag" "$item")
+  done < <(printf '%s\n' "$2" | tr ',' '\n')
+  return 0
+}
+# `$1 VALUE` when the input $2 is not empty.
+given() { [ -n "$2" ] && args+=("$1" "$2"); return 0; }
+
 args=("$JOBGUARD_COMMAND")
-[ -n "${JOBGUARD_STORE:-}" ] && args+=(--store "$JOBGUARD_STORE")
-[ -n "${JOBGUARD_CONFIG:-}" ] && args+=(--config "$JOBGUARD_CONFIG")
-[ -n "${JOBGUARD_DEPLOY_ID:-}" ] && args+=(--deploy-id "$JOBGUARD_DEPLOY_ID")
+given --store "${JOBGUARD_STORE:-}"
+given --config "${JOBGUARD_CONFIG:-}"
+given --deploy-id "${JOBGUARD_DEPLOY_ID:-}"
+given --signing-key "${JOBGUARD_SIGNING_KEY:-}"
+[ "${JOBGUARD_UNSIGNED:-false}" = true ] && args+=(--unsigned)
+case "$JOBGUARD_COMMAND" in
+  drain|restore)
+    each --queue "${JOBGUARD_QUEUES:-}"
+    given --lock-timeout "${JOBGUARD_LOCK_TIMEOUT:-}"
+    given --stop-timeout "${JOBGUARD_STOP_TIMEOUT:-}"
+    given --event-bus "${JOBGUARD_EVENT_BUS:-}"
+    given --events-file "${JOBGUARD_EVENTS_FILE:-}"
+    # Webhook URLs carry secrets: jobguard masks them (::add-mask::) before it prints anything.
+    while IFS= read -r target; do
+      target="${target#"${target%%[![:space:]]*}"}"
+      target="${target%"${target##*[![:space:]]}"}"
+      [ -n "$target" ] && args+=(--notify "$target")
+    done <<< "${JOBGUARD_NOTIFY:-}"
+    [ "${JOBGUARD_DRY_RUN:-false}" = true ] && args+=(--dry-run)
+    ;;
+esac
 if [ "$JOBGUARD_COMMAND" = drain ]; then
-  while IFS= read -r queue; do
-    queue="${queue#"${queue%%[![:space:]]*}"}"
-    queue="${queue%"${queue##*[![:space:]]}"}"
-    [ -n "$queue" ] && args+=(--queue "$queue")
-  done < <(printf '%s\n' "${JOBGUARD_QUEUES:-}" | tr ',' '\n')
-fi
-if [ "$JOBGUARD_COMMAND" = drain ]; then
-  [ -n "${JOBGUARD_PLAN:-}" ] && args+=(--plan "$JOBGUARD_PLAN")
-  [ -n "${JOBGUARD_GRACE:-}" ] && args+=(--grace "$JOBGUARD_GRACE")
+  given --plan "${JOBGUARD_PLAN:-}"
+  given --grace "${JOBGUARD_GRACE:-}"
   [ "${JOBGUARD_FREEZE:-false}" = true ] && args+=(--freeze)
 fi
-if [ "$JOBGUARD_COMMAND" != status ] && [ -n "${JOBGUARD_LOCK_TIMEOUT:-}" ]; then
-  args+=(--lock-timeout "$JOBGUARD_LOCK_TIMEOUT")
-fi
-if [ "$JOBGUARD_COMMAND" != status ]; then
-  while IFS= read -r target; do
-    target="${target#"${target%%[![:space:]]*}"}"
-    target="${target%"${target##*[![:space:]]}"}"
-    if [ -n "$target" ]; then
-      # A webhook URL carries its secret: keep it out of the log.
-      case "$target" in http*) echo "::add-mask::$target" ;; esac
-      args+=(--notify "$target")
-    fi
-  done <<< "${JOBGUARD_NOTIFY:-}"
+if [ "$JOBGUARD_COMMAND" = restore ]; then
+  given --job-definition "${JOBGUARD_JOB_DEFINITION:-}"
 fi
 [ "$JOBGUARD_COMMAND" = status ] && [ "${JOBGUARD_WATCH:-false}" = true ] && args+=(--watch)
-if [ "$JOBGUARD_COMMAND" = restore ] && [ -n "${JOBGUARD_JOB_DEFINITION:-}" ]; then
-  args+=(--job-definition "$JOBGUARD_JOB_DEFINITION")
-fi
-if [ "$JOBGUARD_COMMAND" != status ] && [ "${JOBGUARD_DRY_RUN:-false}" = true ]; then
-  args+=(--dry-run)
-fi
 
 exec "$venv/bin/jobguard" "${args[@]}"

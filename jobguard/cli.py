@@ -149,9 +149,10 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     if args.command == "restore":
         # In Actions a restore is its own run's (and what that run adopted); elsewhere, every open deploy.
         return _restore(ctx, options.deploy_id or run_id, named=options.deploy_id is not None)
+    # In Actions, status looks at the run's own deploy first (a step after restore follows its replacements).
     if options.watch:
-        return watch(ctx, options.deploy_id)
-    return status(ctx, options.deploy_id)
+        return watch(ctx, options.deploy_id, preferred=run_id)
+    return status(ctx, options.deploy_id, preferred=run_id)
 
 
 def _new_deploy_id() -> str:
@@ -223,7 +224,8 @@ def _restore(ctx: Context, deploy_id: str | None, named: bool) -> int:
     finally:
         ctx.events.deliver()
     if not result.manifests:
-        ctx.report.line(f"jobguard restore: nothing to restore in {ctx.store.location()}")
+        scope = f" for deploy {deploy_id} (it drained nothing, and adopted nothing)" if deploy_id and not named else ""
+        ctx.report.line(f"jobguard restore: nothing to restore{scope} in {ctx.store.location()}")
     if ctx.options.dry_run:
         return 0
     failed = sum(r.outcome == FAILED and r.stage == RESTORE for m in result.manifests for r in m)

@@ -99,7 +99,7 @@ variable "noncurrent_version_days" {
 }
 
 variable "force_destroy" {
-  description = "Allow terraform destroy to delete a bucket that still holds manifests."
+  description = "Allow terraform destroy to delete the store with manifests in it: force_destroy on the bucket, no deletion protection on the table."
   type        = bool
   default     = false
 }

@@ -200,7 +200,7 @@ def _arn_like(pattern: str, value: str) -> bool:
     value_parts = value.split(":", 5)
     if len(pattern_parts) != 6 or len(value_parts) != 6:
         return False
-    return all(_arn_glob(p).fullmatch(v) is not None for p, v in zip(pattern_parts, value_parts))
+    return all(_arn_glob(p).fullmatch(v) is not None for p, v in zip(pattern_parts, value_parts, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -334,8 +334,12 @@ def write_override(folder: Path, endpoint: str, extra: str = "") -> Path:
 
 def boto3_client(service: str, endpoint: str) -> Any:
     import boto3
+    import urllib3
 
-    return boto3.session.Session().client(  # a session per client: safe across threads
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    session: Any = boto3.session.Session()  # a session per client: safe across threads
+    return session.client(
         service,
         endpoint_url=endpoint,
         verify=False,  # moto's self-signed certificate
@@ -399,17 +403,11 @@ def moto_overrides(folder: Path, service_role_arn: str) -> str:
     """Override blocks for what moto cannot do without: moto refuses a compute environment without
     service_role (real Batch uses its service-linked role), so each compute environment of the
     configuration gets the seeded role — in the override file only, never in the example."""
-    names = sorted(
-        {
-            m
-            for path in folder.glob("*.tf")
-            for m in re.findall(r'^resource\s+"aws_batch_compute_environment"\s+"([^"]+)"', path.read_text(), re.M)
-        }
-    )
-    return "".join(
-        f'\n# moto: a compute environment needs service_role.\nresource "aws_batch_compute_environment" "{name}" {{\n  service_role = {json.dumps(service_role_arn)}\n}}\n'
-        for name in names
-    )
+    pattern = r'^resource\s+"aws_batch_compute_environment"\s+"([^"]+)"'
+    names = sorted({m for path in folder.glob("*.tf") for m in re.findall(pattern, path.read_text(), re.M)})
+    role = json.dumps(service_role_arn)
+    block = '\n# moto: a compute environment needs service_role.\nresource "aws_batch_compute_environment" "{name}" {{\n  service_role = {role}\n}}\n'
+    return "".join(block.format(name=name, role=role) for name in names)
 
 
 class Stack:
@@ -609,9 +607,6 @@ def drift(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
     return changes
 
 
-_workdirs: list[Path] = []
-
-
 @functools.lru_cache(maxsize=1)
 def lifecycles() -> dict[str, Lifecycle]:
     """Every configuration of LIFECYCLES through its whole lifecycle, in parallel (Terraform spends
@@ -619,7 +614,6 @@ def lifecycles() -> dict[str, Lifecycle]:
     from concurrent.futures import ThreadPoolExecutor
 
     root = Path(tempfile.mkdtemp(prefix="jobguard-tf-"))
-    _workdirs.append(root)
     atexit.register(shutil.rmtree, root, True)
     folders = {name: root / name for name in LIFECYCLES}
     for folder in folders.values():

@@ -4,6 +4,7 @@ simulated AWS. The first run installs jobguard from this checkout into RUNNER_TE
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jobguard.simulated_aws import Seeder, SimulatedAWS
+from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import Hook
 
@@ -91,7 +92,7 @@ def _seed(seed: Seeder) -> list[str]:
 
 
 def test_drain_then_restore_through_the_action(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
-    _seed(seed)
+    jobs = _seed(seed)
     store = f"file://{workdir}/manifests"
     drain, drained, drain_summary = run_step(runner_temp, workdir, aws, command="drain", store=store, queues="work,\n etl \n")
     assert drain.returncode == 0, drain.stderr + drain.stdout
@@ -99,14 +100,17 @@ def test_drain_then_restore_through_the_action(runner_temp: Path, workdir: Path,
     assert (
         drained["manifest"] == f"{store}/4242.json".replace("file://", "file://") and drained["drained"] == "3" and drained["failed"] == "0"
     )
-    assert "| job name | queue | status at drain | outcome | replacement | now |" in drain_summary
-    assert "| train | work | RUNNING | terminated |" in drain_summary and "3 jobs: 3 terminated" in drain_summary
-    assert "::group::queue work" in drain.stdout and "::endgroup::" in drain.stdout
+    assert "| job | queue | at drain | ran for | revision | outcome | replacement |" in drain_summary
+    assert "| work | RUNNING |" in drain_summary and "| proc:1 | terminated | - |" in drain_summary
+    assert "3 jobs: 3 terminated" in drain_summary
     seed.definition("proc")  # the deploy
     restore, restored, restore_summary = run_step(runner_temp, workdir, aws, command="restore", store=store)
     assert restore.returncode == 0, restore.stderr
+    replacements = json.loads(restored.pop("replacements"))
     assert restored == {"deploy-id": "4242", "manifest": drained["manifest"], "drained": "3", "resubmitted": "3", "failed": "0"}
+    assert set(replacements) == set(jobs) and len(set(replacements.values())) == 3
     assert "3 jobs: 3 resubmitted" in restore_summary and "(proc:2)" in restore.stdout
+    assert "| proc:1 → proc:2 | resubmitted |" in restore_summary and "::group::deploy 4242" in restore.stdout
     for text in (drain.stdout, drain.stderr, drain_summary, restore.stdout, restore.stderr, restore_summary, str(drained), str(restored)):
         assert SECRET not in text  # environment overrides may hold secrets
 
@@ -130,6 +134,9 @@ def test_failures_are_annotated_and_fail_the_step(runner_temp: Path, workdir: Pa
     assert restore.returncode == 1
     assert outputs["failed"] == "2" and outputs["resubmitted"] == "0"
     assert "::error::train [" in restore.stderr and "queue work is DISABLED" in restore.stderr
+    seed.batch.update_job_queue(jobQueue="work", state="ENABLED")  # fixed: a re-run of the restore brings them back
+    again, outputs, _ = run_step(runner_temp, workdir, aws, attempt=2, command="restore", store=store)
+    assert again.returncode == 0 and outputs["resubmitted"] == "2" and outputs["failed"] == "0"
     assert "<summary>Errors</summary>" in summary
 
 
@@ -161,7 +168,7 @@ def test_dry_run_and_status(runner_temp: Path, workdir: Path, aws: SimulatedAWS,
 def test_action_metadata_is_complete() -> None:
     for name, spec in ACTION["inputs"].items():
         assert name == name.lower() and "_" not in name and spec.get("description"), name
-    assert set(ACTION["outputs"]) == {"deploy-id", "manifest", "drained", "resubmitted", "failed"}
+    assert set(ACTION["outputs"]) == {"deploy-id", "manifest", "drained", "resubmitted", "failed", "replacements"}
     for step in ACTION["runs"]["steps"]:
         if "uses" in step:
             assert re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
@@ -192,7 +199,7 @@ def test_plan_grace_and_freeze_inputs(runner_temp: Path, workdir: Path, aws: Sim
     assert outputs["drained"] == "1" and aws.batch.jobs[at_risk].terminated
     assert not any(aws.batch.jobs[j].terminated for j in aws.batch.jobs if j != at_risk and ":" not in j)
     assert seed.batch.describe_job_queues(jobQueues=["etl-queue"])["jobQueues"][0]["state"] == "DISABLED"
-    restore, restored, _ = run_step(runner_temp, workdir, aws, command="restore", store=store)
+    restore, restored, _ = run_step(runner_temp, workdir, aws, command="restore", store=store, queues="work\netl-queue")
     assert restore.returncode == 0 and restored["resubmitted"] == "1"
     assert seed.batch.describe_job_queues(jobQueues=["etl-queue"])["jobQueues"][0]["state"] == "ENABLED"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from jobguard.simulated_aws import Seeder, SimulatedAWS
+from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import jobs_by_original, load_manifest
+from .conftest import load_manifest, records, replacements_of
 
 PLANS = Path(__file__).parent / "plans"
 QUEUES = ("science-queue", "etl-queue", "legacy-queue")
@@ -31,6 +31,9 @@ def _drained(aws: SimulatedAWS, jobs: dict[str, str]) -> set[str]:
     return {queue for queue, job in jobs.items() if aws.batch.jobs[job].terminated}
 
 
+ALL_QUEUES = [arg for queue in QUEUES for arg in ("--queue", queue)]
+
+
 @pytest.mark.parametrize(
     ("plan", "at_risk", "reason"),
     [
@@ -38,28 +41,32 @@ def _drained(aws: SimulatedAWS, jobs: dict[str, str]) -> set[str]:
         ("queue-delete.json", {"legacy-queue"}, "aws_batch_job_queue.legacy will be deleted"),
         ("ce-replace.json", {"science-queue"}, "aws_batch_compute_environment.science will be replaced"),
         ("ce-infrastructure-update.json", {"etl-queue"}, "gets an infrastructure update that terminates running jobs"),
-        ("ce-scaling-update.json", set(), "the plan puts no job queue at risk"),
-        ("no-batch-change.json", set(), "the plan puts no job queue at risk"),
-        ("trigger.json", set(), "the plan puts no job queue at risk"),  # no trigger configured
+        ("ce-scaling-update.json", set(), "the plan puts none of the configured queues at risk"),
+        ("ce-fargate-network-update.json", set(), "the plan puts none of the configured queues at risk"),  # AWS replaces no task
+        ("no-batch-change.json", set(), "the plan puts none of the configured queues at risk"),
+        ("trigger.json", set(), "the plan puts none of the configured queues at risk"),  # no trigger configured
     ],
 )
 def test_plan_decides_what_is_drained(
     seed: Seeder, run, aws: SimulatedAWS, workdir: Path, plan: str, at_risk: set[str], reason: str
 ) -> None:
     jobs = _world(seed)
-    result = run("drain", "--plan", str(PLANS / plan), "--store", f"file://{workdir}/m", "--deploy-id", "d1")
+    result = run("drain", "--plan", str(PLANS / plan), *ALL_QUEUES, "--store", f"file://{workdir}/m", "--deploy-id", "d1")
     assert result.code == 0, result.err
     assert _drained(aws, jobs) == at_risk
     assert reason in result.out
     for queue in at_risk:
         assert f"queue {queue}: at risk: " in result.out
+    for queue in set(QUEUES) - at_risk:
+        assert f"queue {queue}: not at risk" in result.out
 
 
 def test_named_queues_are_narrowed_to_those_at_risk(seed: Seeder, run, aws: SimulatedAWS, workdir: Path) -> None:
     jobs = _world(seed)
     result = run("drain", "--plan", str(PLANS / "queue-replace.json"), "--queue", "etl-queue", "--store", f"file://{workdir}/m")
     assert result.code == 0 and _drained(aws, jobs) == set()
-    assert "the plan puts no job queue of etl-queue at risk" in result.out
+    assert "the plan puts none of the configured queues at risk" in result.out
+    assert "queue science-queue: at risk (aws_batch_job_queue.science will be replaced) but not one of the configured queues" in result.out
     result = run(
         "drain",
         "--plan",
@@ -84,12 +91,17 @@ def test_trigger_puts_every_configured_queue_at_risk(seed: Seeder, run, aws: Sim
 
 
 @pytest.mark.parametrize(
-    ("content", "words"), [("{not json", "not a JSON plan"), ('{"resource_changes": []}', "not a Terraform JSON plan")]
+    ("content", "words"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"resource_changes": []}', "not a Terraform JSON plan"),
+        ('{"format_version": "1.2", "resource_changes": [{"change": {"actions": ["update"], "before": "x"}}]}', "change.before"),
+    ],
 )
 def test_bad_plan_is_refused(seed: Seeder, run, aws: SimulatedAWS, workdir: Path, content: str, words: str) -> None:
     jobs = _world(seed)
     (workdir / "plan.json").write_text(content)
-    result = run("drain", "--plan", "plan.json", "--store", f"file://{workdir}/m")
+    result = run("drain", "--plan", "plan.json", *ALL_QUEUES, "--store", f"file://{workdir}/m")
     assert result.code == 2 and words in result.err and "plan.json" in result.err
     assert _drained(aws, jobs) == set()
 
@@ -121,7 +133,7 @@ def test_grace_drains_queued_jobs_first_and_lets_running_ones_finish(seed: Seede
     assert set(recorded) == {queued, slow}  # the job that finished on its own is not resubmitted
     assert aws.batch.jobs[quick].status == "SUCCEEDED" and not aws.batch.jobs[quick].terminated
     assert "waiting up to 2 s for 2 running jobs" in result.out and "grace period over: 1 jobs still active" in result.out
-    assert result.out.index("queued [") < result.out.index("waiting up to")  # queued work stopped first
+    assert result.out.index("pass 1: 1 new queued jobs") < result.out.index("waiting up to 2 s")  # queued work stopped first
 
 
 def test_grace_ends_early_when_everything_finished(seed: Seeder, run, aws: SimulatedAWS, workdir: Path) -> None:
@@ -143,10 +155,10 @@ def test_freeze_disables_queues_until_restore(seed: Seeder, store: str, run, aws
     assert run("drain", "--queue", "work", "--freeze", "--store", store, "--deploy-id", "d1").code == 0
     assert seed.batch.describe_job_queues(jobQueues=["work"])["jobQueues"][0]["state"] == "DISABLED"
     assert load_manifest(store, seed, "d1")["frozen_queues"] == {"work": "ENABLED"}
-    result = run("restore", "--store", store)
+    result = run("restore", "--store", store, "--deploy-id", "d1")
     assert result.code == 0, result.err
     assert seed.batch.describe_job_queues(jobQueues=["work"])["jobQueues"][0]["state"] == "ENABLED"
-    assert len(jobs_by_original(aws)[job]) == 1 and "queue work: ENABLED again" in result.out
+    assert len(replacements_of(aws)[job]) == 1 and "queue work: ENABLED again" in result.out
     assert load_manifest(store, seed, "d1")["frozen_queues"] == {}
 
 
@@ -170,10 +182,10 @@ def test_policies_wait_abandon_and_resubmit(seed: Seeder, run, aws: SimulatedAWS
     assert aws.batch.jobs[precious].status == "RUNNING" and not aws.batch.jobs[precious].terminated
     assert aws.batch.jobs[finishing].status == "SUCCEEDED"
     assert aws.batch.jobs[scratch].terminated and aws.batch.jobs[normal].terminated
-    records = {r["job_id"]: r for r in load_manifest(store, seed, "d1")["jobs"]}
-    assert records[scratch]["outcome"] == "skipped" and records[precious]["outcome"] == "failed" and finishing not in records
-    assert run("restore", "--store", store).code == 0
-    assert set(jobs_by_original(aws)) == {normal}
+    stored = records(store, seed, "d1")
+    assert stored[scratch]["outcome"] == "skipped" and stored[precious]["outcome"] == "kept" and finishing not in stored
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert set(replacements_of(aws)) == {normal}
 
 
 @pytest.mark.parametrize(

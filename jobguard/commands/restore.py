@@ -212,6 +212,7 @@ class _Restore:
         """Owed records whose original has ended (or never starts); the others are left for later, and said so."""
         ready: list[JobRecord] = []
         stopping: list[JobRecord] = []
+        self._stop_again([r for r in owed if r.outcome == TERMINATING and self._active(r.job_id)])
         for record in owed:
             state = self.states.get(record.job_id)
             if record.outcome not in (RECORDED, TERMINATING):
@@ -230,6 +231,30 @@ class _Restore:
             if not self._running(state):
                 ready += self._if_owed(self._ended(record, state))
         return ready
+
+    def _active(self, job_id: str) -> bool:
+        state = self.states.get(job_id)
+        return state is not None and state.active
+
+    def _stop_again(self, records: list[JobRecord]) -> None:
+        """Send TerminateJob again (twice is harmless) to originals marked `terminating` that are still active.
+
+        A drain that died between the mark and TerminateJob left them running, never to stop: waiting
+        for them would last the whole bound, and a PENDING one never asked to stop would run later,
+        beside its replacement. The drain had recorded them and decided to stop them.
+        """
+        if not records or self.ctx.options.dry_run:
+            return
+        reason = f"jobguard: drained for deploy {self.manifest.deploy_id}"
+
+        def stop(record: JobRecord) -> None:
+            self.ctx.manifests.fence()
+            try:
+                self.ctx.batch.terminate(record.job_id, reason)
+            except JobCallError as exc:
+                self.ctx.report.warning(f"{record.job_name} [{record.job_id}]: {exc}; waiting for it to stop anyway")
+
+        self.ctx.aws.parallel(stop, records)
 
     @staticmethod
     def _running(state: JobState | None) -> bool:

@@ -20,8 +20,10 @@ from .context import Context
 FINAL = ("SUCCEEDED", "FAILED")
 
 
-def load_manifests(ctx: Context, deploy_id: str | None) -> tuple[list[Manifest], list[str]]:
-    """The named manifest, the open ones, or (--all) every one, oldest first; and what could not be read."""
+def load_manifests(ctx: Context, deploy_id: str | None, preferred: str | None = None) -> tuple[list[Manifest], list[str]]:
+    """The named manifest, the `preferred` one if it exists, the open ones, or (--all) every one, oldest first; and what could not be read."""
+    if not deploy_id and preferred and not ctx.options.all and ctx.store.load(preferred) is not None:
+        deploy_id = preferred
     if deploy_id:
         manifest = ctx.manifests.load(deploy_id)
         if manifest is None:
@@ -51,9 +53,9 @@ def replacements(manifests: list[Manifest]) -> dict[str, str]:
     return {r.job_id: r.replacement_id for m in manifests for r in m if r.replacement_id}
 
 
-def status(ctx: Context, deploy_id: str | None) -> int:
+def status(ctx: Context, deploy_id: str | None, preferred: str | None = None) -> int:
     """Print the manifests with their replacements' status; 2 when a manifest could not be read."""
-    manifests, problems = load_manifests(ctx, deploy_id)
+    manifests, problems = load_manifests(ctx, deploy_id, preferred)
     current = replacement_states(ctx, manifests)
     if ctx.options.json:
         document = {
@@ -128,9 +130,9 @@ def _as_json(ctx: Context, manifest: Manifest, current: dict[str, str]) -> dict[
     }
 
 
-def watch(ctx: Context, deploy_id: str | None) -> int:
+def watch(ctx: Context, deploy_id: str | None, preferred: str | None = None) -> int:
     """Follow the replacements until every one has finished; 1 if any failed (or time ran out)."""
-    manifests, problems = load_manifests(ctx, deploy_id)
+    manifests, problems = load_manifests(ctx, deploy_id, preferred)
     for problem in problems:
         ctx.report.error(problem)
     ids = [r.replacement_id for m in manifests for r in m if r.replacement_id]

@@ -7,12 +7,14 @@ carry their secret in the URL: only their scheme and host are ever printed.
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..adapters.retry import RetrySettings, call_with_retries
 from ..domain.manifest import FAILED, Manifest
@@ -71,7 +73,13 @@ class Notifier:
     @staticmethod
     def _post(url: str, text: str) -> None:
         body = json.dumps({"text": _slack(text)}).encode()
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+        headers = {"Content-Type": "application/json"}
+        parts = urlsplit(url)
+        if parts.username is not None:  # credentials in the URL go in a header, as urllib does not send them
+            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(secret).decode()
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=10) as answer:
             answer.read()
 

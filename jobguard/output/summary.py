@@ -118,6 +118,7 @@ def markdown(title: str, manifest: Manifest, uri: str, facts: Sequence[str] = ()
 def _markdown_row(record: JobRecord, region: str, current: Mapping[str, str] | None) -> str:
     cells = [_cell(c) for c in _row(record, current)]
     cells[0] = f"[{cells[0]}]({console_url(region, record.job_id)})"
+    cells[4] = _cell(revision(record).replace(" -> ", " → "))
     if record.replacement_id:
         cells[6] = f"[{cells[6]}]({console_url(region, record.replacement_id)})"
     if record.note:

@@ -12,7 +12,8 @@ Modelled (see ../shared/DESIGN.md, "AWS Batch facts"):
   JOB_NAME filter is case-insensitive, a trailing `*` matches a prefix, and filters ignore jobStatus.
 - SubmitJob validates like Batch: queue ENABLED, ACTIVE job definition, at most 20 known
   dependencies, array size 2-10 000, no AWS_BATCH_* variables, at most 50 tags, 30 KiB, a share
-  identifier exactly when the queue has a fair-share scheduling policy.
+  identifier exactly when the queue has a fair-share scheduling policy, ECS/EKS container overrides
+  that address a container of the definition (an unnamed one only when it has exactly one).
 - Job definitions are kept here (moto drops fields): register, describe (INACTIVE too), deregister.
 
 Time is the wall clock plus `offset`, so a test can jump a day ahead (`advance_clock`).
@@ -138,6 +139,7 @@ class BatchModel:
                 raise ClientException(f"Job queue {queue.name} is not in ENABLED state")
             definition = self.resolve_definition(str(body.get("jobDefinition", "")))
             self._check_request(body, queue)
+            _check_container_overrides(body, definition.request)
             size = (body.get("arrayProperties") or {}).get("size")
             job = self._add(Job(str(uuid.uuid4()), name, queue.arn, definition.arn, _copy(body), "SUBMITTED", self.now()))
             for index in range(size or 0):
@@ -540,6 +542,42 @@ def _matches(job: Job, rule: Json, model: BatchModel) -> bool:
     if name == "BEFORE_CREATED_AT":
         return all(job.created_at * 1000 < int(v) for v in values)
     raise ClientException(f"Unknown filter {name}")
+
+
+def _check_container_overrides(body: Json, spec: Json) -> None:
+    """Every ECS/EKS container override must address one container of the job definition, as Batch checks.
+
+    An override without a name applies to the task's (pod's) only container: with several, Batch
+    cannot tell which is meant and rejects the request; so it does an override naming no
+    container of the definition. A node-range override is checked against every range it covers.
+    """
+    scopes: list[tuple[str, Json, Json]] = [("", spec, body)]
+    nodes = spec.get("nodeProperties") or {}
+    for override in (body.get("nodeOverrides") or {}).get("nodePropertyOverrides") or []:
+        for node_range in nodes.get("nodeRangeProperties") or []:
+            if merge.covers(str(override.get("targetNodes", "")), str(node_range.get("targetNodes", "")), int(nodes.get("numNodes") or 1)):
+                scopes.append((f"node range {node_range.get('targetNodes')}: ", node_range, override))
+    for where, scope, overrides in scopes:
+        tasks = (scope.get("ecsProperties") or {}).get("taskProperties") or []
+        for index, task in enumerate((overrides.get("ecsPropertiesOverride") or {}).get("taskProperties") or []):
+            defined = tasks[index].get("containers") or [] if index < len(tasks) else []
+            _check_names(task.get("containers") or [], defined, f"{where}ecsPropertiesOverride task {index}", None)
+        pod = (scope.get("eksProperties") or {}).get("podProperties") or {}
+        pod_overrides = (overrides.get("eksPropertiesOverride") or {}).get("podProperties") or {}
+        for section in ("containers", "initContainers"):
+            _check_names(pod_overrides.get(section) or [], pod.get(section) or [], f"{where}eksPropertiesOverride {section}", "Default")
+
+
+def _check_names(overrides: list[Json], defined: list[Json], where: str, default: str | None) -> None:
+    names = [c.get("name") or default for c in defined]
+    for override in overrides:
+        name = override.get("name")
+        if name is None and len(defined) != 1:
+            raise ClientException(
+                f"{where}: a container override without a name needs exactly one container in the job definition (it has {len(defined)})"
+            )
+        if name is not None and name not in names:
+            raise ClientException(f"{where}: container {name} is not a container of the job definition")
 
 
 def _environment_entries(body: Json) -> Iterator[Json]:

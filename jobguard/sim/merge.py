@@ -168,7 +168,7 @@ def _nodes(base: Json, overrides: Json) -> Json:
         if node_range.get("container") is not None:
             node_range["container"] = _container(node_range["container"], {})
         for override in overrides.get("nodePropertyOverrides") or []:
-            if _covers(override["targetNodes"], node_range["targetNodes"], merged["numNodes"]):
+            if covers(override["targetNodes"], node_range["targetNodes"], merged["numNodes"]):
                 _apply_range_override(node_range, override)
     return merged
 
@@ -187,7 +187,7 @@ def _apply_range_override(node_range: Json, override: Json) -> None:
         node_range["consumableResourceProperties"] = consumable
 
 
-def _covers(outer: str, inner: str, num_nodes: int) -> bool:
+def covers(outer: str, inner: str, num_nodes: int) -> bool:
     """Whether node range `outer` ("0:3", "2:", ":1", "4") holds every node of `inner`."""
     (outer_low, outer_high), (inner_low, inner_high) = _bounds(outer, num_nodes), _bounds(inner, num_nodes)
     return outer_low <= inner_low and inner_high <= outer_high

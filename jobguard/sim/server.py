@@ -5,7 +5,7 @@ In front of both sits a layer that does what the real network and AWS do to a cl
 a rate limit per Batch action (HTTP 429, as AWS answers), injected faults (an error answer, a
 dropped connection, a reply lost after AWS acted), and a hook after every call (tests kill or
 pause a process there). It also records what jobguard's own calls touched, for the IAM policy
-check, and the events published to EventBridge.
+check, and the events published to EventBridge (`refuse_event` makes PutEvents refuse single entries).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ REGION = "us-east-1"
 Fault = tuple[int, str] | str
 FaultRule = Callable[[str, int], Fault | None]  # (action, how many calls of it so far) -> fault or None
 AfterHook = Callable[[str, int], None]  # (action, how many calls of it so far), after the answer is sent
+# An EventBridge PutEvents entry -> (ErrorCode, ErrorMessage) to refuse it alone, as a partly failed batch does; None accepts it.
+EventRule = Callable[[Json], tuple[str, str] | None]
 
 _MODEL_PATHS = {
     "/v1/submitjob": "submit_job",
@@ -99,6 +101,7 @@ class SimulatedAWS:
         self.burst: float | None = None
         self.fault: FaultRule | None = None
         self.after: AfterHook | None = None
+        self.refuse_event: EventRule | None = None
         self.limits: dict[str, RateLimit] = {}
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
@@ -212,8 +215,11 @@ class SimulatedAWS:
             with self._count_lock:
                 self.recorded += calls_of(action, environ, raw, status, body, self.batch, ACCOUNT, REGION)
         if action == "events:PutEvents" and status == 200:
+            results = json.loads(body or b"{}").get("Entries", [])
             with self._count_lock:
-                self.published += [dict(e) for e in json.loads(raw or b"{}").get("Entries", [])]
+                self.published += [
+                    dict(e) for e, r in zip(json.loads(raw or b"{}").get("Entries", []), results, strict=False) if not r.get("ErrorCode")
+                ]
         return [body]
 
     def _dispatch(self, environ: Json, start_response: Any, raw: bytes) -> Any:
@@ -226,7 +232,34 @@ class SimulatedAWS:
                 arn = urllib.parse.unquote(path[len("/v1/tags/") :])
                 if ":job/" in arn or ":job-definition/" in arn:
                     return self._model(start_response, lambda: self._tags(environ, arn, raw))
+        if self.refuse_event is not None and environ.get("HTTP_X_AMZ_TARGET", "").endswith(".PutEvents"):
+            return self._put_events(environ, start_response, raw, self.refuse_event)
         return self._moto(environ, start_response)
+
+    def _put_events(self, environ: Json, start_response: Any, raw: bytes, refuse: EventRule) -> Any:
+        """PutEvents answered entry by entry: refused entries get their error, the others go on to moto."""
+        entries = json.loads(raw or b"{}").get("Entries", [])
+        refusals = [refuse(entry) for entry in entries]
+        accepted = [entry for entry, refusal in zip(entries, refusals, strict=True) if refusal is None]
+        results: list[Json] = []
+        if accepted:
+            body = json.dumps({**json.loads(raw), "Entries": accepted}).encode()
+            forwarded = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            captured: dict[str, str] = {}
+
+            def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+                captured["status"] = status
+
+            answer = b"".join(self._moto(forwarded, capture))
+            if not captured.get("status", "").startswith("200"):
+                start_response(
+                    captured.get("status", "500 Error"), [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))]
+                )
+                return [answer]
+            results = json.loads(answer).get("Entries", [])
+        merged = iter(results)
+        answered = [next(merged) if refusal is None else {"ErrorCode": refusal[0], "ErrorMessage": refusal[1]} for refusal in refusals]
+        return _json(start_response, 200, {"FailedEntryCount": sum("ErrorCode" in e for e in answered), "Entries": answered})
 
     def _tags(self, environ: Json, arn: str, raw: bytes) -> Json:
         method = environ.get("REQUEST_METHOD", "GET")

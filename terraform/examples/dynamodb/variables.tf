@@ -35,7 +35,7 @@ variable "github_repository" {
 }
 
 variable "force_destroy" {
-  description = "Let terraform destroy delete the manifest store with the manifests in it (turns off the table's deletion protection). Keep false in production."
+  description = "Let terraform destroy delete the manifest table (turns off its deletion protection). Keep false in production."
   type        = bool
   default     = false
 }

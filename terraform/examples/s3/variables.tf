@@ -36,7 +36,7 @@ variable "event_bus_name" {
 }
 
 variable "force_destroy" {
-  description = "Let terraform destroy delete the manifest store with the manifests in it (turns off the table's deletion protection). Keep false in production."
+  description = "Let terraform destroy delete the manifest bucket with the manifests in it. Keep false in production."
   type        = bool
   default     = false
 }

@@ -1,0 +1,342 @@
+"""jobguard against Batch as it really behaves (issue 11), through the CLI, on every store:
+asynchronous TerminateJob, dependents failed in every queue, forgotten jobs, lagging lists,
+jobs moving between statuses while drain lists them, and the bound on waiting for a stop.
+
+Every test checks the promise itself: each drained job comes back exactly once, and never while
+its original can still run (`overlapping`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobguard.adapters.stores.file import FileStore
+from jobguard.errors import StoreError
+from jobguard.sim import Seeder, SimulatedAWS, Timing
+
+from .conftest import configure, overlapping, records, replacements_of, run_process
+
+PLANS = Path(__file__).parent / "plans"
+
+
+def _world(seed: Seeder, queue: str = "work") -> None:
+    seed.queue(queue)
+    seed.definition("proc")
+
+
+def _job(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work", after: str | None = None) -> str:
+    depends = {"dependsOn": [{"jobId": after}]} if after else {}
+    return seed.job(status=status, jobName=name, jobQueue=queue, jobDefinition="proc", **depends)
+
+
+def _drain(run: Any, store: str, *extra: str, deploy: str = "d1") -> Any:
+    return run("drain", "--store", store, "--queue", "work", "--deploy-id", deploy, *extra)
+
+
+def _restore(run: Any, store: str, *extra: str, deploy: str = "d1") -> Any:
+    return run("restore", "--store", store, "--deploy-id", deploy, *extra)
+
+
+def _exactly_once(aws: SimulatedAWS, jobs: list[str]) -> dict[str, str]:
+    """Each job has one replacement, created once its original could no longer run; original -> replacement."""
+    found = replacements_of(aws)
+    assert {j: len(found.get(j, [])) for j in jobs} == dict.fromkeys(jobs, 1)
+    assert overlapping(aws) == []
+    return {j: found[j][0] for j in jobs}
+
+
+def _depends_on(aws: SimulatedAWS, job_id: str) -> list[str]:
+    return [d["jobId"] for d in aws.batch.jobs[job_id].request.get("dependsOn") or []]
+
+
+# -- restore soon after drain ----------------------------------------------------------------
+
+
+def test_restore_one_second_after_drain_never_runs_beside_an_original(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    _world(seed)
+    running = _job(seed, "running")
+    aws.batch.jobs[running].stop_seconds = 3.0  # its container takes a while to exit after SIGTERM
+    jobs = [
+        running,
+        _job(seed, "starting", "STARTING"),
+        _job(seed, "runnable", "RUNNABLE"),
+        _job(seed, "pending", "PENDING", after=running),
+    ]
+    drained = _drain(run, store)
+    assert drained.code == 0, drained.err
+    assert "waiting up to 20 s for 4 stopped jobs to end" in drained.out
+    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"terminated"}
+    assert aws.batch.jobs[running].terminated and aws.batch.jobs[running].status == "FAILED"
+    aws.batch.advance_clock(1)  # apply failed fast: restore runs a second later
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    replaced = _exactly_once(aws, jobs)
+    assert _depends_on(aws, replaced[jobs[3]]) == [replaced[running]]
+
+
+def _kill_on_second_terminate(aws: SimulatedAWS, pid: list[int]) -> None:
+    """Kill the drain process (kill -9) when its second TerminateJob arrives: that one is never carried out."""
+
+    def fault(action: str, count: int) -> str | None:
+        if action == "batch:TerminateJob" and count == 2 and pid:
+            os.kill(pid[0], signal.SIGKILL)
+            return "drop"
+        return None
+
+    aws.fault = fault
+
+
+def test_restore_right_after_a_drain_killed_after_terminate(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
+    configure(workdir, "workers: 1")  # one TerminateJob at a time: the kill falls between two of them
+    _world(seed)
+    first, second, third = (_job(seed, f"j{i}") for i in range(3))
+    dependent = _job(seed, "dependent", "PENDING", after=second)
+    for job in (first, second, third):
+        aws.batch.jobs[job].stop_seconds = 2.0
+    pid: list[int] = []
+    _kill_on_second_terminate(aws, pid)
+    process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    pid.append(process.pid)
+    process.communicate(timeout=120)
+    aws.fault = None
+    assert process.returncode == -signal.SIGKILL
+    stored = records(store, seed, "d1")
+    assert {r["outcome"] for r in stored.values()} == {"terminating"}  # every one marked before the first TerminateJob
+    assert sum(aws.batch.stopping(j) for j in (first, second, third, dependent)) == 1  # one was sent; three marked, never sent
+    # The workflow skips apply and runs restore at once, while the first original is still stopping.
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    replaced = _exactly_once(aws, [first, second, third, dependent])
+    assert _depends_on(aws, replaced[dependent]) == [replaced[second]]
+    assert all(aws.batch.jobs[j].status == "FAILED" for j in (first, second, third, dependent))
+    assert _restore(run, store).code == 0  # nothing left to do, nothing sent twice
+    _exactly_once(aws, [first, second, third, dependent])
+
+
+def _fail_store_after_terminate(store: str, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every manifest write fails once a TerminateJob has been sent (an outage mid-drain)."""
+    if store.startswith("file://"):
+        save = FileStore.save
+
+        def failing(self: FileStore, *args: Any) -> str:
+            if aws.calls["batch:TerminateJob"]:
+                raise StoreError("cannot write manifest: injected outage")
+            return save(self, *args)
+
+        monkeypatch.setattr(FileStore, "save", failing)
+        return
+    writes = ("s3:PutObject",) if store.startswith("s3://") else ("dynamodb:TransactWriteItems", "dynamodb:PutItem")
+    aws.fault = lambda action, n: (500, "InternalError") if action in writes and aws.calls["batch:TerminateJob"] else None
+
+
+def test_restore_right_after_a_drain_whose_store_failed_after_terminate(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _world(seed)
+    jobs = [_job(seed, f"j{i}") for i in range(3)]
+    jobs.append(_job(seed, "dependent", "PENDING", after=jobs[0]))
+    for job in jobs[:3]:
+        aws.batch.jobs[job].stop_seconds = 2.0
+    with monkeypatch.context() as patched:
+        _fail_store_after_terminate(store, aws, patched)
+        drained = _drain(run, store)
+        aws.fault = None
+    assert drained.code == 4 and "cannot write manifest" in drained.err, drained.err
+    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"terminating"}
+    assert any(aws.batch.stopping(j) for j in jobs[:3])  # the outage outlived the drain; the originals still run
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    replaced = _exactly_once(aws, jobs)
+    assert _depends_on(aws, replaced[jobs[3]]) == [replaced[jobs[0]]]
+
+
+# -- dependents in every queue ---------------------------------------------------------------
+
+
+def test_cross_queue_and_transitive_dependents_come_back_remapped(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    seed.definition("proc")
+    for queue in ("science-queue", "etl-queue", "legacy-queue"):
+        seed.queue(queue)
+    upstream = _job(seed, "upstream", queue="science-queue")
+    middle = _job(seed, "middle", "PENDING", queue="etl-queue", after=upstream)
+    last = _job(seed, "last", "PENDING", queue="legacy-queue", after=middle)
+    bystander = _job(seed, "bystander", queue="etl-queue")
+    waits_on_bystander = _job(seed, "waits", "PENDING", queue="legacy-queue", after=bystander)
+    queues = [arg for q in ("science-queue", "etl-queue", "legacy-queue") for arg in ("--queue", q)]
+    drained = run("drain", "--plan", str(PLANS / "queue-replace.json"), *queues, "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    stored = records(store, seed, "d1")
+    assert set(stored) == {upstream, middle, last}  # only the science queue is at risk; the others lose only dependents
+    assert stored[middle]["reason"] == f"depends on {upstream}" and stored[middle]["queue"] == "etl-queue"
+    assert stored[last]["reason"] == f"depends on {middle}" and stored[last]["queue"] == "legacy-queue"
+    assert {stored[j]["outcome"] for j in stored} == {"terminated"}
+    assert aws.batch.jobs[bystander].status == "RUNNING" and aws.batch.jobs[waits_on_bystander].status == "PENDING"
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    replaced = _exactly_once(aws, [upstream, middle, last])
+    assert _depends_on(aws, replaced[middle]) == [replaced[upstream]]
+    assert _depends_on(aws, replaced[last]) == [replaced[middle]]
+    assert aws.batch.jobs[replaced[last]].queue_arn.endswith("/legacy-queue")
+    assert set(replacements_of(aws)) == {upstream, middle, last}
+
+
+def test_a_dependent_on_a_queue_jobguard_may_not_touch_stops_the_drain(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    _world(seed)
+    seed.queue("elsewhere")
+    upstream = _job(seed, "upstream")
+    outsider = _job(seed, "outsider", "PENDING", queue="elsewhere", after=upstream)
+    drained = _drain(run, store)
+    assert drained.code == 2, drained.err
+    assert f"job {outsider} on queue elsewhere depends on job {upstream}" in drained.err
+    assert aws.calls["batch:TerminateJob"] == 0
+    assert aws.batch.jobs[upstream].status == "RUNNING" and aws.batch.jobs[outsider].status == "PENDING"
+
+
+# -- forgotten jobs ----------------------------------------------------------------------------
+
+
+def test_a_dependency_batch_forgot_counts_as_succeeded_when_it_was_seen_to_succeed(
+    seed: Seeder, store: str, run, aws: SimulatedAWS
+) -> None:
+    _world(seed)
+    seed.queue("other")
+    prepared = _job(seed, "prepared", "SUCCEEDED", queue="other")
+    uses_prepared = seed.job(jobName="uses", jobQueue="work", jobDefinition="proc", dependsOn=[{"jobId": prepared}])
+    feeder = _job(seed, "feeder", queue="other")  # not drained: its queue is not at risk
+    waits_on_feeder = _job(seed, "waits", "PENDING", after=feeder)
+    drained = _drain(run, store)
+    assert drained.code == 0, drained.err
+    stored = records(store, seed, "d1")
+    assert stored[uses_prepared]["dependencies"] == {prepared: "SUCCEEDED"}
+    assert stored[waits_on_feeder]["dependencies"] == {feeder: "RUNNING"}
+    aws.batch.finish(feeder)
+    aws.batch.advance_clock(86401)  # the restore comes a day later: Batch has forgotten every finished job
+    assert prepared not in aws.batch.jobs and feeder not in aws.batch.jobs and uses_prepared not in aws.batch.jobs
+    restored = _restore(run, store)
+    assert restored.code == 1
+    (replacement,) = replacements_of(aws)[uses_prepared]
+    assert _depends_on(aws, replacement) == []  # it had succeeded: satisfied
+    assert f"dependency {feeder} is unknown to Batch (it was RUNNING when the job was drained)" in restored.err
+    assert records(store, seed, "d1")[waits_on_feeder]["outcome"] == "failed"
+    assert set(replacements_of(aws)) == {uses_prepared}
+
+
+# -- lagging lists -------------------------------------------------------------------------------
+
+
+def test_a_lost_submit_reply_is_found_although_listing_lags(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
+    configure(workdir, "lookup-window: 6")
+    _world(seed)
+    jobs = [_job(seed, f"j{i}") for i in range(3)]
+    assert _drain(run, store).code == 0
+    aws.batch.timing = Timing(list_lag_seconds=3)
+    aws.fault = lambda action, n: "lost-reply" if action == "batch:SubmitJob" and n == 4 else None  # 3 were the seeder's
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    assert aws.faults["batch:SubmitJob"] == 1
+    assert "ListJobs can lag" in restored.err
+    _exactly_once(aws, jobs)
+    assert aws.calls["batch:SubmitJob"] == 3 + 3  # the lost one was found, never sent again
+    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"resubmitted"}
+
+
+def _after_listing(aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, status: str, move: Any) -> None:
+    """Call `move()` right after drain's first listing of `status` has been answered."""
+    listed = threading.local()
+    list_jobs = aws.batch.list_jobs
+
+    def noting(body: dict[str, Any]) -> dict[str, Any]:
+        listed.status = body.get("jobStatus")
+        return list_jobs(body)
+
+    monkeypatch.setattr(aws.batch, "list_jobs", noting)
+    done: list[bool] = []
+
+    def after(action: str, count: int) -> None:
+        if action == "batch:ListJobs" and getattr(listed, "status", None) == status and not done:
+            done.append(True)
+            move()
+
+    aws.after = after
+
+
+@pytest.mark.parametrize(
+    ("before", "listed", "after"),
+    [
+        ("RUNNABLE", "RUNNABLE", "STARTING"),  # forward: listed before it moved
+        ("RUNNING", "RUNNABLE", "RUNNABLE"),  # back to RUNNABLE (a retry), after RUNNABLE was listed: the next pass finds it
+        ("STARTING", "RUNNABLE", "RUNNING"),  # forward, between two listings
+    ],
+)
+def test_a_job_changing_state_while_drain_lists_is_drained(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, before: str, listed: str, after: str
+) -> None:
+    _world(seed)
+    steady = _job(seed, "steady")
+    mover = _job(seed, "mover", before)
+    _after_listing(aws, monkeypatch, listed, lambda: aws.batch.set_status(mover, after))
+    drained = _drain(run, store)
+    assert drained.code == 0, drained.err
+    stored = records(store, seed, "d1")
+    assert set(stored) == {steady, mover}
+    assert stored[mover]["outcome"] == "terminated" and aws.batch.jobs[mover].status == "FAILED"
+    assert _restore(run, store).code == 0
+    _exactly_once(aws, [steady, mover])
+
+
+# -- policy wait -----------------------------------------------------------------------------------
+
+
+def test_the_dependent_of_a_job_kept_running_depends_on_the_running_original(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path
+) -> None:
+    configure(workdir, "policies:\n  - job-name: precious\n    action: wait\n")
+    _world(seed)
+    precious = _job(seed, "precious")
+    dependent = _job(seed, "dependent", "PENDING", after=precious)
+    drained = _drain(run, store)
+    assert drained.code == 1 and "policy wait: still RUNNING after the grace period" in drained.err
+    stored = records(store, seed, "d1")
+    assert stored[precious]["outcome"] == "kept" and stored[dependent]["outcome"] == "terminated"
+    assert aws.batch.jobs[precious].status == "RUNNING" and not aws.batch.stopping(precious)
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    replaced = _exactly_once(aws, [dependent])
+    assert _depends_on(aws, replaced[dependent]) == [precious]  # the healthy original, still running
+    assert aws.batch.jobs[replaced[dependent]].status == "PENDING"
+    aws.batch.finish(precious)
+    assert aws.batch.jobs[replaced[dependent]].status == "RUNNABLE"  # the replacement runs once its dependency succeeds ...
+    assert aws.batch.jobs[dependent].status == "FAILED" and aws.batch.jobs[dependent].started_at is None  # ... the original never
+    assert set(replacements_of(aws)) == {dependent}
+
+
+# -- the bound on waiting for a stop -------------------------------------------------------------
+
+
+def test_stop_timeout_bounds_the_wait_and_restore_waits_for_the_original(
+    seed: Seeder, store: str, run, aws: SimulatedAWS
+) -> None:
+    _world(seed)
+    slow, quick = _job(seed, "slow"), _job(seed, "quick")
+    aws.batch.jobs[slow].stop_seconds = 60.0  # an EKS pod with a long grace period
+    drained = _drain(run, store, "--stop-timeout", "1")
+    assert drained.code == 1
+    assert f"slow [{slow}] on work: still running 1 s after TerminateJob" in drained.err and quick not in drained.err
+    stored = records(store, seed, "d1")
+    assert stored[slow]["outcome"] == "terminating" and stored[quick]["outcome"] == "terminated"
+    assert aws.batch.stopping(slow)
+    refused = _restore(run, store, "--stop-timeout", "1")  # it is still running: no replacement beside it
+    assert refused.code == 1 and f"slow [{slow}]: still RUNNING 1 s after it was asked to stop" in refused.err
+    assert set(replacements_of(aws)) == {quick} and overlapping(aws) == []
+    # The next restore waits: the original ends while it polls, and only then is it resubmitted.
+    aws.after = lambda action, n: aws.batch.advance_clock(60) if action == "batch:DescribeJobs" and aws.batch.stopping(slow) else None
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    assert "waiting up to 20 s for 1 originals to stop" in restored.out
+    _exactly_once(aws, [slow, quick])
+    assert aws.batch.jobs[slow].terminated
