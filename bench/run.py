@@ -1,10 +1,18 @@
 """Benchmark: jobguard's drain and restore against the AWS rate limit and the hand-written loop.
 
-moto's server runs on loopback behind jobguard's simulation layer, which adds a fixed latency to
-every call and throttles each Batch action with a token bucket (HTTP 429 TooManyRequestsException,
-as AWS answers). jobguard and the loop run as separate processes, measured in the same run.
+moto's server runs on loopback behind jobguard's simulation layer (`jobguard.sim`), which adds a
+fixed latency to every call and throttles each Batch action with a token bucket (HTTP 429
+TooManyRequestsException, as AWS answers). Batch is the real-world model: TerminateJob is
+asynchronous (a running job stops `--stop-seconds` later; ECS's default is 30 s) and ListJobs
+shows a new job after `--list-lag` seconds. jobguard and the loop run as separate processes,
+measured in the same run.
 
   python -m bench.run [--sizes 300,2000,10000] [--latencies 0.05,0.1] [--limit 50] [--loop-sample 1000]
+                      [--stop-seconds 30] [--list-lag 1]
+
+drain waits until every job it stopped has ended: that wait is Batch's stop time, not jobguard's
+work, so the table shows it apart ("stop wait s"): "jobguard s" and "÷ N/limit" of drain count from
+its start to its last TerminateJob plus whatever follows the wait; restore has no such wait.
 
 The loop is measured on min(N, --loop-sample) jobs and scaled to N (it is linear: one call after
 another); the table says so. Ratios are the figures to read: timings on shared machines are noisy.
@@ -22,7 +30,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobguard.simulated_aws import Seeder, SimulatedAWS
+from jobguard.domain.tags import mark_of
+from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim import Timing as BatchTiming
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +42,14 @@ class Timing:
     seconds: float
     peak_rss_mb: float
     code: int
+
+
+@dataclass
+class Stops:
+    """When drain's TerminateJob calls and its waiting for the jobs to end happened (monotonic clock)."""
+
+    last_terminate: float = 0.0
+    wait: float = 0.0  # seconds from the last TerminateJob to the first look that found every job ended
 
 
 def _process(module: str, args: list[str], env: dict[str, str], cwd: str) -> Timing:
@@ -50,6 +68,20 @@ def _process(module: str, args: list[str], env: dict[str, str], cwd: str) -> Tim
     return Timing(seconds, peak_kb / 1024, process.returncode)
 
 
+def _watch_stops(aws: SimulatedAWS, jobs: list[str], stops: Stops) -> None:
+    """Note the last TerminateJob, and how long after it drain's polling first found every job ended."""
+
+    def after(action: str, count: int) -> None:
+        if action == "batch:TerminateJob":
+            stops.last_terminate = time.monotonic()
+        elif action == "batch:DescribeJobs" and stops.last_terminate and not stops.wait:
+            with aws.batch.lock:
+                if all(aws.batch.jobs[j].status in ("SUCCEEDED", "FAILED") for j in jobs):
+                    stops.wait = time.monotonic() - stops.last_terminate
+
+    aws.after = after
+
+
 def _seed(aws: SimulatedAWS, queue: str, count: int) -> list[str]:
     """Running jobs, put straight into the simulation (seeding through the API would be throttled)."""
     ids = []
@@ -63,13 +95,15 @@ def _seed(aws: SimulatedAWS, queue: str, count: int) -> list[str]:
             }
         )["jobId"]
         aws.batch.set_status(job_id, "RUNNING")
+        aws.batch.backdate(job_id, 60)  # submitted a while ago: past ListJobs' lag
         ids.append(job_id)
     return ids
 
 
-def measure(count: int, latency: float, limit: float, loop_sample: int, work: Path) -> list[dict[str, object]]:
+def measure(count: int, latency: float, limit: float, loop_sample: int, work: Path, timing: BatchTiming) -> list[dict[str, object]]:
     """One size at one latency: jobguard's drain and restore, then the loop's."""
-    with SimulatedAWS(latency=latency, rate=limit, burst=limit) as aws:
+    with SimulatedAWS(timing) as aws:
+        aws.latency, aws.rate, aws.burst = latency, limit, limit
         seed = Seeder(aws)
         seed.queue("bench")
         seed.queue("loop")
@@ -79,39 +113,48 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
         (folder / ".jobguard.yml").write_text("lock-timeout: 5\n")
         store = f"file://{folder}/manifests"
         jobs = _seed(aws, "bench", count)
+        stops = Stops()
+        _watch_stops(aws, jobs, stops)
         before = sum(aws.throttled.values())
         drain = _process("jobguard", ["drain", "--store", store, "--queue", "bench", "--deploy-id", "bench"], env, str(folder))
+        aws.after = None
         drain_429 = sum(aws.throttled.values()) - before
         seed.definition("work")  # the deploy
         before = sum(aws.throttled.values())
         restore = _process("jobguard", ["restore", "--store", store, "--deploy-id", "bench"], env, str(folder))
         restore_429 = sum(aws.throttled.values()) - before
         terminated = sum(aws.batch.jobs[j].terminated for j in jobs)
-        originals = [(j.request.get("tags") or {}).get("jobguard:original-job-id") for j in aws.batch.jobs.values() if j.index is None]
-        replaced = [o for o in originals if o]
+        with aws.batch.lock:
+            marks = [mark_of(aws.batch.detail(j)) for j in list(aws.batch.jobs.values()) if j.index is None]
+        replaced = [m.original_id for m in marks if m]
         lost, doubled = count - len(set(replaced)), len(replaced) - len(set(replaced))
         assert drain.code == restore.code == 0 and terminated == count, (drain, restore, terminated)
+        drain = Timing(drain.seconds - stops.wait, drain.peak_rss_mb, drain.code)  # jobguard's own time, without Batch's stop time
         sample = min(count, loop_sample)
         _seed(aws, "loop", sample)
         saved = str(folder / "loop.json")
-        loop_drain = _process("bench.loop", ["drain", "loop", saved], env, str(folder))
+        loop_drain = _process("bench.loop", ["drain", "loop", saved], env, str(folder))  # the loop never waits for the stops
         loop_restore = _process("bench.loop", ["restore", "loop", saved], env, str(folder))
         scale = count / sample
     floor = count / limit
     rows = []
-    for name, timing, loop, throttled in (("drain", drain, loop_drain, drain_429), ("restore", restore, loop_restore, restore_429)):
+    for name, measured, loop, throttled, waited in (
+        ("drain", drain, loop_drain, drain_429, stops.wait),
+        ("restore", restore, loop_restore, restore_429, 0.0),
+    ):
         loop_seconds = loop.seconds * scale
         rows.append(
             {
                 "N": count,
                 "latency_ms": int(latency * 1000),
                 "op": name,
-                "seconds": timing.seconds,
-                "floor_ratio": timing.seconds / floor,
+                "seconds": measured.seconds,
+                "stop_wait": waited,
+                "floor_ratio": measured.seconds / floor,
                 "loop_seconds": loop_seconds,
-                "loop_ratio": loop_seconds / timing.seconds,
+                "loop_ratio": loop_seconds / measured.seconds,
                 "loop_sample": sample,
-                "peak_rss_mb": timing.peak_rss_mb,
+                "peak_rss_mb": measured.peak_rss_mb,
                 "throttled": throttled,
                 "lost": lost,
                 "doubled": doubled,
@@ -126,18 +169,25 @@ def main() -> None:
     parser.add_argument("--latencies", default="0.05,0.1")
     parser.add_argument("--limit", type=float, default=50.0, help="calls/s per Batch action (AWS: 50)")
     parser.add_argument("--loop-sample", type=int, default=1000)
+    parser.add_argument("--stop-seconds", type=float, default=30.0, help="how long a terminated running job runs on (ECS: 30 s)")
+    parser.add_argument("--list-lag", type=float, default=1.0, help="seconds before ListJobs shows a new job")
     args = parser.parse_args()
+    timing = BatchTiming(stop_seconds=args.stop_seconds, cancel_seconds=min(1.0, args.stop_seconds), list_lag_seconds=args.list_lag)
     machine = f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"machine: {machine}; limit {args.limit:g} calls/s per action", flush=True)
-    print("| N | latency | op | jobguard s | ÷ N/limit | loop s | loop ÷ jobguard | peak RSS MB | 429s | lost | doubled |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"machine: {machine}; limit {args.limit:g} calls/s per action; stop {args.stop_seconds:g} s, list lag {args.list_lag:g} s",
+        flush=True,
+    )
+    print("| N | latency | op | jobguard s | ÷ N/limit | stop wait s | loop s | loop ÷ jobguard | peak RSS MB | 429s | lost | doubled |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as work:
         for latency in (float(x) for x in args.latencies.split(",")):
             for count in (int(x) for x in args.sizes.split(",")):
-                for row in measure(count, latency, args.limit, args.loop_sample, Path(work)):
+                for row in measure(count, latency, args.limit, args.loop_sample, Path(work), timing):
                     sampled = "" if row["loop_sample"] == row["N"] else f" (scaled from {row['loop_sample']})"
                     print(
                         f"| {row['N']} | {row['latency_ms']} ms | {row['op']} | {row['seconds']:.1f} | {row['floor_ratio']:.2f} | "
+                        f"{row['stop_wait']:.1f} | "
                         f"{row['loop_seconds']:.1f}{sampled} | {row['loop_ratio']:.2f} | {row['peak_rss_mb']:.0f} | {row['throttled']} | "
                         f"{row['lost']} | {row['doubled']} |",
                         flush=True,

@@ -4,6 +4,7 @@ place that turns errors into one-line messages and exit codes (see errors.py for
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -27,10 +28,11 @@ from .commands.status import replacements, status, watch
 from .domain.manifest import FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, CredentialsError, JobguardError, UsageError
 from .options import DEFAULT_STORE, Options, parse_flags, resolve
+from .options import deploy_id as parse_deploy_id
 from .output.events import Events
 from .output.notify import Notifier
 from .output.report import Reporter
-from .output.summary import counts_line, markdown
+from .output.summary import counts_line, sections
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,7 +142,9 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     given = {key: getattr(args, key.replace("-", "_"), None) for key in _FLAG_KEYS}
     options = resolve(args.config, parse_flags({k: v for k, v in given.items() if v is not None}))
     in_actions = os.environ.get("GITHUB_ACTIONS") == "true"
-    run_id = os.environ.get("GITHUB_RUN_ID") if in_actions else None
+    run_id = (os.environ.get("GITHUB_RUN_ID") or None) if in_actions else None
+    if run_id is not None:  # it names files and keys like --deploy-id does: the same check
+        run_id = parse_deploy_id(run_id, "GITHUB_RUN_ID")
     if args.command == "drain":
         deploy_id = options.deploy_id or run_id or _new_deploy_id()
         ctx = build_context(options, report, creating=True)
@@ -193,7 +197,10 @@ def _signer(options: Options, aws: Aws, store: Store, report: Reporter, creating
         )
         return None
     if options.signing_key:
-        return open_signer(options.signing_key, aws, create=creating)
+        signer = open_signer(options.signing_key, aws, create=creating)
+        if creating and options.signing_key.startswith("kms:"):  # a key that cannot sign fails now, before a lease is taken
+            signer.sign(hashlib.sha256(b"jobguard: can this key sign?").digest())
+        return signer
     if options.store.startswith("file:"):
         return open_signer(f"file:{default_key_file()}", aws, create=True)
     raise UsageError(
@@ -236,9 +243,8 @@ def _finish(ctx: Context, title: str, manifests: list[Manifest], facts: list[str
     """Counts, job summary, step outputs and notifications (each independent of the others); 1 when a job failed."""
     for manifest in manifests:
         ctx.report.line(f"{title} {manifest.deploy_id}: {counts_line(manifest)}")
-        ctx.report.append_summary(markdown(title, manifest, ctx.store.uri(manifest.deploy_id), facts))
-    if not manifests and facts:
-        ctx.report.append_summary("\n".join(f"- {f}" for f in facts) + "\n")
+    if manifests or facts:  # one summary for the step: several deploys share GitHub's 1 MiB
+        ctx.report.append_summary(sections(title, manifests, ctx.store.uri, facts))
     records = [r for m in manifests for r in m]
     last = manifests[-1].deploy_id if manifests else ""
     ctx.report.outputs(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,9 +181,12 @@ def notify_target(value: Any, where: str) -> str:
     target = text(value, where)
     if re.fullmatch(r"sns:arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}", target):
         return target
-    parts = urlsplit(target) if target.startswith(("https://", "http://")) else None
-    if parts is not None and parts.hostname and " " not in target:
-        return target
+    try:
+        parts = urlsplit(target) if target.startswith(("https://", "http://")) else None
+        if parts is not None and parts.hostname and parts.port != 0 and " " not in target:  # .port: ValueError when out of range
+            return target
+    except ValueError:  # a broken [IPv6] host or port
+        pass
     raise ConfigError(
         f"{where}: a notification target is sns:TOPIC_ARN or an https:// webhook URL (the value is not shown: it may hold a secret)"
     )
@@ -362,5 +366,9 @@ def _check_together(options: Options) -> None:
 
 
 def _shown(value: Any) -> str:
-    shown = repr(value)
+    shown = _REPR.repr(value)  # bounded: a YAML alias bomb must not be expanded to be shown
     return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60

@@ -26,13 +26,11 @@ locals {
 
   queue_names = [for arn in var.job_queue_arns : element(split("/", arn), 1)]
 
-  # Every revision of each named job definition, and the name alone (resolves to the latest ACTIVE one).
-  job_definition_arns = flatten([
-    for name in var.job_definition_names : [
-      "arn:${local.partition}:batch:${local.region}:${local.account}:job-definition/${name}",
-      "arn:${local.partition}:batch:${local.region}:${local.account}:job-definition/${name}:*",
-    ]
-  ])
+  # Every revision of each named job definition. jobguard always submits NAME:REVISION (it resolves
+  # the newest ACTIVE revision itself), never the bare name, so job-definition/NAME is not granted.
+  job_definition_arns = [
+    for name in var.job_definition_names : "arn:${local.partition}:batch:${local.region}:${local.account}:job-definition/${name}:*"
+  ]
   # Every job in this account and region: TerminateJob and TagResource cannot be scoped by queue.
   job_arns = "arn:${local.partition}:batch:${local.region}:${local.account}:job/*"
 
@@ -313,7 +311,7 @@ data "aws_iam_policy_document" "jobguard" {
 
   statement {
     sid = "SubmitToTheseQueuesAndDefinitions"
-    # SubmitJob is authorised on the queue and on the job definition (by name and by name:revision).
+    # SubmitJob is authorised on the queue and on the job definition revision it names (NAME:REVISION).
     actions   = ["batch:SubmitJob"]
     resources = concat(var.job_queue_arns, local.job_definition_arns)
   }
@@ -355,14 +353,13 @@ data "aws_iam_policy_document" "jobguard" {
     for_each = local.table_store ? [1] : []
     content {
       sid = "ReadWriteManifestTable"
-      # TransactWriteItems is authorised per contained operation (Put, Update, Delete, ConditionCheck).
+      # TransactWriteItems is authorised per contained operation: jobguard's transactions hold
+      # (conditional) Puts only. It never updates an item in place, and never sends ConditionCheck.
       actions = [
-        "dynamodb:ConditionCheckItem",
         "dynamodb:DeleteItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:Query",
-        "dynamodb:UpdateItem",
       ]
       resources = [local.table_arn]
     }

@@ -69,6 +69,11 @@ output "signing_key" {
   value       = local.signing ? "kms:${local.signing_key_arn}" : null
 }
 
+output "event_bus_arn" {
+  description = "ARN of the EventBridge bus jobguard may publish to (event_bus_name), if any: the action's `event-bus` input."
+  value       = local.event_bus_arn
+}
+
 output "policy_arn" {
   description = "ARN of the IAM policy with exactly the permissions jobguard needs."
   value       = aws_iam_policy.jobguard.arn

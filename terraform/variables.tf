@@ -115,7 +115,7 @@ variable "job_queue_arns" {
 }
 
 variable "job_definition_names" {
-  description = "Names (without revision) of the job definitions jobguard may resubmit with. SubmitJob is allowed on these (by name, and every revision) only."
+  description = "Names (without revision) of the job definitions jobguard may resubmit with. SubmitJob is allowed on every revision of these (NAME:*) only."
   type        = list(string)
 
   validation {

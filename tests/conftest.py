@@ -45,6 +45,47 @@ _FAULT_REPORT: list[dict[str, Any]] = []
 RECORDED_CALLS: list[Call] = []
 
 
+STORES = ("file", "s3", "dynamodb")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--stores", default=",".join(STORES), help="store kinds the store-parametrised tests run on (quick runs: --stores file)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--stores: leave out the other store kinds' variants of every store-parametrised test."""
+    wanted = set(str(config.getoption("--stores")).split(","))
+    unknown = wanted - set(STORES)
+    if unknown:
+        raise pytest.UsageError(f"--stores: unknown store kinds {sorted(unknown)}; known: {', '.join(STORES)}")
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        kind = getattr(getattr(item, "callspec", None), "params", {}).get("store")
+        (dropped if kind is not None and kind not in wanted else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+# --- tests/test_policy.py runs last: it evaluates the module's policy against every call in RECORDED_CALLS.
+class _PolicyTestLast:
+    """Moves tests/test_policy.py to the end of the run, after every test whose calls it evaluates."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        items.sort(key=lambda item: item.path.name == "test_policy.py")  # stable: every other test keeps its place
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_PolicyTestLast(), "jobguard-policy-test-last")
+
+
+# ---
+
+
 def record_faults(**figures: int) -> None:
     """Note one fault test's figures (with the test's name) for the fault report."""
     _FAULT_REPORT.append({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], **figures})
@@ -104,7 +145,7 @@ def configure(workdir: Path, text: str) -> None:
         config.write(text if text.endswith("\n") else text + "\n")
 
 
-@pytest.fixture(params=["file", "s3", "dynamodb"])
+@pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, seed: Seeder, workdir: Path) -> str:
     """Every store kind: a local folder (local key), an S3 prefix or a DynamoDB table (KMS HMAC key)."""
     if request.param == "file":

@@ -51,7 +51,7 @@ def store_contents(store: str, seed: Seeder) -> dict[str, bytes]:
         for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
             if path.is_symlink() or not path.is_file():
                 found[str(path.relative_to(folder))] = b"<not a regular file>"
-            elif path.name != ".lock":
+            elif path.name not in (".lock", ".clock"):
                 found[str(path.relative_to(folder))] = path.read_bytes()
         return found
     if store.startswith("s3://"):
@@ -76,12 +76,8 @@ def batch_state(aws: SimulatedAWS) -> Json:
     """What a run could change in Batch: every job's status and stop flags, every queue's state, mutating calls."""
     with aws.batch.lock:
         jobs = {j.job_id: (j.status, bool(j.terminated), bool(j.cancelled)) for j in aws.batch.jobs.values()}
-    queues = {q["jobQueueName"]: q["state"] for q in _queues(aws)}
+    queues = {q["jobQueueName"]: q["state"] for q in aws.batch.backend.describe_job_queues()}  # not through boto3: the env may be broken
     return {"jobs": jobs, "queues": queues, "calls": {a: aws.calls[a] for a in MUTATING}}
-
-
-def _queues(aws: SimulatedAWS) -> list[Json]:
-    return list(Seeder(aws).batch.describe_job_queues()["jobQueues"])
 
 
 def snapshot(aws: SimulatedAWS, seed: Seeder, *stores: str) -> Json:
@@ -111,7 +107,7 @@ def one_error(result: Any, code: int, *words: str) -> str:
     assert len(hints) <= 1, result.err
     for word in words:
         assert word in errors[0], f"{word!r} not in {errors[0]!r}"
-    return errors[0]
+    return str(errors[0])
 
 
 # -- editing what is stored -------------------------------------------------------------------
@@ -188,9 +184,10 @@ def write_document(store: str, seed: Seeder, deploy_id: str, document: Any, raw:
 def edit(store: str, seed: Seeder, deploy_id: str, change: Callable[[Json], Any], sign: bool = True) -> Json:
     """Change the stored manifest; `sign`: sign it again with its own key, so only the checks can catch the change."""
     document = copy.deepcopy(read_document(store, seed, deploy_id))
+    signature = copy.deepcopy(document.get("signature"))
     change(document)
-    if sign and isinstance(document, dict) and isinstance(document.get("signature"), dict):
-        resign(document, seed)
+    if sign and isinstance(document, dict) and document.get("signature") == signature and signature is not None:
+        resign(document, seed)  # (a change of the signature itself is kept as made)
     write_document(store, seed, deploy_id, document)
     return document
 
@@ -220,7 +217,9 @@ def copy_manifest(store: str, seed: Seeder, source: str, target: str) -> None:
     else:
         bucket, _, prefix = store[len("s3://") :].partition("/")
         s3 = seed.client("s3")
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/{target}.json", Body=s3.get_object(Bucket=bucket, Key=f"{prefix}/{source}.json")["Body"].read())
+        s3.put_object(
+            Bucket=bucket, Key=f"{prefix}/{target}.json", Body=s3.get_object(Bucket=bucket, Key=f"{prefix}/{source}.json")["Body"].read()
+        )
     mark_open(store, seed, target)
 
 

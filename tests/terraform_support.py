@@ -2,8 +2,9 @@
 the machine's filesystem mirror (no download), and a provider override that points every AWS
 service at a moto server on loopback.
 
-Every terraform subprocess gets its own CLI configuration (TF_CLI_CONFIG_FILE): the mirror for
-hashicorp/aws, `direct` for nothing else of it, and a shared plugin cache. Modules are copied to a
+Every terraform subprocess gets the CLI configuration written here (TF_CLI_CONFIG_FILE; the
+machine's own may name a file that does not exist): hashicorp/aws from the filesystem mirror and
+never from the network, and a plugin cache shared by every `init`. Modules are copied to a
 temporary folder before `init`, so nothing is ever written into the repository.
 """
 
@@ -117,6 +118,7 @@ def cli_config() -> Path:
     if mirror is None:
         raise TerraformError(terraform_available() or "no provider mirror")
     folder = Path(tempfile.mkdtemp(prefix="jobguard-tf-cli-"))
+    atexit.register(shutil.rmtree, folder, True)
     cache = folder / "plugin-cache"
     cache.mkdir()
     path = folder / "terraform.tfrc"
@@ -257,9 +259,8 @@ def moto_server(*, in_process: bool = False) -> Iterator[str]:
     each. in_process=True uses moto.server.ThreadedMotoServer in this process instead (its state
     is then shared with every other in-process moto).
 
-    The separate process serves HTTPS (a self-signed certificate; the provider override sets
-    `insecure`): the module's bucket policy denies every request not made over TLS, and moto
-    enforces bucket policies on object requests."""
+    The separate process serves HTTPS, as AWS does and as the module's bucket policy demands (a
+    self-signed certificate: the provider override sets `insecure`, boto3_client does not verify)."""
     port = free_port()
     url = f"{'http' if in_process else 'https'}://127.0.0.1:{port}"
     process: subprocess.Popen[bytes] | None = None
@@ -326,7 +327,8 @@ provider "aws" {{
 
 
 def write_override(folder: Path, endpoint: str, extra: str = "") -> Path:
-    """Write override.tf (the provider override plus any extra override blocks) into folder."""
+    """Write override.tf (the provider override plus any extra override blocks) into folder, whose
+    configuration must have a `provider "aws"` block for it to override."""
     path = folder / "override.tf"
     path.write_text(provider_override(endpoint) + extra)
     return path
@@ -406,7 +408,10 @@ def moto_overrides(folder: Path, service_role_arn: str) -> str:
     pattern = r'^resource\s+"aws_batch_compute_environment"\s+"([^"]+)"'
     names = sorted({m for path in folder.glob("*.tf") for m in re.findall(pattern, path.read_text(), re.M)})
     role = json.dumps(service_role_arn)
-    block = '\n# moto: a compute environment needs service_role.\nresource "aws_batch_compute_environment" "{name}" {{\n  service_role = {role}\n}}\n'
+    block = (
+        "\n# moto: a compute environment needs service_role.\n"
+        'resource "aws_batch_compute_environment" "{name}" {{\n  service_role = {role}\n}}\n'
+    )
     return "".join(block.format(name=name, role=role) for name in names)
 
 
@@ -522,7 +527,10 @@ output "table_store_uri" {
 # What each lifecycle applies: the examples (destroyable, one with an event bus so that grant is
 # rendered too) and the consumer configuration.
 LIFECYCLES: dict[str, tuple[str, dict[str, Any]]] = {
-    "s3": ("examples/s3", {"force_destroy": True, "event_bus_name": "deploys"}),
+    "s3": (
+        "examples/s3",
+        {"force_destroy": True, "event_bus_name": "deploys", "notification_topic_arns": [f"arn:aws:sns:{REGION}:{MOTO_ACCOUNT}:deploys"]},
+    ),
     "dynamodb": ("examples/dynamodb", {"force_destroy": True}),
     "consumer": ("consumer", {}),
 }
@@ -626,5 +634,5 @@ def lifecycles() -> dict[str, Lifecycle]:
 def rendered_policy(example: str) -> dict[str, Any]:
     """The jobguard policy of examples/<example> ("s3" or "dynamodb") as Terraform renders it once
     applied into moto (account 123456789012, us-east-1; the s3 example with event_bus_name =
-    "deploys"). Runs the lifecycles on first use (a few minutes), then cached."""
+    "deploys" and notification_topic_arns = [the SNS topic "deploys"]). Runs the lifecycles on first use (a few minutes), then cached."""
     return lifecycles()[example].policy()

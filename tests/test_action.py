@@ -83,7 +83,7 @@ def _seed(seed: Seeder) -> list[str]:
     seed.queue("work")
     seed.queue("etl")
     seed.definition("proc")
-    secret = {"containerOverrides": {"environment": [{"name": "DB_PASSWORD", "value": SECRET}]}}
+    secret: dict[str, Any] = {"containerOverrides": {"environment": [{"name": "DB_PASSWORD", "value": SECRET}]}}
     return [
         seed.job(jobName="train", jobQueue="work", jobDefinition="proc", **secret),
         seed.job(jobName="load", jobQueue="etl", jobDefinition="proc"),

@@ -112,7 +112,11 @@ def _finish_on_poll(aws: SimulatedAWS, job: str, describe_call: int) -> None:
 
 
 def _finish_later(aws: SimulatedAWS, job: str, after: float) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(after), aws.batch.set_status(job, "SUCCEEDED")))
+    def finish() -> None:
+        time.sleep(after)
+        aws.batch.set_status(job, "SUCCEEDED")
+
+    thread = threading.Thread(target=finish)
     thread.start()
     return thread
 

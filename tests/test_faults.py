@@ -1,20 +1,31 @@
-"""Whatever fails, no job is lost and none runs twice: throttling, server errors, lost replies,
-a failing store, and a process killed (kill -9) after every single AWS call."""
+"""Whatever fails, no job is lost, none runs twice, and no replacement runs beside its original:
+throttling, server errors, lost replies, a failing store, and a process killed (kill -9) at every
+instant between two AWS calls, followed by what a workflow does next. All on the real-world
+simulation (TerminateJob is asynchronous: a stopped job runs on for `Timing().stop_seconds`)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from jobguard.simulated_aws import Seeder, SimulatedAWS
+from jobguard.adapters.stores.dynamodb import DynamoDBStore
+from jobguard.adapters.stores.file import FileStore
+from jobguard.adapters.stores.s3 import S3Store
+from jobguard.errors import StoreError
+from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import create_table, jobs_by_original, load_manifest, record_faults, run_process
+from .conftest import TABLE, configure, create_table, overlapping, record_faults, records, replacements_of, run_process
 
 
 def _world(seed: Seeder, jobs: int = 3) -> list[str]:
+    """One running job, the others PENDING on it (Batch fails them when it is stopped)."""
     seed.queue("work")
     seed.definition("proc")
     first = seed.job(jobName="j0", jobQueue="work", jobDefinition="proc")
@@ -25,174 +36,340 @@ def _world(seed: Seeder, jobs: int = 3) -> list[str]:
     return [first, *rest]
 
 
+def _independent(seed: Seeder, jobs: int) -> list[str]:
+    seed.queue("work")
+    seed.definition("proc")
+    return [seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc") for i in range(jobs)]
+
+
 def _assert_exactly_once(aws: SimulatedAWS, jobs: list[str], runs: int = 1, kills: int = 0) -> None:
-    """Every job replaced exactly once; the figures go to the fault report."""
-    replacements = jobs_by_original(aws)
+    """Every job replaced exactly once, never beside its original; the figures go to the fault report."""
+    replacements = replacements_of(aws)
     counts = {j: len(replacements.get(j, [])) for j in jobs}
     record_faults(
         runs=runs,
         faults=sum(aws.faults.values()) + kills,
         jobs=len(jobs),
         lost=sum(c == 0 for c in counts.values()),
-        doubled=sum(c > 1 for c in counts.values()),
+        doubled=sum(c > 1 for c in counts.values()) + len(overlapping(aws)),
     )
     assert counts == dict.fromkeys(jobs, 1)
+    assert overlapping(aws) == []
+
+
+def _drain(run: Any, store: str, deploy: str = "d1") -> Any:
+    return run("drain", "--store", store, "--queue", "work", "--deploy-id", deploy)
 
 
 @pytest.mark.parametrize("share", [2, 3])
 def test_throttling_is_absorbed(seed: Seeder, store: str, run, aws: SimulatedAWS, share: int) -> None:
     jobs = _world(seed, jobs=9)
     aws.fault = lambda action, n: (429, "TooManyRequestsException") if action.startswith("batch:") and n % share == 0 else None
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    assert run("restore", "--store", store).code == 0
+    drained = _drain(run, store)
+    assert drained.code == 0, drained.err
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
     assert aws.faults["batch:SubmitJob"] >= 9 // share and aws.faults["batch:TerminateJob"] >= 9 // share
-    _assert_exactly_once(aws, jobs)
+    _assert_exactly_once(aws, jobs, runs=2)
 
 
 @pytest.mark.parametrize("fault", [(500, "ServerException"), (503, "ServiceUnavailable"), "drop", "lost-reply"])
 def test_server_errors_and_broken_connections_on_every_batch_action(seed: Seeder, store: str, run, aws: SimulatedAWS, fault) -> None:
     jobs = _world(seed)
     aws.fault = lambda action, n: fault if action.startswith("batch:") and n % 2 == 1 else None
-    drain = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    drain = _drain(run, store)
     assert drain.code == 0, drain.err
-    restore = run("restore", "--store", store)
+    restore = run("restore", "--store", store, "--deploy-id", "d1")
     assert restore.code == 0, restore.err
     assert {action for action in aws.faults} >= {"batch:SubmitJob", "batch:TerminateJob", "batch:DescribeJobs", "batch:ListJobs"}
-    _assert_exactly_once(aws, jobs)
+    _assert_exactly_once(aws, jobs, runs=2)
 
 
-def test_retries_are_bounded_and_failure_is_per_job(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
-    jobs = _world(seed)
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    stubborn = jobs[0]
-    aws.fault = lambda action, n: (500, "ServerException") if action == "batch:SubmitJob" and n > 3 else None
-    result = run("restore", "--store", store)
+def test_retries_are_bounded_and_failure_is_per_job(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
+    configure(workdir, "lookup-window: 0.3\nretry:\n  initial-wait: 0.001\n  max-wait: 0.01\n  attempts: 3\n")
+    jobs = _independent(seed, 3)
+    assert _drain(run, store).code == 0
+    seeded = aws.calls["batch:SubmitJob"]
+    aws.fault = lambda action, n: (500, "ServerException") if action == "batch:SubmitJob" else None
+    result = run("restore", "--store", store, "--deploy-id", "d1")
     assert result.code == 1
-    records = {r["job_id"]: r for r in load_manifest(store, seed, "d1")["jobs"]}
-    assert records[stubborn]["outcome"] == "failed" and "ServerException" in records[stubborn]["error"]
-    assert aws.faults["batch:SubmitJob"] <= 10 * 3  # bounded: 10 attempts per job at most
+    stored = records(store, seed, "d1")
+    for job in jobs:  # each job fails on its own, with its reason; the run goes on to the next
+        assert stored[job]["outcome"] == "failed" and stored[job]["stage"] == "restore"
+        assert "SubmitJob got no answer on every attempt" in stored[job]["error"]
+    assert aws.calls["batch:SubmitJob"] - seeded == 3 * 3  # bounded: 3 attempts per job, each after a lookup found nothing
+    assert replacements_of(aws) == {}
     aws.fault = None
-    assert run("restore", "--store", store).code == 0
-    _assert_exactly_once(aws, jobs)
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    _assert_exactly_once(aws, jobs, runs=3)
 
 
 def test_invalid_request_is_not_retried(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
-    jobs = _world(seed, jobs=1)
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")
-    result = run("restore", "--store", store)
-    assert result.code == 1 and "queue work is DISABLED" in result.err
-    assert aws.calls["batch:SubmitJob"] == 1  # the seeded job only
+    jobs = _independent(seed, 2)
+    assert _drain(run, store).code == 0
+    seeded = aws.calls["batch:SubmitJob"]
+    listed = aws.calls["batch:ListJobs"]
+    aws.fault = lambda action, n: (400, "ClientException") if action == "batch:SubmitJob" and n == seeded + 1 else None
+    result = run("restore", "--store", store, "--deploy-id", "d1")
+    assert result.code == 1 and "ClientException" in result.err
+    assert aws.calls["batch:SubmitJob"] - seeded == 2  # the refused one was sent once: a 400 proves nothing was made ...
+    assert aws.calls["batch:ListJobs"] == listed  # ... so nothing is looked up for it
+    (failed,) = [r for r in records(store, seed, "d1").values() if r["outcome"] == "failed"]
+    assert "ClientException" in failed["error"]
+    aws.fault = None
+    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")  # a refusal jobguard can see coming: nothing is sent
+    before = aws.calls["batch:SubmitJob"]
+    held = run("restore", "--store", store, "--deploy-id", "d1")
+    assert held.code == 1 and "queue work is DISABLED" in held.err and aws.calls["batch:SubmitJob"] == before
     seed.batch.update_job_queue(jobQueue="work", state="ENABLED")
-    assert run("restore", "--store", store).code == 0
-    _assert_exactly_once(aws, jobs)
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    _assert_exactly_once(aws, jobs, runs=4)
+
+
+def _asked_to_stop(aws: SimulatedAWS, job_id: str) -> bool:
+    """True once Batch received a TerminateJob for the job (whatever it did with it since)."""
+    with aws.batch.lock:
+        return bool(aws.batch.jobs[job_id].stop_kind)
+
+
+def _check_stopped_only_when_marked(aws: SimulatedAWS, jobs: list[str], stored: dict[str, dict[str, Any]]) -> set[str]:
+    """No job stopped without a record, and every stopped job marked `terminating` in the store first; the stopped ones."""
+    stopped = {j for j in jobs if _asked_to_stop(aws, j)}
+    assert stopped <= set(stored)
+    assert all("terminating" in stored[j]["times"] for j in stopped)
+    return stopped
 
 
 @pytest.mark.parametrize(
-    ("kind", "write", "first_failing"),
+    ("failing", "stopped"),
     [
-        ("s3", "s3:PUT", 5),  # the bucket, the lock, the empty manifest, the first page; then the store fails
-        ("dynamodb", "dynamodb:TransactWriteItems", 4),  # the empty manifest, the first page (two transactions); then it fails
+        ("save 2", 0),  # the first page's records: nothing is stopped
+        ("save 3", 0),  # the first page's `terminating` mark: recorded, nothing stopped
+        ("save 6", 100),  # the second page's `terminating` mark: only the first page was stopped
+        ("after terminate", 100),  # every write from the first TerminateJob on: the first page's end never written
     ],
 )
 def test_store_failing_mid_drain_stops_terminating(
-    seed: Seeder, run, aws: SimulatedAWS, kind: str, write: str, first_failing: int, monkeypatch: pytest.MonkeyPatch
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, failing: str, stopped: int
 ) -> None:
     monkeypatch.setattr("jobguard.commands.drain.RECORD_PAGE", 100)
-    if kind == "s3":
-        seed.client("s3").create_bucket(Bucket="jobguard-manifests")
-        store = "s3://jobguard-manifests/deploys"
-    else:
-        create_table(seed, "jobguard-manifests")
-        store = "dynamodb://jobguard-manifests"
+    jobs = _independent(seed, 150)
+    saves = [0]
+    with monkeypatch.context() as patched:
+        if failing == "after terminate" and not store.startswith("file://"):  # the service itself answers 500 to every write
+            writes = ("s3:PutObject",) if store.startswith("s3://") else ("dynamodb:TransactWriteItems", "dynamodb:PutItem")
+            aws.fault = lambda action, n: (500, "InternalError") if action in writes and aws.calls["batch:TerminateJob"] else None
+        else:
+            for kind in (FileStore, S3Store, DynamoDBStore):
+                patched.setattr(kind, "save", _failing_save(kind.save, saves, failing, aws))
+        result = _drain(run, store)
+        aws.fault = None
+    assert result.code == 4 and "error: cannot write" in result.err, result.err
+    assert len(_check_stopped_only_when_marked(aws, jobs, records(store, seed, "d1"))) == stopped
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0  # the rerun finishes the drain
+    _check_stopped_only_when_marked(aws, jobs, records(store, seed, "d1"))
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    _assert_exactly_once(aws, jobs, runs=3)
+
+
+def _failing_save(save: Any, saves: list[int], failing: str, aws: SimulatedAWS) -> Any:
+    """A store's manifest save that fails (the store is down) at the chosen moment of the drain."""
+
+    def failing_save(self: Any, *args: Any) -> str:
+        saves[0] += 1
+        down = aws.calls["batch:TerminateJob"] > 0 if failing == "after terminate" else saves[0] >= int(failing.split()[1])
+        if down:
+            raise StoreError(f"cannot write {self.uri(args[0])}: injected outage")
+        return str(save(self, *args))
+
+    return failing_save
+
+
+# -- kill -9 after every call, then what a workflow does next ---------------------------------
+
+# After a killed drain the workflow skips apply and runs restore; a person reruns the job; or the
+# next push comes with a new run id and drains the same queue. After a killed restore: a rerun,
+# or the next push. Each kill point gets one follow-up, rotated; the rotation starts elsewhere on
+# each store, so over the three stores each kind of kill point meets every follow-up.
+#
+# Kill points: on the file store, after every AWS call (its own writes are not AWS calls, so the
+# calls between them are what tells one instant from another). On S3 and DynamoDB every write is
+# an AWS call, and a kill between two reads leaves the same state as a kill after the second: the
+# sweep kills after the first call and after every call that changes something, which reaches
+# every state a kill can leave at a fraction of the cost.
+FOLLOW_UPS = {"drain": ("restore", "rerun", "next-push"), "restore": ("rerun", "next-push")}
+STORE_OFFSET = {"file": 0, "s3": 1, "dynamodb": 2}
+CHANGING = frozenset(
+    {
+        "batch:SubmitJob",
+        "batch:TerminateJob",
+        "batch:CancelJob",
+        "batch:UpdateJobQueue",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:TransactWriteItems",
+    }
+)
+SWEEP = "lock-ttl: 1\nlease-ttl: 1\nstop-timeout: 10\n"  # a killed deploy's lease is waited out in about a second
+MIN_KILLS = {"drain": 10, "restore": 5}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", ["drain", "restore"])
+def test_kill_9_after_every_call_then_what_the_workflow_does_next(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch, killed: str
+) -> None:
+    configure(workdir, SWEEP)
+    monkeypatch.setattr("jobguard.adapters.lease._WAIT_STEP", 0.1)  # look at a lease about to expire often (the runs after a kill)
     seed.queue("work")
     seed.definition("proc")
-    jobs = [seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc") for i in range(150)]
-    aws.fault = lambda action, n: (500, "InternalError") if action == write and n >= first_failing else None
-    result = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
-    assert result.code == 1 and "cannot write manifest" in result.err
-    terminated = {j for j in jobs if aws.batch.jobs[j].terminated}
-    recorded = {r["job_id"] for r in load_manifest(store, seed, "d1")["jobs"]}
-    assert terminated and terminated <= recorded  # no job terminated without a record
-    assert len(terminated) == 100  # the second page was never terminated
-    aws.fault = None
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    assert run("restore", "--store", store).code == 0
-    _assert_exactly_once(aws, jobs)
-
-
-def _kill_after(aws: SimulatedAWS, k: int) -> list[int]:
-    """Arrange for the next started process to be killed after the k-th AWS call it makes."""
-    pid: list[int] = []
-    seen: list[int] = [0]
-
-    def after(action: str, n: int) -> None:
-        if not pid:
-            return
-        seen[0] += 1
-        if seen[0] == k:
-            os.kill(pid[0], signal.SIGKILL)
-
-    aws.after = after
-    return pid
-
-
-@pytest.mark.parametrize("command", ["drain", "restore"])
-def test_kill_9_after_every_call_then_rerun(seed: Seeder, store: str, run, aws: SimulatedAWS, command: str, workdir: Path) -> None:
-    jobs = 5
-    _world(seed, jobs=jobs)
-    with open(workdir / ".jobguard.yml", "a") as config:
-        config.write("max-resubmits: 1000\n")  # each round resubmits the previous round's replacements
-    killed = 0
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # as in a workflow: the deploy id is the run id, restore is not named
+    kind = store.split(":")[0]
+    started, totals = time.monotonic(), {"kills": 0, "runs": 0, "jobs": 0, "lost": 0, "doubled": 0}
     k = 1
     while True:
-        deploy = f"d{k}"
-        if command == "restore":
-            assert run("drain", "--store", store, "--queue", "work", "--deploy-id", deploy).code == 0
-        pid = _kill_after(aws, k)
-        process = (
-            run_process(command, "--store", store, "--queue", "work", "--deploy-id", deploy)
-            if command == "drain"
-            else run_process(command, "--store", store, "--deploy-id", deploy)
-        )
-        pid.append(process.pid)
-        _, err = process.communicate(timeout=60)
-        aws.after = None
-        if process.returncode != -signal.SIGKILL:
-            assert process.returncode == 0, err
+        where = _round_store(store, k, seed)
+        run_id = f"r{k}"
+        jobs = _sweep_world(seed, k)
+        if killed == "restore":
+            monkeypatch.setenv("GITHUB_RUN_ID", run_id)
+            assert run("drain", "--store", where, "--queue", "work").code == 0
+        process = _killed_after(aws, k, every_call=kind == "file", command=killed, where=where, run_id=run_id)
+        if process.returncode != -signal.SIGKILL:  # it made fewer calls than that: the sweep is over
+            assert process.returncode == 0, process.stderr.read()
+            _finish_round(aws)
             break
-        killed += 1
-        # whatever instant it died at: every active job is untouched or recorded ...
-        manifest = _manifest_or_empty(store, seed, deploy)
-        recorded = {r["job_id"] for r in manifest["jobs"]}
-        active = [j for j in _active_originals(aws) if aws.batch.jobs[j].terminated]
-        assert set(active) <= recorded
-        # ... and after a rerun and a restore, each is replaced exactly once
-        if command == "drain":
-            assert run("drain", "--store", store, "--queue", "work", "--deploy-id", deploy).code == 0
-        assert run("restore", "--store", store, "--deploy-id", deploy).code == 0
-        current = _active_originals(aws)
-        _assert_exactly_once(aws, [j for j in current if aws.batch.jobs[j].terminated], runs=3 if command == "drain" else 2, kills=1)
-        # the replacements are the work of the next round
-        for job in list(aws.batch.jobs.values()):
-            if job.terminated:
-                job.request.setdefault("tags", {})["jobguard:original-job-id"] = "done"
-                job.terminated = False
+        if killed == "drain":  # whatever instant it died at, nothing was stopped unrecorded or unmarked
+            _check_stopped_only_when_marked(aws, jobs, _records_or_none(where, seed, run_id) or {})
+        follow_up = FOLLOW_UPS[killed][(k + STORE_OFFSET[kind]) % len(FOLLOW_UPS[killed])]
+        runs = 1 + (killed == "restore") + _follow_up(killed, follow_up, run, seed, monkeypatch, where, run_id, jobs)
+        lost, doubled = _count(aws, jobs)
+        record_faults(runs=runs, faults=1, jobs=len(jobs), lost=len(lost), doubled=len(doubled))
+        assert (lost, doubled) == ([], []), f"kill at point {k}, then {follow_up}: {_story(aws, where, seed, run_id, jobs)}"
+        for key, value in (("kills", 1), ("runs", runs), ("jobs", len(jobs))):
+            totals[key] += value
+        _finish_round(aws)
         k += 1
-    # at least once per job plus the lookups before the first TerminateJob / SubmitJob
-    assert killed > jobs, f"the sweep killed the process only {killed} times"
+    print(f"\nkill sweep of {killed} on {kind}: {totals} in {time.monotonic() - started:.0f} s")
+    assert totals["kills"] >= MIN_KILLS[killed], f"the sweep killed the process only {totals['kills']} times"
 
 
-def _active_originals(aws: SimulatedAWS) -> list[str]:
-    return [
-        j.job_id
-        for j in aws.batch.jobs.values()
-        if j.index is None and (j.request.get("tags") or {}).get("jobguard:original-job-id") != "done"
-    ]
+def _round_store(store: str, k: int, seed: Seeder) -> str:
+    """A store of the round's own (rounds do not see each other's deploys or leases)."""
+    if store.startswith("dynamodb://"):
+        create_table(seed, f"{TABLE}-{k}")
+        return f"dynamodb://{TABLE}-{k}"
+    return f"{store}-{k}"
 
 
-def _manifest_or_empty(store: str, seed: Seeder, deploy: str) -> dict:
+def _sweep_world(seed: Seeder, k: int) -> list[str]:
+    """A running job, one PENDING on it, one RUNNABLE (earlier rounds' jobs have all finished)."""
+    first = seed.job(jobName=f"k{k}-run", jobQueue="work", jobDefinition="proc")
+    pending = seed.job(status="PENDING", jobName=f"k{k}-dep", jobQueue="work", jobDefinition="proc", dependsOn=[{"jobId": first}])
+    queued = seed.job(status="RUNNABLE", jobName=f"k{k}-queued", jobQueue="work", jobDefinition="proc")
+    return [first, pending, queued]
+
+
+def _killed_after(aws: SimulatedAWS, k: int, every_call: bool, command: str, where: str, run_id: str) -> Any:
+    """Run `command` as a workflow step would, and kill -9 it right after its k-th kill point (see above)."""
+    pid: list[int] = []
+    calls, points = [0], [0]
+    lock = threading.Lock()
+
+    def after(action: str, count: int) -> None:
+        with lock:
+            if not pid:
+                return
+            calls[0] += 1
+            if not (every_call or calls[0] == 1 or action in CHANGING):
+                return
+            points[0] += 1
+            hit = points[0] == k
+        if hit:
+            with suppress(ProcessLookupError):
+                os.kill(pid[0], signal.SIGKILL)
+
+    aws.after = after
+    args = ["--queue", "work"] if command == "drain" else []
+    process = run_process(command, "--store", where, *args, env={"GITHUB_RUN_ID": run_id})
+    with lock:
+        pid.append(process.pid)
+    process.wait(timeout=120)
+    aws.after = None
+    return process
+
+
+def _follow_up(
+    killed: str, follow_up: str, run: Any, seed: Seeder, monkeypatch: pytest.MonkeyPatch, where: str, run_id: str, jobs: list[str]
+) -> int:
+    """What the workflow does after the kill, to the end; how many jobguard runs that took."""
+    if follow_up == "next-push":  # a new run id, new work on the same queue
+        jobs.append(seed.job(jobName=f"{run_id}-new", jobQueue="work", jobDefinition="proc"))
+        run_id = f"{run_id}-next"
+        steps = ["drain", "restore"]
+    elif follow_up == "rerun":
+        steps = ["drain", "restore"] if killed == "drain" else ["restore"]
+    else:
+        steps = ["restore"]
+    monkeypatch.setenv("GITHUB_RUN_ID", run_id)
+    for step in steps:
+        args = ["--queue", "work"] if step == "drain" else []
+        result = run(step, "--store", where, *args)
+        assert result.code == 0, f"{follow_up}: {step}: {result.err}"
+    return len(steps)
+
+
+def _records_or_none(where: str, seed: Seeder, run_id: str) -> dict[str, dict[str, Any]] | None:
     try:
-        return load_manifest(store, seed, deploy)
-    except Exception:
-        return {"jobs": []}
+        return records(where, seed, run_id)
+    except Exception:  # no manifest yet: killed before its first save
+        return {}
+
+
+def _count(aws: SimulatedAWS, jobs: list[str]) -> tuple[list[str], list[str]]:
+    """(lost, doubled) among the round's jobs and their replacements.
+
+    Lost: ended by jobguard (stopped, or failed with a stopped dependency) with no replacement.
+    Doubled: more than one replacement, a replacement of a job that finished, or one that ran
+    beside its original.
+    """
+    found = replacements_of(aws)
+    lineage = list(jobs)
+    for job in lineage:  # a replacement drained by the next push is itself owed a replacement
+        lineage += [r for r in found.get(job, []) if r not in lineage]
+    lost, doubled = [], []
+    with aws.batch.lock:
+        aws.batch.tick()
+        statuses = {j: aws.batch.jobs[j].status for j in lineage}
+    for job in lineage:
+        count = len(found.get(job, []))
+        if statuses[job] == "FAILED" and count == 0:
+            lost.append(job)
+        if count > 1 or (count and statuses[job] == "SUCCEEDED"):
+            doubled.append(job)
+    doubled += [j for j in overlapping(aws) if j in lineage]
+    return lost, doubled
+
+
+def _story(aws: SimulatedAWS, where: str, seed: Seeder, run_id: str, jobs: list[str]) -> str:
+    """What became of the round's jobs, for a failure message."""
+    found = replacements_of(aws)
+    lines = []
+    for deploy in (run_id, f"{run_id}-next"):
+        for job_id, record in (_records_or_none(where, seed, deploy) or {}).items():
+            lines.append(f"{deploy}: {record['job_name']} {job_id[:8]} {record['outcome']}/{record['stage']} {record.get('error') or ''}")
+    for job in jobs + [r for j in jobs for r in found.get(j, [])]:
+        state = aws.batch.jobs[job]
+        lines.append(
+            f"batch: {state.name} {job[:8]} {state.status} kind={state.stop_kind} replaced by {[r[:8] for r in found.get(job, [])]}"
+        )
+    return "\n".join(lines)
+
+
+def _finish_round(aws: SimulatedAWS) -> None:
+    """Every job still active finishes: the next round's drain meets only its own jobs."""
+    for job in list(aws.batch.active_jobs()):
+        aws.batch.finish(job.job_id)

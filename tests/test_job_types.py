@@ -252,7 +252,7 @@ def test_a_value_that_equalled_the_old_revisions_is_named_in_the_line_and_the_su
     line = next(line for line in restored.out.splitlines() if f"[{original}]" in line)
     assert note in line
     row = next(row for row in summary.read_text().splitlines() if "align-s1" in row)
-    assert note in row and "rnaseq:1 -&gt; rnaseq:2" in row
+    assert note in row and "rnaseq:1 → rnaseq:2" in row
     environment_now = environment(detail_of(aws, replacement_of(aws, original))["container"], "environment")
     assert environment_now["MODEL"] == "grch38-v2" and environment_now["SAMPLE"] == "s1"
 

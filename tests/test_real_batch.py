@@ -30,7 +30,7 @@ def _world(seed: Seeder, queue: str = "work") -> None:
 
 
 def _job(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work", after: str | None = None) -> str:
-    depends = {"dependsOn": [{"jobId": after}]} if after else {}
+    depends: dict[str, Any] = {"dependsOn": [{"jobId": after}]} if after else {}
     return seed.job(status=status, jobName=name, jobQueue=queue, jobDefinition="proc", **depends)
 
 
@@ -118,6 +118,31 @@ def test_restore_right_after_a_drain_killed_after_terminate(seed: Seeder, store:
     _exactly_once(aws, [first, second, third, dependent])
 
 
+@pytest.mark.parametrize("next_run", ["rerun", "next push"])
+def test_jobs_marked_but_never_sent_terminate_are_stopped_by_the_next_drain(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, next_run: str
+) -> None:
+    configure(workdir, "workers: 1\nlease-ttl: 2")  # the killed deploy's lease is waited out in 2 s
+    _world(seed)
+    jobs = [_job(seed, f"j{i}") for i in range(3)]
+    pid: list[int] = []
+    _kill_on_second_terminate(aws, pid)
+    process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    pid.append(process.pid)
+    process.communicate(timeout=120)
+    aws.fault = None
+    assert process.returncode == -signal.SIGKILL
+    assert sum(aws.batch.stopping(j) for j in jobs) == 1  # two are marked `terminating` but still run, never asked to stop
+    deploy = "d1" if next_run == "rerun" else "d2"
+    drained = _drain(run, store, deploy=deploy)  # sends TerminateJob (again), waits for every one, records how it ended
+    assert drained.code == 0, drained.err
+    assert all(aws.batch.jobs[j].terminated for j in jobs)
+    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"terminated"}  # d1's records, adopted by d2
+    restored = _restore(run, store, deploy=deploy)
+    assert restored.code == 0, restored.err
+    _exactly_once(aws, jobs)
+
+
 def _fail_store_after_terminate(store: str, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every manifest write fails once a TerminateJob has been sent (an outage mid-drain)."""
     if store.startswith("file://"):
@@ -125,7 +150,7 @@ def _fail_store_after_terminate(store: str, aws: SimulatedAWS, monkeypatch: pyte
 
         def failing(self: FileStore, *args: Any) -> str:
             if aws.calls["batch:TerminateJob"]:
-                raise StoreError("cannot write manifest: injected outage")
+                raise StoreError(f"cannot write {self.uri(args[0])}: injected outage")
             return save(self, *args)
 
         monkeypatch.setattr(FileStore, "save", failing)
@@ -146,7 +171,7 @@ def test_restore_right_after_a_drain_whose_store_failed_after_terminate(
         _fail_store_after_terminate(store, aws, patched)
         drained = _drain(run, store)
         aws.fault = None
-    assert drained.code == 4 and "cannot write manifest" in drained.err, drained.err
+    assert drained.code == 4 and "error: cannot write" in drained.err, drained.err
     assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"terminating"}
     assert any(aws.batch.stopping(j) for j in jobs[:3])  # the outage outlived the drain; the originals still run
     restored = _restore(run, store)
@@ -195,6 +220,28 @@ def test_a_dependent_on_a_queue_jobguard_may_not_touch_stops_the_drain(seed: See
     assert f"job {outsider} on queue elsewhere depends on job {upstream}" in drained.err
     assert aws.calls["batch:TerminateJob"] == 0
     assert aws.batch.jobs[upstream].status == "RUNNING" and aws.batch.jobs[outsider].status == "PENDING"
+
+
+def test_a_replacement_drained_by_the_next_deploy_is_followed_by_its_dependents(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    _world(seed)
+    upstream = _job(seed, "upstream")
+    downstream = _job(seed, "downstream", "PENDING", after=upstream)
+    assert _drain(run, store).code == 0
+    # d1's restore brings `upstream` back; SubmitJob refuses `downstream` (it stays owed by d1).
+    aws.fault = lambda action, n: (400, "ClientException") if action == "batch:SubmitJob" and n == 4 else None
+    assert _restore(run, store).code == 1
+    aws.fault = None
+    (first,) = replacements_of(aws)[upstream]
+    aws.batch.advance_clock(1)  # past ListJobs' lag: the next push lists the replacement
+    drained = _drain(run, store, deploy="d2")  # the next push drains the replacement, and adopts d1's queue
+    assert drained.code == 0, drained.err
+    assert set(records(store, seed, "d2")) == {first}
+    restored = _restore(run, store, deploy="d2")  # restores d1 (adopted) and d2: d1's job needs d2's first
+    assert restored.code == 0, restored.err
+    replaced = _exactly_once(aws, [upstream, first, downstream])
+    assert replaced[upstream] == first
+    assert _depends_on(aws, replaced[downstream]) == [replaced[first]]  # never the stopped replacement
+    assert aws.batch.jobs[replaced[downstream]].status == "PENDING"
 
 
 # -- forgotten jobs ----------------------------------------------------------------------------
@@ -318,9 +365,7 @@ def test_the_dependent_of_a_job_kept_running_depends_on_the_running_original(
 # -- the bound on waiting for a stop -------------------------------------------------------------
 
 
-def test_stop_timeout_bounds_the_wait_and_restore_waits_for_the_original(
-    seed: Seeder, store: str, run, aws: SimulatedAWS
-) -> None:
+def test_stop_timeout_bounds_the_wait_and_restore_waits_for_the_original(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     _world(seed)
     slow, quick = _job(seed, "slow"), _job(seed, "quick")
     aws.batch.jobs[slow].stop_seconds = 60.0  # an EKS pod with a long grace period

@@ -455,6 +455,7 @@ def test_example_outputs_are_the_actions_inputs(lifecycles: dict[str, tf.Lifecyc
     if example == "s3":
         assert outputs["store"] == f"s3://jobguard-manifests-{ACCOUNT}/manifests"
         assert outputs["queues"] == "science-queue"
+        assert outputs["event_bus"] == f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/deploys"
     else:
         assert outputs["store"] == "dynamodb://jobguard-manifests"
         assert outputs["queues"] == "etl-queue"
@@ -510,10 +511,9 @@ def representative_calls(example: str, lifecycle: tf.Lifecycle) -> list[Call]:
         Call("batch:DescribeJobDefinitions", "*"),
         Call("batch:UpdateJobQueue", queue),  # freeze and thaw
         Call("batch:TerminateJob", f"{arn}:job/0f6c3a57-0c5d-4d1e-9a55-2f0e3c1b7a11"),
-        # SubmitJob is authorised on the queue and on the job definition, by name:revision or name.
+        # SubmitJob is authorised on the queue and on the job definition; jobguard always names the revision.
         Call("batch:SubmitJob", queue),
         Call("batch:SubmitJob", f"{arn}:job-definition/{definition}:3"),
-        Call("batch:SubmitJob", f"{arn}:job-definition/{definition}"),
         Call(
             "batch:TagResource",
             f"{arn}:job/5b1d7a0e-3c2f-4e8a-b6d4-7c9e1f2a3b44",
@@ -532,10 +532,11 @@ def representative_calls(example: str, lifecycle: tf.Lifecycle) -> list[Call]:
         calls += [Call("s3:DeleteObject", o) for o in objects[1:]]
         calls += [Call("s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": p}) for p in (f"{prefix}/", f"{prefix}/open/")]
         calls += [Call("events:PutEvents", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/deploys")]
+        calls += [Call("sns:Publish", f"arn:aws:sns:{REGION}:{ACCOUNT}:deploys")]
     else:
         table = _state(lifecycle, "module.jobguard.aws_dynamodb_table.manifests")["arn"]
         store_key = _state(lifecycle, "aws_kms_key.store")["arn"]
-        for action in ("GetItem", "PutItem", "DeleteItem", "Query", "ConditionCheckItem", "UpdateItem"):
+        for action in ("GetItem", "PutItem", "DeleteItem", "Query"):
             calls.append(Call(f"dynamodb:{action}", table))
         # DynamoDB uses the table's customer managed key on jobguard's behalf.
         via = {"kms:ViaService": f"dynamodb.{REGION}.amazonaws.com"}
@@ -550,6 +551,7 @@ def denied_calls(example: str, lifecycle: tf.Lifecycle) -> list[Call]:
     calls = [
         Call("batch:SubmitJob", f"{arn}:job-queue/someone-elses-queue"),
         Call("batch:SubmitJob", f"{arn}:job-definition/someone-elses-definition:1"),
+        Call("batch:SubmitJob", f"{arn}:job-definition/{'rnaseq' if example == 's3' else 'nightly-load'}"),  # the bare name: never sent
         Call("batch:UpdateJobQueue", f"{arn}:job-queue/someone-elses-queue"),
         Call("batch:TerminateJob", f"arn:aws:batch:eu-west-1:{ACCOUNT}:job/0f6c3a57"),
         Call("batch:DescribeComputeEnvironments", "*"),

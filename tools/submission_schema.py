@@ -30,6 +30,10 @@ DOCUMENTED_LIMITS: dict[str, dict[str, Any]] = {
     "tags": {"maxProperties": 50},
 }
 ARRAY_SIZE = {"minimum": 2, "maximum": 10000}
+# Members botocore leaves optional that a request jobguard replays must have: an environment
+# variable without a name cannot be set (or matched to the definition's), a dependency without a
+# job id depends on nothing.
+REQUIRED: dict[str, list[str]] = {"KeyValuePair": ["name"], "JobDependency": ["jobId"]}
 
 
 def generate() -> dict[str, Any]:
@@ -41,6 +45,8 @@ def generate() -> dict[str, Any]:
     for name, limits in DOCUMENTED_LIMITS.items():
         root["properties"][name].update(limits)
     definitions["ArrayProperties"]["properties"]["size"].update(ARRAY_SIZE)
+    for name, members in REQUIRED.items():
+        definitions[name]["required"] = sorted({*definitions[name].get("required", []), *members})
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://github.com/org/jobguard/submission.schema.json",

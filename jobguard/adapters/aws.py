@@ -6,6 +6,7 @@ never see botocore's exceptions.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -13,6 +14,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -32,8 +34,11 @@ Notice = Callable[[str], None]
 _BOTO_CONFIG = Config(
     retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30, user_agent_extra=f"jobguard/{__version__}"
 )
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")  # as the manifest schema has it
 # Lines about backing off are at most one per action this often: a throttled run is visibly waiting, not flooding the log.
 _NOTICE_EVERY = 5.0
+# The calls that change what runs: `Aws.guard` is asked right before each leaves this process.
+MUTATIONS = ("batch.SubmitJob", "batch.TerminateJob", "batch.CancelJob", "batch.UpdateJobQueue")
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,18 @@ class Aws:
             raise CredentialsError(
                 "no AWS region configured", hint="set AWS_REGION (or AWS_DEFAULT_REGION), or a region in your AWS profile"
             )
+        if not REGION.fullmatch(self.region):  # it goes into every signature, ARN and manifest
+            raise CredentialsError(
+                f"AWS region {self.region!r} is not a region name", hint="check AWS_REGION, AWS_DEFAULT_REGION and your AWS profile"
+            )
         self.pacer = Pacer(settings.rate, settings.burst)
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._noticed: dict[str, float] = {}
         self._clock_offsets: dict[str, float] = {}
+        # Raises when this run may no longer act (it lost its lease). Asked as late as it can be, once the
+        # request is signed and about to be sent: a process paused before that point stops on resuming.
+        self.guard: Callable[[], None] | None = None
 
     def client(self, service: str) -> Any:
         """A boto3 client for `service`, configured like every other jobguard client (cached)."""
@@ -74,8 +86,12 @@ class Aws:
                 pool = Config(max_pool_connections=max(10, self.settings.workers * 2))
                 try:
                     self._clients[service] = self.session.client(service, config=_BOTO_CONFIG.merge(pool))
-                except BotoCoreError as exc:
+                    urlsplit(self._clients[service].meta.endpoint_url).port  # noqa: B018 -- a port out of range raises here, not mid-call
+                except (BotoCoreError, ValueError) as exc:  # ValueError: a malformed AWS_ENDPOINT_URL
                     raise CredentialsError(f"cannot set up an AWS {service} client: {exc}") from None
+                for mutation in MUTATIONS:
+                    if mutation.startswith(f"{service}."):
+                        self._clients[service].meta.events.register(f"before-send.{mutation}", self._guard)
             return self._clients[service]
 
     def call(
@@ -109,6 +125,9 @@ class Aws:
         client = self.client(service)
         try:
             answer = dict(getattr(client, action)(**request))
+        except ClientError as exc:  # an error answer has a Date too (S3's first look at a lease is often a 404)
+            self._note_clock(service, dict(exc.response))
+            raise
         except (NoCredentialsError, NoRegionError):
             raise CredentialsError(
                 "no AWS credentials found", hint="configure credentials as for the AWS CLI: environment, profile, or an assumed role"
@@ -119,6 +138,10 @@ class Aws:
     def parallel(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """`function` over `items` with up to `workers` calls in flight; results in order."""
         return in_parallel(function, items, self.settings.workers)
+
+    def _guard(self, **_: Any) -> None:
+        if self.guard is not None:
+            self.guard()
 
     def server_time(self, service: str) -> float:
         """AWS's own clock for `service` (seconds since the epoch), from the Date of its last answer.

@@ -1,7 +1,8 @@
 """Deploy leases: which deploy owns a queue, from its drain through its apply to its restore, and
 which jobguard process is acting on the queue now. Every lock jobguard takes is one of these.
 
-A lease is a small document `leases/QUEUE` in the store:
+A lease is a small document `leases/ACCOUNT.REGION.QUEUE` in the store (a queue's name is only
+unique within its account and region, and one store may serve several):
 - `deploy_id` owns the queue until its restore releases it, or until `lease_ttl` passes with no
   jobguard run of that deploy renewing it (a deploy that died, the longest apply expected);
 - `holder_id` is the process acting on the queue now (None between drain and restore); it renews
@@ -91,6 +92,7 @@ class Leases:
     deploy_id: str
     settings: LeaseSettings
     notice: Notice
+    scope: str = ""  # lease_scope(account, region): leases of same-named queues elsewhere are others'
     me: str = field(default_factory=lambda: uuid.uuid4().hex)
     held: dict[str, _Held] = field(default_factory=dict)
     adopted: dict[str, str] = field(default_factory=dict)  # queue -> deploy whose expired lease this run took over
@@ -121,7 +123,7 @@ class Leases:
         seen: tuple[str, float] | None = None  # (version, when this process first saw it)
         said = -1e9
         while True:
-            current = self.store.read(_key(queue))
+            current = self.store.read(_key(queue, self.scope))
             record = LeaseRecord.parse(current.value) if current else None
             if current is not None:
                 seen = seen if seen and seen[0] == current.version else (current.version, time.monotonic())
@@ -153,7 +155,7 @@ class Leases:
     def _write(self, queue: str, current: Versioned | None, previous: LeaseRecord | None) -> bool:
         record = self._record(queue)
         try:
-            version = self.store.write(_key(queue), record.to_bytes(), current.version if current else None)
+            version = self.store.write(_key(queue, self.scope), record.to_bytes(), current.version if current else None)
         except ConflictError:
             return False
         with self._lock:
@@ -203,9 +205,9 @@ class Leases:
                 return
             record = replace(held.record, renewed_at=self.store.clock())
             try:
-                version = self.store.write(_key(queue), record.to_bytes(), held.version)
+                version = self.store.write(_key(queue, self.scope), record.to_bytes(), held.version)
             except ConflictError:
-                current = self.store.read(_key(queue))
+                current = self.store.read(_key(queue, self.scope))
                 other = LeaseRecord.parse(current.value) if current else None
                 who = _holder_line(other) if other else "nobody (it was deleted)"
                 self.lost = f"queue {queue}: lost the deploy lease; it is now held by {who}"
@@ -228,11 +230,10 @@ class Leases:
             for queue, held in sorted(self.held.items()):
                 try:
                     if keep_for_deploy:
-                        self.store.write(
-                            _key(queue), replace(held.record, holder_id=None, renewed_at=self.store.clock()).to_bytes(), held.version
-                        )
+                        between = replace(held.record, holder_id=None, renewed_at=self.store.clock())
+                        self.store.write(_key(queue, self.scope), between.to_bytes(), held.version)
                     else:
-                        self.store.delete(_key(queue), held.version)
+                        self.store.delete(_key(queue, self.scope), held.version)
                 except JobguardError as exc:
                     self.notice(f"queue {queue}: could not release the deploy lease ({exc}); it expires by itself")
             self.held.clear()
@@ -244,9 +245,14 @@ class Leases:
         self._stop.set()
 
 
-def read_lease(store: Store, queue: str) -> LeaseRecord | None:
+def lease_scope(account: str, region: str) -> str:
+    """The part of a lease's key that tells this account's and region's queues from same-named ones elsewhere."""
+    return f"{account}.{region}." if account and region else ""
+
+
+def read_lease(store: Store, queue: str, scope: str = "") -> LeaseRecord | None:
     """The current lease of a queue, if any (for status and for choosing what a restore may take)."""
-    current = store.read(_key(queue))
+    current = store.read(_key(queue, scope))
     return LeaseRecord.parse(current.value) if current else None
 
 
@@ -270,8 +276,8 @@ def describe_holder() -> str:
     return f"{user}@{socket.gethostname()} (pid {os.getpid()})"
 
 
-def _key(queue: str) -> str:
-    return f"leases/{queue}"
+def _key(queue: str, scope: str = "") -> str:
+    return f"leases/{scope}{queue}"
 
 
 def _holder_line(record: LeaseRecord) -> str:

@@ -118,9 +118,18 @@ def _read_or_create(path: Path, create: bool) -> bytes:
             raise UsageError(f"{path}: no such signing key", hint="manifests written with another key cannot be verified here")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = secrets.token_bytes(KEY_BYTES)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as stream:
             stream.write(base64.b64encode(secret) + b"\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        try:
+            os.link(temp, path)  # atomic, and never replaces a key another process made at the same moment
+        except FileExistsError:
+            return _read_or_create(path, create=False)
+        finally:
+            os.unlink(temp)
         return secret
     except ValueError:
         raise UsageError(f"{path}: not a jobguard signing key (base64 expected)") from None

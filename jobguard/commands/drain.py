@@ -17,15 +17,18 @@ finish. Policies keep jobs running (wait) or keep them from coming back (abandon
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..adapters.aws import chunks
 from ..adapters.batch import LIFECYCLE, JobState, Queue
-from ..adapters.lease import Leases
+from ..adapters.lease import Leases, lease_scope
 from ..domain import submission
 from ..domain.manifest import (
     DRAIN,
@@ -40,7 +43,7 @@ from ..domain.manifest import (
     Manifest,
     now,
 )
-from ..domain.plan import read_plan, risks
+from ..domain.plan import MAX_PLAN_BYTES, read_plan, risks
 from ..domain.policies import ABANDON, WAIT, action_for
 from ..domain.tags import mark_of
 from ..errors import JobCallError, UsageError
@@ -54,10 +57,11 @@ MAX_PASSES = 10
 
 @dataclass(frozen=True)
 class Target:
-    """A queue to drain and why it is at risk."""
+    """A queue to drain, why it is at risk, and the name it will have after the deploy when it is renamed."""
 
     queue: Queue
     reason: str
+    successor: str | None = None
 
 
 @dataclass
@@ -90,11 +94,9 @@ def choose_queues(ctx: Context) -> tuple[list[Target], list[str]]:
 def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list[str]]:
     assert ctx.options.plan is not None
     path = Path(ctx.options.plan)
-    try:
-        body = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the plan ({exc.strerror})") from None
+    body = _read_plan_file(path)
     reasons: dict[str, str] = {}
+    successors: dict[str, str] = {}
     facts: list[str] = []
     every: list[Queue] | None = None
     for risk in risks(read_plan(body, str(path)), ctx.options.triggers):
@@ -110,12 +112,31 @@ def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list
         for name in names:
             if name in queues:
                 reasons.setdefault(name, risk.reason)
+                if risk.successor and risk.queue == name:
+                    successors[name] = risk.successor
             else:
                 facts.append(f"queue {name}: at risk ({risk.reason}) but not one of the configured queues: left alone")
     for name in queues:
         if name not in reasons:
             facts.append(f"queue {name}: not at risk: the plan deletes, replaces or rebuilds nothing it runs on")
-    return [Target(queues[n], r) for n, r in reasons.items()], facts
+    return [Target(queues[n], r, successors.get(n)) for n, r in reasons.items()], facts
+
+
+def _read_plan_file(path: Path) -> bytes:
+    """The plan's bytes; only a regular file is read (a FIFO would block, /dev/zero never ends)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the plan ({exc.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{path}: not a regular file: write the plan with `terraform show -json PLANFILE > plan.json`")
+        with os.fdopen(os.dup(fd), "rb") as stream:
+            return stream.read(MAX_PLAN_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the plan ({exc.strerror})") from None
+    finally:
+        os.close(fd)
 
 
 def _uses(queue: Queue, environment: str) -> bool:
@@ -134,16 +155,30 @@ def drain(ctx: Context, deploy_id: str) -> Drained:
             ctx.report.line(f"queue {target.queue.name}: at risk: {target.reason}")
     if ctx.options.dry_run:
         return _dry_run(ctx, deploy_id, targets, facts)
-    leases = Leases(ctx.store, deploy_id, ctx.options.lease, ctx.report.notice)
+    _check_stored(ctx, deploy_id)
+    leases = Leases(ctx.store, deploy_id, ctx.options.lease, ctx.report.notice, lease_scope(ctx.account, ctx.region))
     try:
         leases.acquire(t.queue.name for t in targets)
-        ctx.manifests.fence = leases.check
+        ctx.manifests.fence = ctx.aws.guard = leases.check
         run = _Drain(ctx, leases, deploy_id, facts)
         run.go(targets)
         return run.result()
     finally:
         leases.release(keep_for_deploy=True)
         ctx.manifests.fence = lambda: None
+        ctx.aws.guard = None
+
+
+def _check_stored(ctx: Context, deploy_id: str) -> None:
+    """Check every manifest the drain reads before a lease is taken: a damaged one stops it with nothing changed.
+
+    They are read again under the leases (another run may change them meanwhile).
+    """
+    ctx.manifests.load(deploy_id)
+    for other in ctx.manifests.open_ids():
+        if other != deploy_id:
+            with suppress(ForeignManifestError):
+                ctx.manifests.load(other)
 
 
 def _dry_run(ctx: Context, deploy_id: str, targets: list[Target], facts: list[str]) -> Drained:
@@ -176,13 +211,19 @@ class _Drain:
         self._load_others()
         for target in targets:
             self.manifest.add_queue(target.queue.name)
+            if target.successor:  # the plan renames it: restore submits its jobs to the new name
+                self.manifest.queue_successors[target.queue.name] = target.successor
         self.ctx.manifests.save(self.manifest)
         self._adopt({t.queue.name for t in targets})
         # An earlier run may have died between marking `terminating` and sending TerminateJob: send it
         # again (twice is harmless), or the job would run on while every later run waited for it.
         self._continue_recorded(
             self.manifest,
-            [r for r in self.manifest if r.outcome == TERMINATING or (r.outcome == RECORDED and r.queue in {t.queue.name for t in targets})],
+            [
+                r
+                for r in self.manifest
+                if r.outcome == TERMINATING or (r.outcome == RECORDED and r.queue in {t.queue.name for t in targets})
+            ],
         )
         if self.ctx.options.freeze:
             self._freeze([t.queue for t in targets])
@@ -192,6 +233,14 @@ class _Drain:
             self._grace(targets)
         self._passes(targets, LIFECYCLE, reasons, final=True)
         self._wait_for_stops()
+        # ListJobs lags: a job created just before the passes (a replacement that a restore submitted
+        # right before it released these queues) may be listed only now, after the wait for the stops.
+        if self.stopping:
+            stopped = len(self.stopping)
+            self._passes(targets, LIFECYCLE, reasons, final=True)
+            if len(self.stopping) > stopped:
+                self.stopping = self.stopping[stopped:]  # those still running were reported once already
+                self._wait_for_stops()
 
     def _load_others(self) -> None:
         """Every other open deploy: what it owes is not recorded again (one owner per job)."""

@@ -15,12 +15,12 @@ import json
 import re
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..adapters.signing import Signer
 from ..adapters.stores import Store
-from ..domain.manifest import Manifest, now
-from ..errors import ConflictError, ManifestError, SignatureError
+from ..domain.manifest import JobRecord, Manifest, now
+from ..errors import ConflictError, ManifestError, SignatureError, UnreachableError
 from ..output.report import Reporter
 
 MERGE_ATTEMPTS = 8
@@ -41,6 +41,7 @@ class Manifests:
     report: Reporter
     fence: Callable[[], None] = lambda: None
     versions: dict[str, str | None] = field(default_factory=dict)
+    committed: dict[str, dict[str, JobRecord]] = field(default_factory=dict)  # deploy -> the records as last read or written
     _opened: set[str] = field(default_factory=set)
 
     def new(self, deploy_id: str, origin: dict[str, str]) -> Manifest:
@@ -48,6 +49,7 @@ class Manifests:
         stamp = now()
         manifest = Manifest(deploy_id, self.account, self.region, stamp, stamp, origin=origin)
         self.versions[deploy_id] = None
+        self.committed[deploy_id] = {}
         return manifest
 
     def load(self, deploy_id: str) -> Manifest | None:
@@ -59,6 +61,7 @@ class Manifests:
         manifest = Manifest.from_document(found.value, where)
         self._check(manifest, deploy_id, where)
         self.versions[deploy_id] = found.version
+        self.committed[deploy_id] = dict(manifest.jobs)
         return manifest
 
     def _check(self, manifest: Manifest, deploy_id: str, where: str) -> None:
@@ -94,24 +97,23 @@ class Manifests:
             )
 
     def save(self, manifest: Manifest) -> None:
-        """Write the manifest under the run's leases; a conflicting write is merged record by record."""
+        """Write the manifest under the run's leases; a conflicting write is merged record by record.
+
+        A store that can write only so many records at once (DynamoDB: one transaction) gets the
+        changes in steps, each a whole signed manifest: a save interrupted between two steps leaves
+        the last complete step, never a mix that no longer verifies.
+        """
         for _ in range(MERGE_ATTEMPTS):
             self.fence()
             if manifest.deploy_id not in self._opened and manifest.has_work_left:
                 self._mark_open(manifest.deploy_id)
             manifest.updated_at = now()
-            manifest.signature = None
-            if self.signer is not None:
-                manifest.signature = {"key": self.signer.key, "algorithm": "HMAC_SHA_256", "mac": self.signer.sign(manifest.digest())}
-            version = self.versions.get(manifest.deploy_id)
             try:
-                self.versions[manifest.deploy_id] = self.store.save(
-                    manifest.deploy_id, manifest.to_document(), version, None if version is None else manifest.changed
-                )
+                for step in self._steps(manifest):
+                    self._write(manifest, step)
             except ConflictError:
                 self._merge(manifest)
                 continue
-            manifest.changed.clear()
             manifest.released_queues.clear()
             if not manifest.has_work_left:
                 self._close(manifest.deploy_id)
@@ -119,6 +121,30 @@ class Manifests:
         raise ConflictError(
             f"{self.store.uri(manifest.deploy_id)}: other writers kept changing the manifest; gave up after {MERGE_ATTEMPTS} tries"
         )
+
+    def _steps(self, manifest: Manifest) -> list[set[str]]:
+        """The changed job ids, in as many atomic writes as the store needs (at least one: the header may have changed)."""
+        committed = self.committed.setdefault(manifest.deploy_id, {})
+        changed = [i for i in manifest.jobs if i in manifest.changed or i not in committed]
+        limit = getattr(self.store, "atomic_records", 0)
+        if not limit or len(changed) <= limit:
+            return [set(changed)]
+        return [set(changed[start : start + limit]) for start in range(0, len(changed), limit)]
+
+    def _write(self, manifest: Manifest, step: set[str]) -> None:
+        """One conditional write of a whole, signed manifest: the committed records with `step`'s changes applied."""
+        committed = self.committed[manifest.deploy_id]
+        records = [manifest.jobs[i] if i in step else committed[i] for i in manifest.jobs if i in step or i in committed]
+        view = replace(manifest, jobs={r.job_id: r for r in records}, signature=None, changed=set(step))
+        if self.signer is not None:
+            view.signature = {"key": self.signer.key, "algorithm": "HMAC_SHA_256", "mac": self.signer.sign(view.digest())}
+        version = self.versions.get(manifest.deploy_id)
+        self.fence()
+        only = None if version is None else step
+        self.versions[manifest.deploy_id] = self.store.save(manifest.deploy_id, view.to_document(), version, only)
+        committed.update({i: manifest.jobs[i] for i in step})
+        manifest.changed -= step
+        manifest.signature = view.signature
 
     def _merge(self, manifest: Manifest) -> None:
         """Read back what the other writer saved and put this run's changes on top of it."""
@@ -130,6 +156,7 @@ class Manifests:
             return
         merged = manifest.merged_onto(theirs)
         manifest.jobs, manifest.queues, manifest.frozen_queues = merged.jobs, merged.queues, merged.frozen_queues
+        manifest.queue_successors = merged.queue_successors
         manifest.changed = merged.changed
         manifest.created_at = theirs.created_at
 
@@ -146,12 +173,15 @@ class Manifests:
         self._opened.add(deploy_id)
 
     def _close(self, deploy_id: str) -> None:
-        found = self.store.read(f"open/{deploy_id}")
-        if found is not None:
-            try:
+        try:
+            found = self.store.read(f"open/{deploy_id}")
+            if found is not None:
                 self.store.delete(f"open/{deploy_id}", found.version)
-            except ConflictError:
-                return
+        except ConflictError:
+            return
+        except UnreachableError as exc:  # the manifest is saved: a stale entry only costs the next restore one look
+            self.report.warning(f"{self.store.location()} open/{deploy_id}: index entry not removed ({exc}); the next restore removes it")
+            return
         self._opened.discard(deploy_id)
 
     def forget_index(self, deploy_id: str) -> None:

@@ -28,6 +28,10 @@ class Hold(Exception):
     """The job cannot be submitted now; the message says why (it stays owed and is retried later)."""
 
 
+class Waiting(Hold):
+    """Held until another manifest resubmits the dependency: a restore of both looks again after that one."""
+
+
 @dataclass
 class Planned:
     """A request ready to send, and what to tell about it."""
@@ -50,7 +54,8 @@ class Requests:
 
     def plan(self, manifest: Manifest, record: JobRecord) -> Planned:
         """The request for `record`, or Hold with the reason it cannot be sent now."""
-        queue = self._queue(record.queue)
+        notes: list[str] = []
+        queue = self._queue(record.queue, manifest.queue_successors.get(record.queue), notes)
         name, _, recorded = record.job_definition.rpartition(":")
         self._check_definition_allowed(manifest, name)
         revision = self._revision(name, recorded)
@@ -58,7 +63,6 @@ class Requests:
         if new_definition is None:
             raise Hold(f"job definition {name}:{revision} cannot be described")
         request: Json = {**record.submission, "jobQueue": queue.name, "jobDefinition": f"{name}:{revision}"}
-        notes: list[str] = []
         self._dependencies(manifest, record, request)
         self._share(queue, request, notes)
         mark = Mark(manifest.deploy_id, record.job_id, record.lineage, record.resubmits + 1)
@@ -82,18 +86,25 @@ class Requests:
                 notes.append(f"took {name}:{revision}'s {shown} (the job had {record.job_definition}'s values)")
         return Planned(request, f"{name}:{revision}", notes)
 
-    def _queue(self, name: str) -> Queue:
+    def _queue(self, name: str, successor: str | None, notes: list[str]) -> Queue:
+        """The queue by name; a queue the deploy renamed (the plan said so, the signed manifest recorded it) by its new name."""
+        if successor and self._lookup(name) is None and self._lookup(successor) is not None:
+            notes.append(f"queue {name} was renamed {successor} by the deploy: submitted there")
+            name = successor
         allowed = {q.rsplit("/", 1)[-1] for q in self.options.queues}
-        if allowed and name not in allowed:
+        if allowed and name not in allowed and name != successor:
             raise Hold(f"queue {name} is not one of the configured queues: jobguard may not submit to it")
-        if name not in self.queues:
-            self.queues[name] = self.batch.queue(name)
-        queue = self.queues[name]
+        queue = self._lookup(name)
         if queue is None:
             raise Hold(f"queue {name} does not exist")
         if queue.state != "ENABLED" or queue.status not in ("VALID", "UPDATING"):
             raise Hold(f"queue {name} is {queue.state} ({queue.status})")
         return queue
+
+    def _lookup(self, name: str) -> Queue | None:
+        if name not in self.queues:
+            self.queues[name] = self.batch.queue(name)
+        return self.queues[name]
 
     def _check_definition_allowed(self, manifest: Manifest, name: str) -> None:
         patterns = self.options.job_definitions
@@ -125,17 +136,19 @@ class Requests:
             request["dependsOn"] = resolved
 
     def _dependency(self, manifest: Manifest, record: JobRecord, job_id: str) -> str | None:
-        drained = manifest.jobs.get(job_id) or self.owed_elsewhere(job_id)
+        own = manifest.jobs.get(job_id)
+        drained = own or self.owed_elsewhere(job_id)
         state = self.states.get(job_id)
         if drained is not None:
             if drained.outcome == RESUBMITTED:
-                return self._replacement(drained)
+                return self._replacement(manifest, record, drained)
             if drained.outcome == FINISHED:
                 return None
             if drained.outcome == KEPT:
                 return self._running(job_id, state, record)
             if drained.owed:
-                raise Hold(f"dependency {job_id} is not resubmitted yet ({drained.outcome}); the next restore tries again")
+                held = Hold if own is not None else Waiting
+                raise held(f"dependency {job_id} is not resubmitted yet ({drained.outcome}); the next restore tries again")
             raise Hold(f"dependency {job_id} will not be resubmitted ({drained.outcome}: {drained.error or drained.note})")
         if state is not None:
             return self._running(job_id, state, record)
@@ -155,8 +168,11 @@ class Requests:
             raise Hold(f"dependency {job_id} failed")
         return job_id
 
-    def _replacement(self, drained: JobRecord) -> str | None:
+    def _replacement(self, manifest: Manifest, record: JobRecord, drained: JobRecord) -> str | None:
         replacement = drained.replacement_id or ""
+        if replacement and (manifest.jobs.get(replacement) or self.owed_elsewhere(replacement)) is not None:
+            # A later deploy drained the replacement itself: depend on what became of it, never on the stopped job.
+            return self._dependency(manifest, record, replacement)
         state = self.states.get(replacement)
         if state is not None and state.status == "SUCCEEDED":
             return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ..adapters.aws import chunks
 from ..adapters.batch import JobState
-from ..adapters.lease import Leases, lease_is_live, read_lease
+from ..adapters.lease import Leases, lease_is_live, lease_scope, read_lease
 from ..domain.manifest import (
     FAILED,
     FINISHED,
@@ -39,7 +39,7 @@ from ..domain.tags import mark_of
 from ..errors import JobCallError, ManifestError, UsageError
 from .context import Context
 from .manifests import ForeignManifestError
-from .requests import Hold, Planned, Requests
+from .requests import Hold, Planned, Requests, Waiting
 
 SUBMIT_PAGE = 500  # jobs marked `submitting` per store write, then submitted concurrently
 
@@ -59,23 +59,48 @@ def restore(ctx: Context, deploy_id: str | None, named: bool) -> Restored:
     candidates = _candidates(ctx, deploy_id, named, result)
     owner = deploy_id or "jobguard-restore"
     queues = _restorable_queues(ctx, candidates, deploy_id, result)
+    if deploy_id is not None and not ctx.options.dry_run:
+        # A drain that died after taking its leases but before saving its manifest: its restore still releases them.
+        queues |= _leased_to(ctx, deploy_id)
     if ctx.options.dry_run:
         for manifest in candidates:
             _Restore(ctx, manifest, queues, candidates, result).run()
         return result
-    leases = Leases(ctx.store, owner, ctx.options.lease, ctx.report.notice)
+    leases = Leases(ctx.store, owner, ctx.options.lease, ctx.report.notice, lease_scope(ctx.account, ctx.region))
     try:
         leases.acquire(queues)
-        ctx.manifests.fence = leases.check
+        ctx.manifests.fence = ctx.aws.guard = leases.check
         # Read again under the leases: another run may have moved them on while we waited.
         fresh = [m for m in (ctx.manifests.load(c.deploy_id) for c in candidates) if m is not None]
-        for manifest in fresh:
-            _Restore(ctx, manifest, queues, fresh, result).run()
+        _restore_all(ctx, fresh, queues, result)
         result.manifests = fresh
     finally:
         leases.release(keep_for_deploy=False)
         ctx.manifests.fence = lambda: None
+        ctx.aws.guard = None
     return result
+
+
+def _restore_all(ctx: Context, manifests: list[Manifest], queues: set[str], result: Restored) -> None:
+    """Each manifest in turn, oldest first. A job whose dependency another of them owes (a later deploy
+    drained the replacement it depends on, or the other way round) waits for that one, and is looked
+    at again once the others are done, as long as each round makes progress."""
+    only: dict[str, set[str]] | None = None
+    while True:
+        left: dict[str, set[str]] = {}
+        for manifest in manifests:
+            if only is not None and not only.get(manifest.deploy_id):
+                continue
+            run = _Restore(ctx, manifest, queues, manifests, result, defer=True, only=None if only is None else only[manifest.deploy_id])
+            run.run()
+            if run.deferred:
+                left[manifest.deploy_id] = run.deferred
+        if not left or (only is not None and sum(map(len, left.values())) >= sum(map(len, only.values()))):
+            break
+        only = left
+    for manifest in manifests:  # no more progress: what still waits is held, with its reason
+        if left.get(manifest.deploy_id):
+            _Restore(ctx, manifest, queues, manifests, result, only=left[manifest.deploy_id]).run()
 
 
 def _candidates(ctx: Context, deploy_id: str | None, named: bool, result: Restored) -> list[Manifest]:
@@ -112,9 +137,24 @@ def _candidates(ctx: Context, deploy_id: str | None, named: bool, result: Restor
     return sorted(found.values(), key=lambda m: m.created_at)
 
 
+def _leased_to(ctx: Context, deploy_id: str) -> set[str]:
+    """The queues whose lease `deploy_id` holds (a handful: one per queue jobguard has drained), of the configured ones if any."""
+    held = set()
+    scope = lease_scope(ctx.account, ctx.region)
+    allowed = {q.rsplit("/", 1)[-1] for q in ctx.options.queues}
+    for name in ctx.store.keys("leases"):
+        queue = name[len(scope) :]
+        if not name.startswith(scope) or (allowed and queue not in allowed):
+            continue  # a queue of another account or region, or of a matrix leg this restore was not given
+        lease = read_lease(ctx.store, queue, scope)
+        if lease is not None and lease.deploy_id == deploy_id:
+            held.add(queue)
+    return held
+
+
 def _adopted_by(ctx: Context, manifest: Manifest, deploy_id: str) -> bool:
     for queue in manifest.record_queues():
-        lease = read_lease(ctx.store, queue)
+        lease = read_lease(ctx.store, queue, lease_scope(ctx.account, ctx.region))
         if lease is not None and lease.deploy_id == deploy_id:
             return True
     return False
@@ -136,10 +176,18 @@ def _drop_duplicates(ctx: Context, manifests: list[Manifest]) -> None:
 
 
 def _restorable_queues(ctx: Context, manifests: list[Manifest], deploy_id: str | None, result: Restored) -> set[str]:
-    """The queues this restore may act on: free, expired, or held by its own deploy."""
+    """The queues this restore may act on: of its configured queues (if any), those free, expired, or held by its own deploy."""
     queues: set[str] = set()
+    allowed = {q.rsplit("/", 1)[-1] for q in ctx.options.queues}
     for queue in sorted({q for m in manifests for q in m.record_queues()}):
-        lease = read_lease(ctx.store, queue)
+        if allowed and queue not in allowed:  # a matrix leg restores its own queues; the other legs share its deploy id
+            owed = sum(1 for m in manifests for r in m if r.queue == queue and r.owed)
+            if owed:
+                fact = f"queue {queue}: left alone: not one of this restore's queues; its {owed} owed jobs wait for a restore that names it"
+                result.facts.append(fact)
+                ctx.report.line(fact)
+            continue
+        lease = read_lease(ctx.store, queue, lease_scope(ctx.account, ctx.region))
         if lease is None or lease.deploy_id == deploy_id or not lease_is_live(lease, ctx.store.clock()):
             queues.add(queue)
             continue
@@ -153,20 +201,34 @@ def _restorable_queues(ctx: Context, manifests: list[Manifest], deploy_id: str |
 class _Restore:
     """The restore of one manifest."""
 
-    def __init__(self, ctx: Context, manifest: Manifest, queues: set[str], manifests: list[Manifest], result: Restored) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        manifest: Manifest,
+        queues: set[str],
+        manifests: list[Manifest],
+        result: Restored,
+        defer: bool = False,
+        only: set[str] | None = None,
+    ) -> None:
         self.ctx, self.manifest, self.queues, self.result = ctx, manifest, queues, result
         self.elsewhere = {r.job_id: r for m in manifests if m is not manifest for r in m}
         self.states: dict[str, JobState] = {}
         self.lock = threading.Lock()  # SubmitJob answers arrive on worker threads
+        self.defer = defer  # leave a job waiting on another manifest's dependency for a later look (`deferred`)
+        self.only = only  # look again at these jobs only (deferred by an earlier look of this run)
+        self.deferred: set[str] = set()
+        self.earlier: dict[str, str] = {}  # original -> the replacement an earlier, interrupted run made (one lookup)
 
     def run(self) -> None:
         dry = " (dry run)" if self.ctx.options.dry_run else ""
-        self.ctx.report.line(
-            f"jobguard restore: deploy {self.manifest.deploy_id}, manifest {self.ctx.store.uri(self.manifest.deploy_id)}{dry}"
-        )
-        if not self.ctx.options.dry_run:
-            self._unfreeze()
-        owed = [r for r in self.manifest if r.owed and r.queue in self.queues]
+        if self.only is None:
+            self.ctx.report.line(
+                f"jobguard restore: deploy {self.manifest.deploy_id}, manifest {self.ctx.store.uri(self.manifest.deploy_id)}{dry}"
+            )
+            if not self.ctx.options.dry_run:
+                self._unfreeze()
+        owed = [r for r in self.manifest if r.owed and r.queue in self.queues and (self.only is None or r.job_id in self.only)]
         with self.ctx.report.group(f"deploy {self.manifest.deploy_id}: {len(owed)} jobs to look at"):
             self._refresh(owed)
             owed = self._originals(owed)
@@ -305,6 +367,8 @@ class _Restore:
         """Dependencies first; jobs whose dependencies are held are held too."""
         pending = {r.job_id: r for r in records}
         requests = Requests(self.ctx.batch, self.ctx.options, self.states, self.elsewhere.get)
+        if not self.ctx.options.dry_run:  # once for every page: listing a name's jobs per page would cost pages x jobs
+            self.earlier = self._look_up([r for r in records if SUBMITTING in r.times])
         while pending:
             wave = [r for r in pending.values() if not set(r.dependency_ids) & set(pending)] or list(pending.values())
             for page in chunks(wave, SUBMIT_PAGE):
@@ -331,6 +395,10 @@ class _Restore:
             try:
                 plan = requests.plan(self.manifest, record)
             except Hold as held:
+                if self.defer and (isinstance(held, Waiting) or set(record.dependency_ids) & self.deferred):
+                    self.deferred.add(record.job_id)
+                    self.ctx.report.line(f"  {record.job_name} [{record.job_id}]: waits for another deploy of this restore ({held})")
+                    continue
                 self.result.problems += 1
                 self._finish(record.moved_to(FAILED, RESTORE, error=str(held)))
                 continue
@@ -343,7 +411,7 @@ class _Restore:
             return
         self.manifest.put(r for r, _, _ in planned)
         self.ctx.manifests.save(self.manifest)
-        found = self._look_up([r for r, _, before in planned if before])
+        found = {r.job_id: self.earlier[r.job_id] for r, _, before in planned if before and r.job_id in self.earlier}
         unsure: list[tuple[JobRecord, Planned, float]] = []
         to_send = []
         for record, plan, _ in planned:
@@ -417,6 +485,7 @@ class _Restore:
                     mark = mark_of(job)
                     if mark and mark.deploy_id == self.manifest.deploy_id and mark.original_id in group:
                         found[mark.original_id] = job_id
+                        self.states[job_id] = JobState(str(job.get("status", "")))  # its dependents must know if it still runs
             wanted = {i: r for i, r in wanted.items() if i not in found}
             left = window - (time.monotonic() - start)
             if not wanted or left <= 0:

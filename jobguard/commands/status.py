@@ -11,17 +11,20 @@ import json
 import time
 from typing import Any
 
-from ..adapters.lease import lease_is_live, read_lease
+from ..adapters.lease import lease_is_live, lease_scope, read_lease
 from ..domain.manifest import Manifest
 from ..errors import JobguardError, ManifestError, UsageError
-from ..output.summary import counts_line, markdown, print_table
+from ..output.summary import SUMMARY_BUDGET, counts_line, markdown, print_table
 from .context import Context
 
 FINAL = ("SUCCEEDED", "FAILED")
 
 
 def load_manifests(ctx: Context, deploy_id: str | None, preferred: str | None = None) -> tuple[list[Manifest], list[str]]:
-    """The named manifest, the `preferred` one if it exists, the open ones, or (--all) every one, oldest first; and what could not be read."""
+    """The named manifest, else the `preferred` one if it exists, else the open ones (--all: every one), oldest first.
+
+    Also what could not be read, one line each.
+    """
     if not deploy_id and preferred and not ctx.options.all and ctx.store.load(preferred) is not None:
         deploy_id = preferred
     if deploy_id:
@@ -63,7 +66,10 @@ def status(ctx: Context, deploy_id: str | None, preferred: str | None = None) ->
             "replacements": replacements(manifests),
             "unreadable": problems,
         }
-        ctx.report.out.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        text = json.dumps(document, indent=2, sort_keys=True)
+        if ctx.report.github:  # the runner reads `##[command]` anywhere in a line; in JSON `#` is only ever inside a string
+            text = text.replace("##[", "#\\u0023[")
+        ctx.report.out.write(text + "\n")
         return 2 if problems else 0
     if not manifests and not problems:
         scope = "" if ctx.options.all else " with work left (`jobguard status --all` shows every manifest)"
@@ -75,7 +81,8 @@ def status(ctx: Context, deploy_id: str | None, preferred: str | None = None) ->
         for line in _lease_lines(ctx, manifest):
             ctx.report.line(f"  {line}")
         print_table(ctx.report, manifest, current)
-        ctx.report.append_summary(markdown("status", manifest, ctx.store.uri(manifest.deploy_id), current=current))
+        share = SUMMARY_BUDGET // len(manifests)  # every section in one step's summary: GitHub's 1 MiB is for all
+        ctx.report.append_summary(markdown("status", manifest, ctx.store.uri(manifest.deploy_id), current=current, budget=share))
         ctx.report.line()
     for problem in problems:
         ctx.report.error(problem)
@@ -86,7 +93,7 @@ def _lease_lines(ctx: Context, manifest: Manifest) -> list[str]:
     lines = []
     for queue in sorted(manifest.record_queues()):
         try:
-            lease = read_lease(ctx.store, queue)
+            lease = read_lease(ctx.store, queue, lease_scope(ctx.account, ctx.region))
         except JobguardError:
             continue
         if lease is not None:

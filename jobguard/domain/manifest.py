@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import ManifestError
-from .schema import validate
+from .schema import integral, validate
 
 SCHEMA_VERSION = 2
 ACTIVE_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
@@ -104,6 +104,7 @@ class Manifest:
     origin: dict[str, str] = field(default_factory=dict)
     queues: list[str] = field(default_factory=list)  # queues this deploy drained
     frozen_queues: dict[str, str] = field(default_factory=dict)  # queue -> state to put back
+    queue_successors: dict[str, str] = field(default_factory=dict)  # queue the plan renames -> its new name
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     signature: dict[str, str] | None = None
     changed: set[str] = field(default_factory=set, repr=False, compare=False)  # job ids changed since read
@@ -159,6 +160,7 @@ class Manifest:
             "origin": dict(self.origin),
             "queues": list(self.queues),
             "frozen_queues": dict(self.frozen_queues),
+            "queue_successors": dict(self.queue_successors),
             "jobs": [asdict(r) for r in self],
         }
 
@@ -172,6 +174,7 @@ class Manifest:
     @classmethod
     def from_document(cls, document: Any, where: str) -> Manifest:
         """Check a parsed document against the schema and build the manifest; `where` names it in errors."""
+        document = integral(document)  # 1.0 is the integer 1 (as the schema says): the records hold ints
         if isinstance(document, dict) and document.get("schema_version") != SCHEMA_VERSION and type(document.get("schema_version")) is int:
             raise ManifestError(
                 f"{where}: manifest schema version {document['schema_version']} (this jobguard reads {SCHEMA_VERSION})",
@@ -189,6 +192,7 @@ class Manifest:
             origin=dict(document["origin"]),
             queues=list(document.get("queues", [])),
             frozen_queues=dict(document.get("frozen_queues", {})),
+            queue_successors=dict(document.get("queue_successors", {})),
             jobs=jobs,
             signature=document.get("signature"),
         )
@@ -204,4 +208,5 @@ class Manifest:
         for name in self.queues:
             merged.add_queue(name)
         merged.frozen_queues = {k: v for k, v in {**theirs.frozen_queues, **self.frozen_queues}.items() if k not in self.released_queues}
+        merged.queue_successors = {**theirs.queue_successors, **self.queue_successors}
         return merged

@@ -32,6 +32,7 @@ class Risk:
     queue: str | None = None  # a job queue at risk, by name
     compute_environment: str | None = None  # a compute environment at risk, by ARN or name
     every_queue: bool = False  # a trigger: every configured queue is at risk
+    successor: str | None = None  # a job queue replaced under a new name: the new name
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ def risks(changes: list[Change], triggers: tuple[str, ...]) -> list[Risk]:
 def _risk(change: Change) -> Risk | None:
     address, before, after, actions = change.address, change.before, change.after, change.actions
     if change.kind == "aws_batch_job_queue" and "delete" in actions:
-        name = before.get("name")
+        name, new = before.get("name"), after.get("name") if "create" in actions else None
+        if isinstance(name, str) and isinstance(new, str) and new != name:
+            return Risk(address, f"{address} will be replaced and renamed {new}", queue=name, successor=new)
         return Risk(address, f"{address} will be {_verb(actions)}", queue=name if isinstance(name, str) else None)
     if change.kind != "aws_batch_compute_environment":
         return None

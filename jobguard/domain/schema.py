@@ -7,6 +7,7 @@ one line naming the document and the path of the value that is wrong.
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 from functools import cache
@@ -19,7 +20,7 @@ _TYPES: dict[str, Any] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
@@ -49,9 +50,24 @@ def validate(document: Any, name: str, where: str) -> None:
         raise ManifestError(f"{where}: {path.lstrip('.') or 'document'}: {message}")
 
 
+def integral(value: Any) -> Any:
+    """`value` with every integral float as an int: JSON has one kind of number, and 1.0 is the integer 1."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    return value
+
+
 def _check(value: Any, rule: dict[str, Any], root: dict[str, Any], path: str) -> tuple[str, str] | None:
-    if "$ref" in rule:
-        rule, root = _resolve(rule["$ref"], root)
+    if "$ref" in rule:  # what it refers to, then the keywords beside it (draft 2020-12 applies both)
+        target, target_root = _resolve(rule["$ref"], root)
+        found = _check(value, target, target_root, path)
+        if found:
+            return found
+        rule = {k: v for k, v in rule.items() if k != "$ref"}
     kinds = rule.get("type")
     if kinds is not None:
         names = kinds if isinstance(kinds, list) else [kinds]
@@ -77,11 +93,46 @@ def _check_string(value: str, rule: dict[str, Any], path: str) -> tuple[str, str
         return path, f"shorter than {rule['minLength']} characters"
     if "maxLength" in rule and len(value) > rule["maxLength"]:
         return path, f"longer than {rule['maxLength']} characters"
-    if "pattern" in rule and not re.search(rule["pattern"], value):
+    if "pattern" in rule and not _pattern(rule["pattern"]).search(value):
         return path, f"{_shown(value)} does not match {rule['pattern']}"
-    if rule.get("format") == "date-time" and not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", value):
-        return path, f"{_shown(value)} is not an ISO 8601 date-time"
+    if rule.get("format") == "date-time" and not _date_time(value):
+        return path, f"{_shown(value)} is not an RFC 3339 date-time"
     return None
+
+
+_DATE_TIME = re.compile(
+    r"([0-9]{4})-(0[1-9]|1[0-2])-([0-9]{2})T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
+
+
+def _date_time(value: str) -> bool:
+    """RFC 3339 (the `date-time` format): a real day of a real month, no leap second, no trailing newline."""
+    match = _DATE_TIME.fullmatch(value.upper())
+    if match is None or not int(match[1]):
+        return False
+    return 1 <= int(match[3]) <= calendar.monthrange(int(match[1]), int(match[2]))[1]
+
+
+@cache
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """A schema pattern with JSON Schema's (ECMA-262) meaning of `$`: the end of the string.
+
+    Python's `$` also matches before a final newline, so "work\\n" would pass `^[a-z]+$`.
+    """
+    translated, escaped, in_class = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        translated.append(char)
+    return re.compile("".join(translated))
 
 
 def _check_number(value: float, rule: dict[str, Any], path: str) -> tuple[str, str] | None:
@@ -97,7 +148,7 @@ def _check_array(value: list[Any], rule: dict[str, Any], root: dict[str, Any], p
         return path, f"fewer than {rule['minItems']} items"
     if "maxItems" in rule and len(value) > rule["maxItems"]:
         return path, f"more than {rule['maxItems']} items"
-    if rule.get("uniqueItems") and len({json.dumps(v, sort_keys=True) for v in value}) != len(value):
+    if rule.get("uniqueItems") and len({json.dumps(integral(v), sort_keys=True) for v in value}) != len(value):
         return path, "items are not unique"
     items = rule.get("items")
     if isinstance(items, dict):

@@ -21,6 +21,8 @@ from ..errors import one_line
 
 # A zero-width space between the colons: shown the same, never parsed as a workflow command.
 _BROKEN_COMMAND = ":\u200b:"
+# The runner also reads the legacy form `##[command]data` anywhere in a line, not only at its start.
+_LEGACY_COMMAND, _BROKEN_LEGACY = "##[", "#\u200b#["
 
 
 class Reporter:
@@ -39,7 +41,7 @@ class Reporter:
     def safe(self, text: str) -> str:
         """One line (control characters become spaces, alignment is kept); in Actions, no `::` a runner would read."""
         cleaned = "".join(c if c.isprintable() else " " for c in text)
-        return cleaned.replace("::", _BROKEN_COMMAND) if self.github else cleaned
+        return _unparsable(cleaned) if self.github else cleaned
 
     def job(self, record: JobRecord, verb: str | None = None, detail: str = "") -> None:
         """One line for one job: what happened to it."""
@@ -67,12 +69,13 @@ class Reporter:
     def mask(self, secret: str) -> None:
         """In Actions, keep `secret` out of the log from now on."""
         if self.github and secret and "\n" not in secret and "\r" not in secret:
-            self._print(f"::add-mask::{secret}", self.out)
+            # The runner unescapes %25, %0D and %0A in the data: escape `%`, or a URL holding %0A masks another string.
+            self._print(f"::add-mask::{secret.replace('%', '%25')}", self.out)
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
         """A foldable group in Actions logs, a heading elsewhere."""
-        self._print(f"::group::{self.safe(title)}" if self.github else self.safe(title), self.out)
+        self._print(f"::group::{_escape(title)}" if self.github else self.safe(title), self.out)
         try:
             yield
         finally:
@@ -85,7 +88,7 @@ class Reporter:
         if not (self.github and path):
             return
         try:
-            with open(path, "a", encoding="utf-8") as stream:
+            with open(path, "a", encoding="utf-8", opener=_without_waiting) as stream:
                 for name, value in values.items():
                     marker = f"ghadelimiter_{uuid.uuid4()}"
                     stream.write(f"{name}<<{marker}\n{value}\n{marker}\n")
@@ -98,7 +101,7 @@ class Reporter:
         if not (self.github and path):
             return
         try:
-            with open(path, "a", encoding="utf-8") as stream:
+            with open(path, "a", encoding="utf-8", opener=_without_waiting) as stream:
                 stream.write(markdown)
         except OSError as exc:
             self.warning(f"could not write the job summary ({exc.strerror or exc}); the work itself is done")
@@ -106,6 +109,11 @@ class Reporter:
     def _print(self, text: str, stream: TextIO) -> None:
         with suppress(OSError, ValueError):  # a closed pipe must not turn finished work into a failure
             print(text, file=stream, flush=True)
+
+
+def _without_waiting(path: str, flags: int) -> int:
+    """Open for appending without blocking: a FIFO nobody reads fails at once (ENXIO) instead of hanging the run."""
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def shown_url(url: str) -> str:
@@ -121,4 +129,9 @@ def shown_url(url: str) -> str:
 
 def _escape(text: str) -> str:
     """Workflow-command data escaping, so a message cannot end early or inject a command."""
-    return one_line(text, limit=4000).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A").replace("::", _BROKEN_COMMAND)
+    return _unparsable(one_line(text, limit=4000).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
+
+
+def _unparsable(text: str) -> str:
+    """Text in which the runner finds no workflow command: no `::`, no legacy `##[`."""
+    return text.replace("::", _BROKEN_COMMAND).replace(_LEGACY_COMMAND, _BROKEN_LEGACY)

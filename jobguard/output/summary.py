@@ -7,9 +7,10 @@ under GitHub's 1 MiB step-summary limit: the first rows in full, then counts and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..domain.manifest import RECORDED, TERMINATING, JobRecord, Manifest
+from ..errors import one_line
 from .report import Reporter
 
 # GitHub refuses a step summary over 1 MiB; leave room for the other steps' summaries.
@@ -79,25 +80,41 @@ def print_table(report: Reporter, manifest: Manifest, current: Mapping[str, str]
     report.line(counts_line(manifest))
 
 
-def markdown(title: str, manifest: Manifest, uri: str, facts: Sequence[str] = (), current: Mapping[str, str] | None = None) -> str:
-    """The job summary section of one manifest, within SUMMARY_BUDGET."""
+def markdown(
+    title: str,
+    manifest: Manifest,
+    uri: str,
+    facts: Sequence[str] = (),
+    current: Mapping[str, str] | None = None,
+    budget: int = SUMMARY_BUDGET,
+) -> str:
+    """The job summary section of one manifest, within `budget` bytes (UTF-8, as GitHub counts them)."""
     lines = [f"### jobguard {title}: deploy `{_cell(manifest.deploy_id)}`", "", f"Manifest: `{_cell(uri)}`", ""]
     if manifest.origin.get("run_url"):
-        lines += [f"Drained by {manifest.origin['run_url']}", ""]
-    lines += [f"- {_text(fact)}" for fact in facts]
+        lines += [f"Drained by {_text(manifest.origin['run_url'])}", ""]
+    for said, fact in enumerate(facts):  # a quarter of the budget at most: the jobs are what people came for
+        line = f"- {_text(fact)}"
+        if _size(lines) + _size([line]) > budget // 4:
+            lines.append(f"- … and {len(facts) - said} more: see the step's log")
+            break
+        lines.append(line)
     if facts:
         lines.append("")
+    problems = [r for r in manifest if r.error][:50]
+    errors = ["<details><summary>Errors</summary>", ""] if problems else []
+    errors += [f"- `{_cell(r.job_name)}` ({r.job_id}): {_text(one_line(r.error or '', 500))}" for r in problems]
+    errors += ["", "</details>", ""] if problems else []
     columns = ["job", "queue", "at drain", "ran for", "revision", "outcome", "replacement"] + (["now"] if current is not None else [])
     if manifest.jobs:
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    size = sum(len(line) + 1 for line in lines)
+    size = _size(lines) + _size(errors) + 1024  # room for the counts and the "more jobs" line
     shown = 0
     for record in manifest:
         line = _markdown_row(record, manifest.region, current)
-        if shown >= MAX_ROWS or size + len(line) > SUMMARY_BUDGET - 4096:
+        if shown >= MAX_ROWS or size + _size([line]) > budget:
             break
         lines.append(line)
-        size += len(line) + 1
+        size += _size([line])
         shown += 1
     if shown < len(manifest.jobs):
         lines += [
@@ -106,13 +123,27 @@ def markdown(title: str, manifest: Manifest, uri: str, facts: Sequence[str] = ()
         ]
     if not manifest.jobs:
         lines.append("No jobs were recorded.")
-    lines += ["", f"**{counts_line(manifest)}**", ""]
-    problems = [r for r in manifest if r.error][:50]
-    if problems:
-        lines += ["<details><summary>Errors</summary>", ""]
-        lines += [f"- `{_cell(r.job_name)}` ({r.job_id}): {_text(r.error or '')}" for r in problems]
-        lines += ["", "</details>", ""]
+    lines += ["", f"**{counts_line(manifest)}**", "", *errors]
     return "\n".join(lines) + "\n"
+
+
+def sections(
+    title: str,
+    manifests: Sequence[Manifest],
+    uri: Callable[[str], str],
+    facts: Sequence[str] = (),
+    current: Mapping[str, str] | None = None,
+) -> str:
+    """One step's job summary: a section per manifest (the facts in the first), together within SUMMARY_BUDGET."""
+    if not manifests:
+        return "".join(f"- {_text(fact)}\n" for fact in facts[:MAX_ROWS])
+    share = SUMMARY_BUDGET // len(manifests)
+    return "".join(markdown(title, m, uri(m.deploy_id), facts if i == 0 else (), current, budget=share) for i, m in enumerate(manifests))
+
+
+def _size(lines: Sequence[str]) -> int:
+    """Bytes of `lines` in the summary file, newlines included."""
+    return sum(len(line.encode()) + 1 for line in lines)
 
 
 def _markdown_row(record: JobRecord, region: str, current: Mapping[str, str] | None) -> str:

@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> None:
             for index in range(args.jobs):
                 seed.job(jobName=f"{queue}-job-{index}", jobQueue=queue, jobDefinition="demo-job")
         print(f"simulated AWS on {aws.endpoint} (account {ACCOUNT}, region {REGION})", flush=True)
-        if args.ready_file:
-            args.ready_file.write_text(aws.endpoint + "\n")
+        if args.ready_file:  # whole or absent: a waiting reader never sees it half written
+            partial = args.ready_file.with_name(args.ready_file.name + ".partial")
+            partial.write_text(aws.endpoint + "\n")
+            partial.replace(args.ready_file)
         with suppress(KeyboardInterrupt):
             threading.Event().wait()
 

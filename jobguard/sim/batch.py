@@ -15,6 +15,8 @@ Modelled (see ../shared/DESIGN.md, "AWS Batch facts"):
   identifier exactly when the queue has a fair-share scheduling policy, ECS/EKS container overrides
   that address a container of the definition (an unnamed one only when it has exactly one).
 - Job definitions are kept here (moto drops fields): register, describe (INACTIVE too), deregister.
+- Compute environments stay in moto, completed here: Batch's service-linked role when no
+  serviceRole is given, updatePolicy kept and described, an update's computeResources applied.
 
 Time is the wall clock plus `offset`, so a test can jump a day ahead (`advance_clock`).
 Queues and compute environments stay in moto, read through its backend's public methods.
@@ -40,6 +42,7 @@ FINAL = ("SUCCEEDED", "FAILED")
 NOT_STARTED = ("SUBMITTED", "RUNNABLE")
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 DEFINITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+SERVICE_LINKED_ROLE = "AWSServiceRoleForBatch"
 
 
 class ClientException(Exception):
@@ -113,6 +116,7 @@ class BatchModel:
         self.jobs: dict[str, Job] = {}
         self.definitions: dict[str, Definition] = {}
         self.tags: dict[str, dict[str, str]] = {}
+        self.update_policies: dict[str, Json] = {}  # compute environment ARN -> updatePolicy (moto drops it)
         self.lock = threading.RLock()
 
     # -- time ------------------------------------------------------------------------------
@@ -330,6 +334,60 @@ class BatchModel:
             found = self._definition_by_id(identifier)
             return [found] if found else []
         return [d for d in self.definitions.values() if d.name == identifier]
+
+    # -- compute environments: moto keeps them; what it leaves out is filled in here ----------
+    def compute_environment_request(self, body: Json) -> Json:
+        """A CreateComputeEnvironment request as Batch takes it: without serviceRole, Batch uses its
+        service-linked role (moto refuses a compute environment without a role)."""
+        if body.get("serviceRole"):
+            return body
+        iam = self.backend.iam_backend
+        with self.lock:
+            try:
+                role = iam.get_role(SERVICE_LINKED_ROLE)
+            except Exception:  # moto's IAMNotFoundException: Batch creates the role with the account's first compute environment
+                trust = {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Principal": {"Service": "batch.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+                }
+                role = iam.create_role(
+                    SERVICE_LINKED_ROLE,
+                    json.dumps(trust),
+                    "/aws-service-role/batch.amazonaws.com/",
+                    permissions_boundary=None,
+                    description="Batch's service-linked role",
+                    tags=[],
+                    max_session_duration="3600",
+                    linked_service="batch.amazonaws.com",
+                )
+        return {**body, "serviceRole": role.arn}
+
+    def compute_environment_answer(self, action: str, body: Json, answer: Json) -> Json:
+        """moto's answer to a compute environment call, completed as Batch answers it.
+
+        moto keeps no updatePolicy and ignores an update's computeResources: here the policy is kept
+        and described, and an update's compute resources replace the ones described (subnets,
+        instance types, vCPUs, ...), as a finished in-place update leaves them."""
+        with self.lock:
+            if action == "UpdateComputeEnvironment":  # updatePolicy is set by an update only (CreateComputeEnvironment takes none)
+                environment = self.backend.get_compute_environment(str(body.get("computeEnvironment", "")))
+                if environment is not None:
+                    changed = {k: v for k, v in (body.get("computeResources") or {}).items() if k != "updateToLatestImageVersion"}
+                    if changed and isinstance(environment.compute_resources, dict):
+                        environment.compute_resources.update(changed)
+                    if body.get("updatePolicy"):
+                        policy = self.update_policies.setdefault(environment.arn, {})
+                        policy.update(body["updatePolicy"])
+            elif action == "DeleteComputeEnvironment":
+                gone = str(body.get("computeEnvironment", ""))
+                for arn in [a for a in self.update_policies if a == gone or a.rsplit("/", 1)[-1] == gone]:
+                    del self.update_policies[arn]
+            elif action == "DescribeComputeEnvironments":
+                for environment in answer.get("computeEnvironments") or []:
+                    kept = self.update_policies.get(str(environment.get("computeEnvironmentArn")))
+                    if kept:
+                        environment["updatePolicy"] = dict(kept)
+        return answer
 
     # -- tags of jobs and job definitions ----------------------------------------------------
     def tag_resource(self, arn: str, tags: dict[str, str]) -> None:

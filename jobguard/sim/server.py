@@ -1,5 +1,6 @@
 """A simulated AWS on loopback: moto as a real HTTP server, with AWS Batch's job side answered by
-`BatchModel` (moto finishes every job at once and keeps job definitions loosely).
+`BatchModel` (moto finishes every job at once and keeps job definitions loosely), and its compute
+environment calls completed by it (service-linked role, updatePolicy, in-place updates).
 
 In front of both sits a layer that does what the real network and AWS do to a client: latency,
 a rate limit per Batch action (HTTP 429, as AWS answers), injected faults (an error answer, a
@@ -49,6 +50,13 @@ _MODEL_PATHS = {
     "/v1/registerjobdefinition": "register_job_definition",
     "/v1/deregisterjobdefinition": "deregister_job_definition",
     "/v1/describejobdefinitions": "describe_job_definitions",
+}
+# Compute environment calls moto answers, completed by the model (BatchModel.compute_environment_answer).
+_COMPUTE_ENVIRONMENT_PATHS = {
+    "/v1/createcomputeenvironment": "CreateComputeEnvironment",
+    "/v1/updatecomputeenvironment": "UpdateComputeEnvironment",
+    "/v1/deletecomputeenvironment": "DeleteComputeEnvironment",
+    "/v1/describecomputeenvironments": "DescribeComputeEnvironments",
 }
 _CONDITIONAL_WRITES = frozenset(
     {"s3:PutObject", "s3:DeleteObject", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:TransactWriteItems"}
@@ -232,9 +240,35 @@ class SimulatedAWS:
                 arn = urllib.parse.unquote(path[len("/v1/tags/") :])
                 if ":job/" in arn or ":job-definition/" in arn:
                     return self._model(start_response, lambda: self._tags(environ, arn, raw))
+            if path in _COMPUTE_ENVIRONMENT_PATHS:
+                return self._compute_environment(environ, start_response, _COMPUTE_ENVIRONMENT_PATHS[path], raw)
         if self.refuse_event is not None and environ.get("HTTP_X_AMZ_TARGET", "").endswith(".PutEvents"):
             return self._put_events(environ, start_response, raw, self.refuse_event)
         return self._moto(environ, start_response)
+
+    def _compute_environment(self, environ: Json, start_response: Any, action: str, raw: bytes) -> Any:
+        """A compute environment call: moto answers it, the model completes the request and the answer."""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return self._moto(environ, start_response)
+        if action == "CreateComputeEnvironment":
+            body = self.batch.compute_environment_request(body)
+        forwarded = json.dumps(body).encode()
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured.update(status=status, headers=headers)
+
+        answer = b"".join(self._moto({**environ, "wsgi.input": io.BytesIO(forwarded), "CONTENT_LENGTH": str(len(forwarded))}, capture))
+        status = str(captured.get("status", "500 Error"))
+        if status.startswith("200"):
+            return _json(start_response, 200, self.batch.compute_environment_answer(action, body, json.loads(answer or b"{}")))
+        start_response(
+            status,
+            [(k, v) for k, v in captured.get("headers", []) if k.lower() != "content-length"] + [("Content-Length", str(len(answer)))],
+        )
+        return [answer]
 
     def _put_events(self, environ: Json, start_response: Any, raw: bytes, refuse: EventRule) -> Any:
         """PutEvents answered entry by entry: refused entries get their error, the others go on to moto."""

@@ -2,7 +2,7 @@
 
 Two kinds of things live in a store:
 - manifests, one per deploy id: `load` / `save`, conditional on the version read;
-- small documents under a key `KIND/NAME` (deploy leases `leases/QUEUE`, the index of open
+- small documents under a key `KIND/NAME` (deploy leases `leases/ACCOUNT.REGION.QUEUE`, the index of open
   deploys `open/DEPLOY_ID`): `read` / `write` / `delete`, each conditional on a version.
 No write ever silently replaces another: a write whose version no longer matches raises
 ConflictError. `clock()` is the store's own time, on which other machines' stamps are judged.

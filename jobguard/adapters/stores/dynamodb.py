@@ -5,8 +5,9 @@ Key schema pk (S) / sk (S), TTL attribute expires_at, as the Terraform module cr
   pk = "deploy#DEPLOY",  sk = "job#JOB_ID"       one job's record
   pk = KIND,             sk = NAME               a small document (leases, open)
 A manifest of any size fits (an item holds at most 400 KB). A save writes only the records that
-changed, in transactions of up to 100 items, each transaction conditional on the header's
-version, so a concurrent writer always conflicts instead of interleaving.
+changed, with the header, in one transaction conditional on the header's version (at most 99
+records: the caller saves more in steps, each a whole signed manifest), so a concurrent writer
+always conflicts instead of interleaving and an interrupted save leaves the last version whole.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ...domain.documents import parse_json
 from ...errors import ConflictError, ManifestError, StoreError
-from ..aws import Aws, chunks, translate
+from ..aws import Aws, translate
 from ..retry import error_code, error_message
 from .base import Versioned, split_key
 
 TRANSACTION_ITEMS = 100
+READ_ATTEMPTS = 8
 RETENTION_SECONDS = 90 * 24 * 3600
 HEADER_PK = "deploys"
 CONFLICT = ("TransactionCanceledException", "ConditionalCheckFailedException")
@@ -40,6 +42,8 @@ def _key(pk: str, sk: str) -> dict[str, Any]:
 
 class DynamoDBStore:
     """The manifest store on a DynamoDB table."""
+
+    atomic_records = TRANSACTION_ITEMS - 1  # one transaction holds the header and this many records
 
     def __init__(self, aws: Aws, table: str) -> None:
         self.aws, self.table = aws, table
@@ -67,47 +71,59 @@ class DynamoDBStore:
 
     # -- manifests -------------------------------------------------------------------------
     def load(self, deploy_id: str) -> Versioned | None:
+        """The header, then the job items, then the header's version again: a save that landed in between
+        (another run writing the same manifest) would pair one version's header with another's records."""
         where = self.uri(deploy_id)
-        item = self._call(
-            "get_item", f"cannot read {where}", TableName=self.table, Key=_key(HEADER_PK, deploy_id), ConsistentRead=True
-        ).get("Item")
-        if item is None:
-            return None
-        header = _body(item, where)
-        if not isinstance(header, dict):
-            raise ManifestError(f"{where}: damaged manifest header, not a JSON object")
-        records = []
-        for job in self._query(_job_pk(deploy_id), f"cannot read {where}"):
-            records.append((_number(job, "seq"), _body(job, f"{where}: {job.get('sk', {}).get('S', '?')}")))
-        document = {**header, "jobs": [r for _, r in sorted(records, key=lambda pair: pair[0])]}
-        return Versioned(document, _version(item))
+        for _ in range(READ_ATTEMPTS):
+            item = self._header(deploy_id, where)
+            if item is None:
+                return None
+            header = _body(item, where)
+            if not isinstance(header, dict):
+                raise ManifestError(f"{where}: damaged manifest header, not a JSON object")
+            records = []
+            for job in self._query(_job_pk(deploy_id), f"cannot read {where}"):
+                records.append((_number(job, "seq"), _body(job, f"{where}: {job.get('sk', {}).get('S', '?')}")))
+            again = self._header(deploy_id, where, projection="version")
+            if again is not None and _version(again) == _version(item):
+                document = {**header, "jobs": [r for _, r in sorted(records, key=lambda pair: pair[0])]}
+                return Versioned(document, _version(item))
+        raise StoreError(f"{where}: other writers kept changing the manifest while it was read; gave up after {READ_ATTEMPTS} tries")
+
+    def _header(self, deploy_id: str, where: str, projection: str | None = None) -> dict[str, Any] | None:
+        request: dict[str, Any] = {"TableName": self.table, "Key": _key(HEADER_PK, deploy_id), "ConsistentRead": True}
+        if projection:
+            request["ProjectionExpression"] = projection
+        item: dict[str, Any] | None = self._call("get_item", f"cannot read {where}", **request).get("Item")
+        return item
 
     def save(self, deploy_id: str, document: dict[str, Any], version: str | None, changed: Collection[str] | None) -> str:
         where = self.uri(deploy_id)
         expires = str(int(time.time()) + RETENTION_SECONDS)
         header = {k: v for k, v in document.items() if k != "jobs"}
         jobs = [(seq, job) for seq, job in enumerate(document.get("jobs", [])) if changed is None or job.get("job_id") in changed]
+        if len(jobs) > self.atomic_records:
+            raise ValueError(f"{len(jobs)} records in one save: the caller splits saves into steps of {self.atomic_records}")
         current = int(version) if version else 0
-        # Every transaction moves the header's version on, so a concurrent writer conflicts.
-        for page in list(chunks(jobs, TRANSACTION_ITEMS - 1)) or [[]]:
-            header_item = {
-                **_key(HEADER_PK, deploy_id),
-                "body": {"S": json.dumps(header, sort_keys=True)},
-                "version": {"N": str(current + 1)},
+        # One transaction: the header's version moves on with the records, so a concurrent writer
+        # conflicts, and an interrupted save leaves the previous version whole.
+        header_item = {
+            **_key(HEADER_PK, deploy_id),
+            "body": {"S": json.dumps(header, sort_keys=True)},
+            "version": {"N": str(current + 1)},
+            "expires_at": {"N": expires},
+        }
+        items = [{"Put": {"TableName": self.table, "Item": header_item, **_condition(current)}}]
+        for seq, job in jobs:
+            item = {
+                **_key(_job_pk(deploy_id), f"job#{job['job_id']}"),
+                "body": {"S": json.dumps(job, sort_keys=True)},
+                "seq": {"N": str(seq)},
                 "expires_at": {"N": expires},
             }
-            items = [{"Put": {"TableName": self.table, "Item": header_item, **_condition(current)}}]
-            for seq, job in page:
-                item = {
-                    **_key(_job_pk(deploy_id), f"job#{job['job_id']}"),
-                    "body": {"S": json.dumps(job, sort_keys=True)},
-                    "seq": {"N": str(seq)},
-                    "expires_at": {"N": expires},
-                }
-                items.append({"Put": {"TableName": self.table, "Item": item}})
-            self._call("transact_write_items", f"cannot write {where}", TransactItems=items)
-            current += 1
-        return str(current)
+            items.append({"Put": {"TableName": self.table, "Item": item}})
+        self._call("transact_write_items", f"cannot write {where}", TransactItems=items)
+        return str(current + 1)
 
     def deploy_ids(self) -> list[str]:
         return sorted(item["sk"]["S"] for item in self._query(HEADER_PK, f"cannot list {self.location()}"))

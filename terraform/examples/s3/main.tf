@@ -67,6 +67,8 @@ module "jobguard" {
   job_definition_names = [aws_batch_job_definition.rnaseq.name]
   event_bus_name       = var.event_bus_name
 
+  notification_topic_arns = var.notification_topic_arns
+
   # Manifests are signed with a KMS HMAC key the module creates (create_signing_key defaults to
   # true); only the role below may use it.
   create_github_role   = true

@@ -20,6 +20,11 @@ output "signing_key" {
   value       = module.jobguard.signing_key
 }
 
+output "event_bus" {
+  description = "The jobguard action's event-bus input (the bus's ARN), if event_bus_name is set."
+  value       = module.jobguard.event_bus_arn
+}
+
 output "policy_json" {
   description = "The jobguard IAM policy document, as attached to the role."
   value       = module.jobguard.policy_json

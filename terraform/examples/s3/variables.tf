@@ -35,6 +35,12 @@ variable "event_bus_name" {
   default     = null
 }
 
+variable "notification_topic_arns" {
+  description = "SNS topics jobguard may publish drain and restore summaries to (the action's notify input, sns:ARN)."
+  type        = list(string)
+  default     = []
+}
+
 variable "force_destroy" {
   description = "Let terraform destroy delete the manifest bucket with the manifests in it. Keep false in production."
   type        = bool

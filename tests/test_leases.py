@@ -1,0 +1,218 @@
+"""Deploy leases: a second run waits, then fails naming the holder; restore takes the lease of
+its queues; a killed run's hold expires (at once when it died on this machine, after lock-ttl
+when it ran elsewhere); the heartbeat keeps a long run's lease; two drains started together
+never both take a job."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobguard.adapters.aws import Aws, AwsSettings
+from jobguard.adapters.lease import Leases, LeaseSettings, lease_scope, read_lease
+from jobguard.adapters.stores import Store, open_store
+from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim.server import ACCOUNT, REGION
+
+from .conftest import configure, load_manifest, replacements_of, run_process
+
+HOLDER_TTL = 2.0  # lock-ttl of the test config (conftest.FAST)
+SCOPE = lease_scope(ACCOUNT, REGION)
+KEY = f"leases/{SCOPE}work"
+
+
+def _store(uri: str) -> Store:
+    return open_store(uri, Aws(AwsSettings()))
+
+
+def _world(seed: Seeder, jobs: int = 4) -> list[str]:
+    seed.queue("work")
+    seed.definition("proc")
+    return [seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc") for i in range(jobs)]
+
+
+def _hold(uri: str, deploy_id: str, ttl: float = 60.0) -> Leases:
+    """This test process holds `work` for `deploy_id`, renewing it, as a running jobguard would."""
+    leases = Leases(_store(uri), deploy_id, LeaseSettings(wait=1, holder_ttl=ttl, lease_ttl=max(ttl, 30)), lambda text: None, SCOPE)
+    leases.acquire(["work"])
+    return leases
+
+
+def _in_actions(monkeypatch: pytest.MonkeyPatch, run_id: str, repository: str = "org/pipeline") -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_RUN_ID", run_id)
+    monkeypatch.setenv("GITHUB_REPOSITORY", repository)
+
+
+def test_second_run_waits_then_fails_naming_the_holder(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = _world(seed)
+    _in_actions(monkeypatch, "777")
+    holder = _hold(store, "777")  # run 777's drain is still running
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    try:
+        started = time.monotonic()
+        result = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2", "--lock-timeout", "0.5")
+        waited = time.monotonic() - started
+    finally:
+        holder.release(keep_for_deploy=False)
+    assert result.code == 3 and waited >= 0.5, result.err
+    assert "queue work: deploy 777's lease, held by https://github.com/org/pipeline/actions/runs/777" in result.err
+    assert "queue work: waiting up to" in result.err
+    assert aws.calls["batch:TerminateJob"] == 0 and not any(aws.batch.jobs[j].terminated for j in jobs)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2").code == 0  # released: d2 goes ahead
+    assert all(aws.batch.jobs[j].terminated for j in jobs)
+
+
+def test_a_deploy_between_drain_and_restore_keeps_its_queues(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _world(seed, jobs=2)
+    _in_actions(monkeypatch, "777")
+    assert run("drain", "--store", store, "--queue", "work").code == 0  # run 777, now in its apply
+    later = seed.job(jobName="later", jobQueue="work", jobDefinition="proc")
+    _in_actions(monkeypatch, "778")  # the next push's pipeline
+    blocked = run("drain", "--store", store, "--queue", "work", "--lock-timeout", "0.3")
+    assert blocked.code == 3
+    assert "deploy 777's lease, between its drain and restore (last run: https://github.com/org/pipeline/actions/runs/777)" in blocked.err
+    assert "run `jobguard restore --deploy-id 777` if it was cancelled" in blocked.err
+    assert not aws.batch.jobs[later].terminated
+    assert run("restore", "--store", store).code == 0  # run 778's restore: nothing of its own, 777's left alone
+    assert replacements_of(aws) == {}
+    _in_actions(monkeypatch, "777")
+    assert run("restore", "--store", store).code == 0  # run 777's restore releases the queue
+    assert set(replacements_of(aws)) == set(first)
+    _in_actions(monkeypatch, "778")
+    assert run("drain", "--store", store, "--queue", "work", "--lock-timeout", "0.3").code == 0
+    assert aws.batch.jobs[later].terminated
+
+
+def test_restore_takes_the_lease_of_its_queues(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    jobs = _world(seed)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    holder = _hold(store, "d1")  # a re-run of d1's drain, still running
+    try:
+        result = run("restore", "--store", store, "--deploy-id", "d1", "--lock-timeout", "0.3")
+    finally:
+        holder.release(keep_for_deploy=True)
+    assert result.code == 3 and "queue work: deploy d1's lease, held by" in result.err
+    assert replacements_of(aws) == {} and aws.calls["batch:SubmitJob"] == len(jobs)  # the seeded jobs only
+    seen: list[Any] = []
+    inspect = _store(store)
+
+    def look(action: str, count: int) -> None:
+        if action == "batch:SubmitJob" and count == len(jobs) + 1:  # restore's first
+            seen.append(read_lease(inspect, "work", SCOPE))
+
+    aws.after = look
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    (lease,) = seen
+    assert lease is not None and lease.deploy_id == "d1" and lease.holder_id is not None and lease.pid == os.getpid()
+    assert read_lease(inspect, "work", SCOPE) is None  # released when it was done
+    assert {k: len(v) for k, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)
+
+
+def _kill_at_first_terminate(aws: SimulatedAWS, pid: list[int]) -> None:
+    def kill(action: str, count: int) -> None:
+        if action == "batch:TerminateJob" and count == 1:
+            os.kill(pid[0], signal.SIGKILL)
+
+    aws.after = kill
+
+
+def test_hold_of_a_killed_run_on_this_machine_is_taken_over_at_once(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir) -> None:
+    configure(workdir, "lock-ttl: 30")  # a holder that stopped renewing would keep the queue 30 s
+    jobs = _world(seed)
+    pid: list[int] = []
+    _kill_at_first_terminate(aws, pid)
+    process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    pid.append(process.pid)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    aws.after = None
+    lease = read_lease(_store(store), "work", SCOPE)
+    assert lease is not None and lease.holder_id is not None and lease.pid == process.pid  # never released
+    started = time.monotonic()
+    result = run("restore", "--store", store, "--deploy-id", "d1")  # the pipeline goes on: restore at once
+    assert result.code == 0, result.err
+    assert time.monotonic() - started < 10  # not the 30 s of lock-ttl: the holder is gone from this machine
+    replaced = replacements_of(aws)
+    assert all(len(replaced.get(j, [])) <= 1 for j in jobs)
+    assert all(j in replaced or aws.batch.jobs[j].status == "RUNNING" for j in jobs)  # never stopped: left running
+
+
+def test_hold_of_a_run_on_another_machine_expires_after_lock_ttl(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    jobs = _world(seed)
+    pid: list[int] = []
+    _kill_at_first_terminate(aws, pid)
+    process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    pid.append(process.pid)
+    process.communicate(timeout=60)
+    aws.after = None
+    # The same hold, as a runner on another machine would have left it: its process cannot be looked up here.
+    inspect = _store(store)
+    current = inspect.read(KEY)
+    assert current is not None
+    record = json.loads(current.value)
+    record.update(machine="runner-b 0d6c8f2e pid:[4026531836]", pid=4242, renewed_at=inspect.clock())
+    inspect.write(KEY, json.dumps(record, sort_keys=True).encode(), current.version)
+    started = time.monotonic()
+    result = run("restore", "--store", store, "--deploy-id", "d1")
+    waited = time.monotonic() - started
+    assert result.code == 0, result.err
+    assert HOLDER_TTL - 1 <= waited < HOLDER_TTL + 8  # - 1: S3's and DynamoDB's clock is read from Date headers, whole seconds
+    replaced = replacements_of(aws)
+    assert all(len(replaced.get(j, [])) <= 1 for j in jobs) and replaced
+
+
+def test_heartbeat_keeps_a_long_run_s_lease(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
+    configure(workdir, "lock-ttl: 1")
+    aws.batch.timing = dataclasses.replace(aws.batch.timing, stop_seconds=5.0)  # the drain waits 5 s for its jobs to stop
+    jobs = _world(seed, jobs=3)
+    stopping = threading.Event()
+    aws.after = lambda action, count: stopping.set() if action == "batch:TerminateJob" else None
+    drain = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    assert stopping.wait(60)
+    inspect = _store(store)
+    versions = set()
+    deadline = time.monotonic() + 3 * 1.0  # three times lock-ttl
+    while time.monotonic() < deadline:
+        found = inspect.read(KEY)
+        assert found is not None
+        versions.add(found.version)
+        time.sleep(0.1)
+    assert len(versions) >= 4  # renewed every lock-ttl / 4
+    other = run("restore", "--store", store, "--deploy-id", "d1", "--lock-timeout", "0.5")  # a re-run of the same deploy
+    assert other.code == 3 and "held by" in other.err
+    _, err = drain.communicate(timeout=60)
+    assert drain.returncode == 0, err
+    assert "lost the deploy lease" not in err
+    assert all(aws.batch.jobs[j].terminated for j in jobs) and replacements_of(aws) == {}
+
+
+def test_two_drains_started_together_never_both_take_a_job(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    jobs = _world(seed, jobs=30)
+    processes = {
+        deploy: run_process("drain", "--store", store, "--queue", "work", "--deploy-id", deploy, "--lock-timeout", "1")
+        for deploy in ("left", "right")
+    }
+    codes = {}
+    for deploy, process in processes.items():
+        _out, err = process.communicate(timeout=120)
+        codes[deploy] = (process.returncode, err)
+    (winner,) = [d for d, (code, _) in codes.items() if code == 0]
+    (loser,) = [d for d, (code, _) in codes.items() if code != 0]
+    assert codes[loser][0] == 3 and f"deploy {winner}'s lease" in codes[loser][1]
+    assert sorted(r["job_id"] for r in load_manifest(store, seed, winner)["jobs"]) == sorted(jobs)
+    assert run("status", "--store", store, "--deploy-id", loser).code == 2  # the loser recorded nothing: no manifest
+    assert run("restore", "--store", store, "--deploy-id", winner).code == 0
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)
