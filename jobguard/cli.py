@@ -138,7 +138,7 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(report)
+        return run_demo(report, main)
     given = {key: getattr(args, key.replace("-", "_"), None) for key in _FLAG_KEYS}
     options = resolve(args.config, parse_flags({k: v for k, v in given.items() if v is not None}))
     in_actions = os.environ.get("GITHUB_ACTIONS") == "true"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,12 @@ REVISION_2 = {
 }
 
 
-def run_demo(report: Reporter) -> int:
-    """Run the cycle; 0 when every drained job came back exactly once on the new revision."""
+def run_demo(report: Reporter, main: Callable[[list[str]], int]) -> int:
+    """Run the cycle with `main` (the CLI's: `jobguard ARGS`); 0 when every drained job came back exactly once on the new revision."""
     try:
         from .sim import Seeder, SimulatedAWS, Timing
     except ImportError:
         raise UsageError("the demo needs a simulated AWS", hint="pip install 'jobguard[demo]'") from None
-    from .cli import main
-
     folder = Path(tempfile.mkdtemp(prefix="jobguard-demo-"))
     store = f"file://{folder / 'manifests'}"
     config = folder / "jobguard.yml"

@@ -297,6 +297,26 @@ def test_arrays_unfinished_with_one_child_left_submits_a_single_job(
     assert environment(request["containerOverrides"], "environment")[ARRAY_INDEXES_ENV] == "2"
 
 
+def test_arrays_paired_by_n_to_n_are_resubmitted_whole(seed: Seeder, store: str, run: Any, instant: SimulatedAWS, workdir: Path) -> None:
+    aws = instant
+    configure(workdir, "arrays: unfinished")
+    parent = _array(seed, 4, [1], aws)
+    paired = seed.job(
+        status="PENDING",
+        jobName="pairs",
+        jobQueue="work",
+        jobDefinition="rnaseq",
+        arrayProperties={"size": 4},
+        dependsOn=[{"jobId": parent, "type": "N_TO_N"}],
+    )
+    _, restored = drain_and_restore(run, store)
+    assert restored.code == 0, restored.err
+    for job in (parent, paired):  # child i of one must still pair with child i of the other
+        request = aws.batch.jobs[replacement_of(aws, job)].request
+        assert request["arrayProperties"] == {"size": 4} and ARRAY_INDEXES_ENV not in str(request)
+    assert "whole array resubmitted: an N_TO_N dependency pairs its children" in restored.out
+
+
 def test_arrays_whole_by_default_resubmits_every_child(seed: Seeder, store: str, run: Any, instant: SimulatedAWS) -> None:
     aws = instant
     parent = _array(seed, 4, [1], aws)

@@ -69,7 +69,7 @@ class Requests:
         tags, full = with_mark(record.submission.get("tags", {}), mark)
         request["tags"] = tags
         variables = mark.environment() if self.options.lineage_env else {}
-        self._array(record, request, variables, notes)
+        self._array(manifest, record, request, variables, notes)
         if variables:
             request, problem = submission.with_environment(request, new_definition, variables)
             if problem:
@@ -191,9 +191,12 @@ class Requests:
                 f"share identifier {request.pop('shareIdentifier')} dropped (queue {queue.name} no longer has a fair-share policy)"
             )
 
-    def _array(self, record: JobRecord, request: Json, variables: dict[str, str], notes: list[str]) -> None:
+    def _array(self, manifest: Manifest, record: JobRecord, request: Json, variables: dict[str, str], notes: list[str]) -> None:
         size = (request.get("arrayProperties") or {}).get("size")
         if self.options.arrays != "unfinished" or not size or not record.array_succeeded:
+            return
+        if _index_aligned(manifest, record):
+            notes.append("whole array resubmitted: an N_TO_N dependency pairs its children by index with another array's")
             return
         left = [i for i in range(int(size)) if i not in set(record.array_succeeded)]
         if not left:
@@ -204,3 +207,12 @@ class Requests:
             request["arrayProperties"] = {"size": len(left)}
         variables[ARRAY_INDEXES_ENV] = ",".join(map(str, left))
         notes.append(f"{len(left)} of {size} array children resubmitted ({len(record.array_succeeded)} had succeeded)")
+
+
+def _index_aligned(manifest: Manifest, record: JobRecord) -> bool:
+    """True when an N_TO_N dependency pairs this array's children with another array's by index (to it, or from a drained job)."""
+    own = any(d.get("type") == "N_TO_N" for d in record.submission.get("dependsOn", []))
+    theirs = any(
+        d.get("jobId") == record.job_id and d.get("type") == "N_TO_N" for other in manifest for d in other.submission.get("dependsOn", [])
+    )
+    return own or theirs
