@@ -142,9 +142,10 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     given = {key: getattr(args, key.replace("-", "_"), None) for key in _FLAG_KEYS}
     options = resolve(args.config, parse_flags({k: v for k, v in given.items() if v is not None}))
     in_actions = os.environ.get("GITHUB_ACTIONS") == "true"
-    run_id = (os.environ.get("GITHUB_RUN_ID") or None) if in_actions else None
-    if run_id is not None:  # it names files and keys like --deploy-id does: the same check
-        run_id = parse_deploy_id(run_id, "GITHUB_RUN_ID")
+    run_id = None
+    if in_actions and "GITHUB_RUN_ID" in os.environ:  # it names files and keys like --deploy-id does: the same check
+        # Set but empty is a broken environment, not "no run": restore would take every open deploy.
+        run_id = parse_deploy_id(os.environ["GITHUB_RUN_ID"], "GITHUB_RUN_ID (environment)")
     if args.command == "drain":
         deploy_id = options.deploy_id or run_id or _new_deploy_id()
         ctx = build_context(options, report, creating=True)

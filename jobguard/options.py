@@ -10,7 +10,7 @@ import difflib
 import math
 import re
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,15 +113,20 @@ def number(low: float, high: float = math.inf, integer: bool = False, low_open: 
     return parse
 
 
-def duration(value: Any, where: str) -> float:
-    """Seconds from a number or a duration like 90s, 30m, 1h30m."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(number(0, 7 * 24 * 3600)(value, where))
-    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", str(value).strip()) if isinstance(value, str) else None
-    if not match or not any(match.groups()):
-        raise ConfigError(f"{where}: expected a duration such as 90s, 30m or 1h30m, got {_shown(value)}")
-    hours, minutes, seconds = (float(g or 0) for g in match.groups())
-    return float(number(0, 7 * 24 * 3600)(hours * 3600 + minutes * 60 + seconds, where))
+def duration(low: float = 0.0) -> Parser:
+    """Seconds, at least `low` and at most a week, from a number or a duration like 90s, 30m, 1h30m."""
+    bounded = number(low, 7 * 24 * 3600)
+
+    def parse(value: Any, where: str) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(bounded(value, where))
+        match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", str(value).strip()) if isinstance(value, str) else None
+        if not match or not any(match.groups()):
+            raise ConfigError(f"{where}: expected a duration such as 90s, 30m or 1h30m, got {_shown(value)}")
+        hours, minutes, seconds = (float(g or 0) for g in match.groups())
+        return float(bounded(hours * 3600 + minutes * 60 + seconds, where))
+
+    return parse
 
 
 def choice(options: tuple[str, ...]) -> Parser:
@@ -176,19 +181,25 @@ def store(value: Any, where: str) -> str:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
 def notify_target(value: Any, where: str) -> str:
-    """sns:TOPIC_ARN, or an http(s) webhook URL; never echoed whole (webhook URLs carry secrets)."""
+    """sns:TOPIC_ARN, or an https:// webhook URL (http:// only to this machine: the URL and the
+    message would cross the network in clear); never echoed whole (webhook URLs carry secrets)."""
     target = text(value, where)
     if re.fullmatch(r"sns:arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}", target):
         return target
     try:
         parts = urlsplit(target) if target.startswith(("https://", "http://")) else None
-        if parts is not None and parts.hostname and parts.port != 0 and " " not in target:  # .port: ValueError when out of range
+        usable = parts is not None and parts.hostname and parts.port != 0 and " " not in target  # .port: ValueError when out of range
+        if usable and parts is not None and (parts.scheme == "https" or parts.hostname in LOOPBACK):
             return target
     except ValueError:  # a broken [IPv6] host or port
         pass
     raise ConfigError(
-        f"{where}: a notification target is sns:TOPIC_ARN or an https:// webhook URL (the value is not shown: it may hold a secret)"
+        f"{where}: a notification target is sns:TOPIC_ARN or an https:// webhook URL (http:// only to localhost; "
+        "the value is not shown: it may hold a secret)"
     )
 
 
@@ -241,12 +252,12 @@ KEYS: dict[str, tuple[str, Parser]] = {
     "job-definition": ("job_definition", choice(JOB_DEFINITION_CHOICES)),
     "job-definitions": ("job_definitions", strings(pattern)),
     "plan": ("plan", text),
-    "grace": ("grace", duration),
+    "grace": ("grace", duration()),
     "freeze": ("freeze", boolean),
     "triggers": ("triggers", strings(pattern)),
     "policies": ("policies", policies),
-    "stop-timeout": ("stop_timeout", duration),
-    "lookup-window": ("lookup_window", duration),
+    "stop-timeout": ("stop_timeout", duration()),
+    "lookup-window": ("lookup_window", duration(1)),  # shorter would not cover ListJobs' lag: exactly-once rests on it
     "max-resubmits": ("max_resubmits", number(0, 1_000_000, integer=True)),
     "lineage-env": ("lineage_env", boolean),
     "arrays": ("arrays", choice(ARRAY_CHOICES)),
@@ -259,11 +270,11 @@ KEYS: dict[str, tuple[str, Parser]] = {
     "json": ("json", boolean),
     "all": ("all", boolean),
     "watch": ("watch", boolean),
-    "interval": ("interval", number(0, 86400, low_open=True)),
+    "interval": ("interval", number(0.1, 86400)),
     "timeout": ("timeout", number(0, 7 * 86400, low_open=True)),
     "lock-timeout": ("lock_timeout", number(0, 86400)),
-    "lock-ttl": ("lock_ttl", number(0, 86400, low_open=True)),
-    "lease-ttl": ("lease_ttl", duration),
+    "lock-ttl": ("lock_ttl", number(1, 86400)),  # the hold is renewed every lock-ttl / 4: shorter would spin on the store
+    "lease-ttl": ("lease_ttl", duration(1)),
     "rate": ("rate", number(0, 10_000, low_open=True)),
     "burst": ("burst", number(1, 10_000)),
     "workers": ("workers", number(1, 256, integer=True)),
@@ -286,6 +297,21 @@ def _check_keys(mapping: dict[Any, Any], known: dict[str, Any], where: str) -> N
             raise ConfigError(f"{where}: unknown key {_shown(key)}{hint}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                break  # SafeLoader refuses it, naming the line
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """Settings from a YAML file, as {config key: parsed value}; errors name the file and key."""
     try:
@@ -297,7 +323,7 @@ def read_config(path: Path) -> dict[str, Any]:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: bigger than {MAX_CONFIG_BYTES} bytes: not a jobguard config file")
     try:
-        document = yaml.safe_load(raw.decode("utf-8"))
+        document = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text: not a jobguard config file") from None
     except yaml.YAMLError as exc:

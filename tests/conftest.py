@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import yaml
 
 from jobguard.cli import main
 from jobguard.domain.tags import mark_of
 from jobguard.sim import Seeder, SimulatedAWS, Timing
 from jobguard.sim.recording import Call
+
+from . import shared
 
 # Fast retries and short waits; every bound still real (tests of the bounds set their own).
 FAST = """\
@@ -70,20 +73,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
-# --- tests/test_policy.py runs last: it evaluates the module's policy against every call in RECORDED_CALLS.
-class _PolicyTestLast:
-    """Moves tests/test_policy.py to the end of the run, after every test whose calls it evaluates."""
+# --- Order, and what the processes of a parallel run (pytest -n 2) share ------------------------
+# Modules whose tests share minutes of set-up (Terraform lifecycles, a deployed stack, a runner
+# repository) run as one xdist group each, started first so that they overlap everything else;
+# tests/test_policy.py runs last, after every test whose calls it evaluates (tests/shared.py gives
+# it the other workers' calls).
+FIRST = ("test_terraform.py", "test_deploy_e2e.py", "test_runner.py", "test_action.py")
+LAST = ("test_policy.py",)
 
+
+class _Order:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        items.sort(key=lambda item: item.path.name == "test_policy.py")  # stable: every other test keeps its place
+        def rank(item: pytest.Item) -> int:
+            return 0 if item.path.name in FIRST else 2 if item.path.name in LAST else 1
+
+        items.sort(key=rank)  # stable: within a rank every test keeps its place
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(_PolicyTestLast(), "jobguard-policy-test-last")
+    config.pluginmanager.register(_Order(), "jobguard-order")
+    shared.start()
 
 
-# ---
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shared.finish()
 
 
 def record_faults(**figures: int) -> None:
@@ -92,10 +106,16 @@ def record_faults(**figures: int) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """With JOBGUARD_FAULT_REPORT=FILE, write the fault tests' figures there (docs/reliability.md)."""
+    """A worker publishes its calls and fault figures; the controlling process (or a run without
+    workers) writes every fault figure to JOBGUARD_FAULT_REPORT=FILE (docs/reliability.md)."""
+    if shared.worker() is not None:
+        shared.publish("calls", RECORDED_CALLS)
+        shared.publish("faults", _FAULT_REPORT)
+        return
+    figures = [*_FAULT_REPORT, *(row for rows in shared.published("faults") for row in rows)]
     path = os.environ.get("JOBGUARD_FAULT_REPORT")
-    if path and _FAULT_REPORT:
-        Path(path).write_text(json.dumps(_FAULT_REPORT, indent=1))
+    if path and figures:
+        Path(path).write_text(json.dumps(figures, indent=1))
 
 
 @dataclass
@@ -140,9 +160,25 @@ def seed(aws: SimulatedAWS) -> Seeder:
 
 
 def configure(workdir: Path, text: str) -> None:
-    """Add settings to the test's .jobguard.yml."""
-    with open(workdir / ".jobguard.yml", "a", encoding="utf-8") as config:
-        config.write(text if text.endswith("\n") else text + "\n")
+    """Put settings into the test's .jobguard.yml."""
+    path = workdir / ".jobguard.yml"
+    path.write_text(merged_config(path.read_text(encoding="utf-8"), text), encoding="utf-8")
+
+
+def merged_config(base: str, text: str) -> str:
+    """`base` with the settings of `text` put in: a key of both takes text's value (`retry:` key by key),
+    as jobguard refuses a key given twice. Text that is not a YAML mapping (a test of a bad config
+    file) is appended as it is."""
+    text = text if text.endswith("\n") else text + "\n"
+    try:
+        old, new = yaml.safe_load(base) or {}, yaml.safe_load(text)
+    except yaml.YAMLError:
+        return base + text
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return base + text
+    if isinstance(old.get("retry"), dict) and isinstance(new.get("retry"), dict):
+        new = {**new, "retry": {**old["retry"], **new["retry"]}}
+    return str(yaml.safe_dump({**old, **new}, sort_keys=False))
 
 
 @pytest.fixture(params=STORES)

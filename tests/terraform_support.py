@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import shared
+
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "terraform"
 EXAMPLES = MODULE / "examples"
@@ -617,8 +619,13 @@ def drift(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 @functools.lru_cache(maxsize=1)
 def lifecycles() -> dict[str, Lifecycle]:
-    """Every configuration of LIFECYCLES through its whole lifecycle, in parallel (Terraform spends
-    most of it waiting on the provider's pollers), once per process."""
+    """Every configuration of LIFECYCLES through its whole lifecycle, once per test run: in a
+    parallel run the first worker to ask runs them and the others wait for its result."""
+    return shared.once("terraform-lifecycles", _run_lifecycles)
+
+
+def _run_lifecycles() -> dict[str, Lifecycle]:
+    """The lifecycles in parallel (Terraform spends most of one waiting on the provider's pollers)."""
     from concurrent.futures import ThreadPoolExecutor
 
     root = Path(tempfile.mkdtemp(prefix="jobguard-tf-"))

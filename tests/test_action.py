@@ -20,6 +20,7 @@ from jobguard.sim import Seeder, SimulatedAWS
 from .conftest import Hook
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.xdist_group("action")  # in a parallel run: one installation of jobguard into RUNNER_TEMP
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 SECRET = "hunter2-do-not-print"
 
@@ -91,6 +92,7 @@ def _seed(seed: Seeder) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_drain_then_restore_through_the_action(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
     jobs = _seed(seed)
     store = f"file://{workdir}/manifests"

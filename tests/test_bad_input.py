@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim import Seeder, SimulatedAWS, Timing
 from jobguard.sim.batch import ClientException
 
-from .conftest import FAST, Hook, Result, replacements_of
+from .conftest import FAST, Hook, Result, merged_config, replacements_of
 from .hostile import (
     assert_unchanged,
     aws_store,
@@ -74,11 +74,14 @@ class World:
 
     def config(self, text: str) -> str:
         """A config file holding the fast test settings and `text`; its path."""
-        return self.file("custom.yml", FAST + text)
+        return self.file("custom.yml", merged_config(FAST, text))
 
 
 @pytest.fixture
 def w(seed: Seeder, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch, run) -> World:
+    """Two jobs drained into a file store. In the instant world: what is checked here is the refusal
+    of bad input, which comes before any waiting; tests/test_real_batch.py covers Batch's timing."""
+    aws.reset(Timing.instant())
     first, second = world(seed)
     drained = run("drain", "--store", f"file://{workdir}/m", "--queue", "work", "--deploy-id", "d1")
     assert drained.code == 0, drained.err
@@ -220,6 +223,7 @@ def _refused_everywhere(w: World, run, *words: str) -> None:
     assert replacements_of(w.aws) == {}
 
 
+@pytest.mark.slow  # every damage (55) against every command (5)
 @pytest.mark.parametrize(("change", "words"), [pytest.param(c, words, id=i) for i, c, words in DOCUMENT_DAMAGE])
 def test_damaged_manifest(w: World, run, change, words) -> None:
     """Signed again with its own key, so only the checks can tell: refused before the first wave."""
@@ -233,7 +237,7 @@ def test_unreadable_manifest(w: World, run, damage, words) -> None:
     _refused_everywhere(w, run, *words)
 
 
-@pytest.mark.parametrize("kind", ["s3", "dynamodb"])
+@pytest.mark.parametrize("store", ["s3", "dynamodb"])
 @pytest.mark.parametrize(
     ("damage", "words"),
     [
@@ -242,9 +246,9 @@ def test_unreadable_manifest(w: World, run, damage, words) -> None:
         pytest.param(lambda doc: ({**doc, "jobs": [{**doc["jobs"][0], "attempts": "many"}]}, None), ("attempts",), id="bad-record"),
     ],
 )
-def test_damaged_manifest_in_aws_stores(seed: Seeder, aws: SimulatedAWS, workdir: Path, run, kind: str, damage, words) -> None:
+def test_damaged_manifest_in_aws_stores(seed: Seeder, aws: SimulatedAWS, workdir: Path, run, store: str, damage, words) -> None:
     world(seed)
-    store = aws_store(seed, workdir, kind)
+    store = aws_store(seed, workdir, store)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     document, raw = damage(read_document(store, seed, "d1"))
     write_document(store, seed, "d1", document, raw)
@@ -514,6 +518,14 @@ def run_id_with_a_path(w: World) -> list[str]:
     return ["drain", "--store", w.store, "--queue", "work"]
 
 
+@case(2, "GITHUB_RUN_ID (environment)", "non-empty")
+def run_id_empty_at_restore(w: World) -> list[str]:
+    """Not "no run id": restore would take every open deploy, drain would make up a new one."""
+    w.monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    w.monkeypatch.setenv("GITHUB_RUN_ID", "")
+    return ["restore", "--store", w.store]
+
+
 @case(2, "GITHUB_RUN_ID")
 def run_id_with_a_path_at_status(w: World) -> list[str]:
     run_id_with_a_path(w)
@@ -570,9 +582,19 @@ def stop_timeout_overflowing(w: World) -> list[str]:
     return _drain(w, "--stop-timeout", "1e400")
 
 
-@case(2, "--interval", "more than 0")
+@case(2, "--interval", "at least 0.1")
 def watch_interval_zero(w: World) -> list[str]:
     return ["status", "--store", w.store, "--watch", "--interval", "0"]
+
+
+@case(2, "--interval", "at least 0.1")
+def watch_interval_a_busy_loop(w: World) -> list[str]:
+    return ["status", "--store", w.store, "--watch", "--interval", "0.0000001"]
+
+
+@case(2, "lookup-window", "at least 1")
+def config_lookup_window_zero(w: World) -> list[str]:
+    return _with_config("lookup-window: 0\n", _restore)(w)  # no time for ListJobs to show a job SubmitJob made
 
 
 @case(2, "--timeout")
@@ -687,6 +709,21 @@ def config_lease_shorter_than_hold(w: World) -> list[str]:
     return _with_config("lease-ttl: 1\n")(w)
 
 
+@case(2, "custom.yml: line 3", "key 'grace' given twice")
+def config_key_given_twice(w: World) -> list[str]:
+    return _drain(w, "--config", w.file("custom.yml", "grace: 10m\nqueues: [work]\ngrace: 0s\n"))
+
+
+@case(2, "custom.yml", "key 'attempts' given twice")
+def config_retry_key_given_twice(w: World) -> list[str]:
+    return _drain(w, "--config", w.file("custom.yml", "retry:\n  attempts: 3\n  attempts: 1\n"))
+
+
+@case(2, "lock-ttl", "at least 1")
+def config_lock_ttl_a_busy_heartbeat(w: World) -> list[str]:
+    return _with_config("lock-ttl: 0.000001\n")(w)
+
+
 @case(2, "workers", "integer")
 def config_workers_fraction(w: World) -> list[str]:
     return _with_config("workers: 1.5\n")(w)
@@ -780,6 +817,24 @@ def plan_not_a_plan(w: World) -> list[str]:
 @case(2, "resource_changes", "expected a list")
 def plan_changes_not_a_list(w: World) -> list[str]:
     return _plan({"format_version": "1.2", "resource_changes": {"a": 1}})(w)
+
+
+@case(2, "resource_changes[0].change.before.name", "job queue's name")
+def plan_queue_name_a_number(w: World) -> list[str]:
+    return _plan(_change(["delete", "create"], {"name": 5}, {"name": 5}))(w)
+
+
+@case(2, "resource_changes[0].change.before.compute_resources", "list or null")
+def plan_compute_resources_not_a_list(w: World) -> list[str]:
+    environment = {"arn": "arn:aws:batch:us-east-1:123456789012:compute-environment/ce", "compute_resources": "c5.large"}
+    change = {"actions": ["update"], "before": environment, "after": {**environment, "compute_resources": []}}
+    entry = {"address": "aws_batch_compute_environment.ce", "type": "aws_batch_compute_environment", "change": change}
+    return _plan({"format_version": "1.2", "resource_changes": [entry]})(w)
+
+
+@case(2, "--notify", "http:// only to localhost")
+def notify_plain_http_elsewhere(w: World) -> list[str]:
+    return _drain(w, "--notify", "http://hooks.example.com/services/s3cr3t-t0ken")
 
 
 @case(2, "change.actions", "list of strings")
@@ -890,7 +945,7 @@ def test_secrets_of_bad_notify_targets_are_not_echoed(w: World, run) -> None:
 
 # -- the store fails under jobguard ------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("kind", "action", "command"),
+    ("store", "action", "command"),
     [
         ("s3", "s3:ListBucket", "restore"),  # the issue's S3 list
         ("s3", "s3:PutObject", "drain"),  # the lease put (the first write of a drain)
@@ -903,9 +958,9 @@ def test_secrets_of_bad_notify_targets_are_not_echoed(w: World, run) -> None:
         ("s3", "sts:GetCallerIdentity", "status"),
     ],
 )
-def test_store_connection_dropped(seed: Seeder, aws: SimulatedAWS, workdir: Path, run, kind: str, action: str, command: str) -> None:
+def test_store_connection_dropped(seed: Seeder, aws: SimulatedAWS, workdir: Path, run, store: str, action: str, command: str) -> None:
     world(seed)
-    store = aws_store(seed, workdir, kind)
+    store = aws_store(seed, workdir, store)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     before = snapshot(aws, seed, store)
     aws.fault = lambda called, n: "drop" if called == action else None
@@ -919,11 +974,11 @@ def test_store_connection_dropped(seed: Seeder, aws: SimulatedAWS, workdir: Path
     assert_unchanged(before, aws, seed)
 
 
-@pytest.mark.parametrize(("kind", "action"), [("s3", "s3:DeleteObject"), ("dynamodb", "dynamodb:DeleteItem")])
-def test_lease_delete_dropped_after_the_work_is_done(seed: Seeder, aws: SimulatedAWS, workdir: Path, run, kind: str, action: str) -> None:
+@pytest.mark.parametrize(("store", "action"), [("s3", "s3:DeleteObject"), ("dynamodb", "dynamodb:DeleteItem")])
+def test_lease_delete_dropped_after_the_work_is_done(seed: Seeder, aws: SimulatedAWS, workdir: Path, run, store: str, action: str) -> None:
     """The issue's lease delete: restore's last step. The work is done; the lease and index entry expire or are cleaned up later."""
     first, second = world(seed)
-    store = aws_store(seed, workdir, kind)
+    store = aws_store(seed, workdir, store)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     aws.fault = lambda called, n: "drop" if called == action else None
     result = run("restore", "--store", store, "--deploy-id", "d1")

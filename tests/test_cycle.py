@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
 import referencing
 
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import load_manifest, overlapping, records, replacements_of
+from .conftest import configure, load_manifest, overlapping, records, replacements_of
 
 OLD = {
     "image": "app:1",
@@ -163,6 +164,7 @@ def test_listing_pages_through_next_token(seed: Seeder, store: str, run, aws: Si
     assert aws.calls["batch:ListJobs"] >= 2 * (4 + 4)  # two passes: 4 pages of RUNNING and one call for each other status
 
 
+@pytest.mark.slow
 def test_describe_is_batched_by_100(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     _definitions(seed)
     for i in range(230):
@@ -231,9 +233,7 @@ def test_a_failed_dependency_holds_its_dependent(seed: Seeder, store: str, run, 
     running = seed.job(jobName="upstream", jobQueue="work", jobDefinition="proc")
     seed.queue("other")
     held = seed.job(status="PENDING", jobName="held", jobQueue="work", jobDefinition="proc", dependsOn=[{"jobId": running}])
-    configure_policy = "policies:\n  - job-name: upstream\n    action: wait\n"
-    with open(".jobguard.yml", "a") as config:
-        config.write(configure_policy)
+    configure(Path.cwd(), "policies:\n  - job-name: upstream\n    action: wait\n")
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
     assert drained.code == 1  # policy wait: upstream still running after the (empty) grace period
     assert records(store, seed, "d1")[running]["outcome"] == "kept"
@@ -267,10 +267,10 @@ def test_restore_leaves_a_deploy_in_its_apply_alone(seed: Seeder, store: str, ru
     assert set(replacements_of(aws)) == {job}
 
 
+@pytest.mark.slow
 def test_a_dead_deploy_is_adopted_by_the_next_and_restored_oldest_first(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir) -> None:
     _definitions(seed)
-    with open(workdir / ".jobguard.yml", "a") as config:
-        config.write("lease-ttl: 2\n")  # the longest apply expected, for this test
+    configure(workdir, "lease-ttl: 2")  # the longest apply expected, for this test
     first = seed.job(jobName="first", jobQueue="work", jobDefinition="proc")
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "b-first").code == 0
     # b-first's pipeline died in its apply: no restore. The next push drains the same queue.
@@ -323,6 +323,7 @@ def test_rejected_submission_is_recorded_and_retried_by_the_next_restore(seed: S
     assert set(replacements_of(aws)) == {fine, gone}
 
 
+@pytest.mark.slow
 def test_job_that_finished_while_stopping_is_finished_not_resubmitted(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     _definitions(seed)
     aws.batch.timing = aws.batch.timing.__class__(stop_seconds=5.0)

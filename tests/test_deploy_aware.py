@@ -34,6 +34,7 @@ def _drained(aws: SimulatedAWS, jobs: dict[str, str]) -> set[str]:
 ALL_QUEUES = [arg for queue in QUEUES for arg in ("--queue", queue)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("plan", "at_risk", "reason"),
     [
@@ -121,6 +122,7 @@ def _finish_later(aws: SimulatedAWS, job: str, after: float) -> threading.Thread
     return thread
 
 
+@pytest.mark.slow
 def test_grace_drains_queued_jobs_first_and_lets_running_ones_finish(seed: Seeder, run, aws: SimulatedAWS, workdir: Path) -> None:
     seed.queue("work")
     seed.definition("proc")

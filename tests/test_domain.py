@@ -191,13 +191,19 @@ def test_numbers_are_finite_and_in_range(value: Any) -> None:
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("1h30m", 5400), (45, 45), ("2.5s", 2.5)])
 def test_durations(text: Any, seconds: float) -> None:
-    assert duration(text, "grace") == seconds
+    assert duration()(text, "grace") == seconds
 
 
 @pytest.mark.parametrize("text", ["soon", "", "1d", "-5s", "1h1h", "nan"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ConfigError, match="grace"):
-        duration(text, "grace")
+        duration()(text, "grace")
+
+
+@pytest.mark.parametrize("text", ["0", "0.5s", 0.2])
+def test_durations_below_their_floor_are_refused(text: Any) -> None:
+    with pytest.raises(ConfigError, match="lookup-window: expected a number at least 1"):
+        duration(1)(text, "lookup-window")
 
 
 def test_queue_names_and_arns() -> None:
@@ -212,3 +218,7 @@ def test_a_bad_notify_target_is_never_echoed() -> None:
         notify_target("slack://hunter2@x", "notify[0]")
     assert "hunter2" not in str(raised.value)
     assert notify_target("https://hooks.example.com/T/B/secret", "n") == "https://hooks.example.com/T/B/secret"
+    assert notify_target("http://127.0.0.1:8080/hook", "n") == "http://127.0.0.1:8080/hook"  # this machine only
+    with pytest.raises(ConfigError, match="http:// only to localhost") as raised:
+        notify_target("http://hooks.example.com/T/B/secret", "notify[0]")
+    assert "secret" not in str(raised.value).replace("may hold a secret", "")

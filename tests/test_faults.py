@@ -23,6 +23,8 @@ from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import TABLE, configure, create_table, overlapping, record_faults, records, replacements_of, run_process
 
+pytestmark = pytest.mark.slow  # fault and kill sweeps: every case waits for real stops and retries
+
 
 def _world(seed: Seeder, jobs: int = 3) -> list[str]:
     """One running job, the others PENDING on it (Batch fails them when it is stopped)."""
@@ -86,7 +88,7 @@ def test_server_errors_and_broken_connections_on_every_batch_action(seed: Seeder
 
 
 def test_retries_are_bounded_and_failure_is_per_job(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
-    configure(workdir, "lookup-window: 0.3\nretry:\n  initial-wait: 0.001\n  max-wait: 0.01\n  attempts: 3\n")
+    configure(workdir, "lookup-window: 1\nretry:\n  initial-wait: 0.001\n  max-wait: 0.01\n  attempts: 3\n")
     jobs = _independent(seed, 3)
     assert _drain(run, store).code == 0
     seeded = aws.calls["batch:SubmitJob"]
@@ -217,7 +219,6 @@ SWEEP = "lock-ttl: 1\nlease-ttl: 1\nstop-timeout: 10\n"  # a killed deploy's lea
 MIN_KILLS = {"drain": 10, "restore": 5}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("killed", ["drain", "restore"])
 def test_kill_9_after_every_call_then_what_the_workflow_does_next(
     seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch, killed: str

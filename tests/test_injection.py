@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -219,3 +221,45 @@ def test_argparse_errors_are_escaped(run, actions) -> None:
     result = run("drain", "--bogus=::error::x%0A##[add-mask]y")
     one_error(result, 2, "unrecognized arguments")
     workflow_commands(_all_output(result))
+
+
+class _Redirect(BaseHTTPRequestHandler):
+    """A webhook that answers 302 to another host, and that other host, which notes what reached it."""
+
+    reached: ClassVar[list[dict[str, str]]] = []
+    target = ""
+
+    def do_POST(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", _Redirect.target)
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        _Redirect.reached.append(dict(self.headers))
+        self.send_response(200)
+        self.end_headers()
+
+    do_PUT = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_redirecting_webhook_gets_no_credentials_and_is_a_warning(seed: Seeder, run, workdir: Path) -> None:
+    """urllib would follow the 302, carrying the Authorization header made from the URL's user:password
+    to the other host, and turn the POST into a GET: the message lost, silently."""
+    world(seed)
+    servers = [HTTPServer(("127.0.0.1", 0), _Redirect) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Redirect.reached, _Redirect.target = [], f"http://localhost:{servers[1].server_port}/collect"
+    try:
+        url = f"http://hook-user:t0ken@127.0.0.1:{servers[0].server_port}/services/hook"
+        result = run("drain", "--store", f"file://{workdir}/m", "--queue", "work", "--deploy-id", "d1", "--notify", url)
+    finally:
+        for server in servers:
+            server.shutdown()
+    assert result.code == 0, result.err
+    assert _Redirect.reached == []
+    warnings = [line for line in result.err.splitlines() if "notification" in line]
+    assert len(warnings) == 1 and "HTTP 302" in warnings[0] and "t0ken" not in result.out + result.err

@@ -90,6 +90,7 @@ def _register(seed: Seeder, definition: Json) -> str:
     return str(seed.batch.register_job_definition(**request)["jobDefinitionArn"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RESTORABLE)
 def test_restore_submits_exactly_the_recorded_overrides_on_the_new_revision(
     name: str, seed: Seeder, store: str, run: Any, instant: SimulatedAWS

@@ -73,6 +73,7 @@ def test_second_run_waits_then_fails_naming_the_holder(
     assert all(aws.batch.jobs[j].terminated for j in jobs)
 
 
+@pytest.mark.slow
 def test_a_deploy_between_drain_and_restore_keeps_its_queues(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,6 +151,7 @@ def test_hold_of_a_killed_run_on_this_machine_is_taken_over_at_once(seed: Seeder
     assert all(j in replaced or aws.batch.jobs[j].status == "RUNNING" for j in jobs)  # never stopped: left running
 
 
+@pytest.mark.slow
 def test_hold_of_a_run_on_another_machine_expires_after_lock_ttl(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     jobs = _world(seed)
     pid: list[int] = []
@@ -174,6 +176,7 @@ def test_hold_of_a_run_on_another_machine_expires_after_lock_ttl(seed: Seeder, s
     assert all(len(replaced.get(j, [])) <= 1 for j in jobs) and replaced
 
 
+@pytest.mark.slow
 def test_heartbeat_keeps_a_long_run_s_lease(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
     configure(workdir, "lock-ttl: 1")
     aws.batch.timing = dataclasses.replace(aws.batch.timing, stop_seconds=5.0)  # the drain waits 5 s for its jobs to stop

@@ -30,7 +30,9 @@ from jobguard.domain.tags import mark_of
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT
 
-from .conftest import configure, load_manifest, overlapping, record_faults, records, replacements_of, run_process
+from .conftest import configure, load_manifest, merged_config, overlapping, record_faults, records, replacements_of, run_process
+
+pytestmark = pytest.mark.slow  # every case runs two or more pipelines against each other, with real waits
 
 ACTIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 
@@ -411,7 +413,6 @@ def test_matrix_legs_share_a_run_id(seed: Seeder, store: str, run, aws: Simulate
     assert tally(aws, every, runs=legs + first.runs, faults=legs - 1) == (0, 0)
 
 
-@pytest.mark.slow  # 13-17 s: the pause outlasts lock-ttl, the paced run takes 3 s a side
 @pytest.mark.parametrize("command", ["drain", "restore"])
 def test_a_holder_paused_past_its_ttl_stops_before_its_next_mutation(
     seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, command: str
@@ -588,6 +589,7 @@ def test_a_job_at_its_resubmit_cap_is_left_running(seed: Seeder, store: str, run
 
 SETTINGS = (
     "lock-ttl: 0",
+    "lock-ttl: 0.000001",
     "lock-ttl: .nan",
     "lock-ttl: NaN",
     "lock-ttl: .inf",
@@ -604,9 +606,35 @@ def test_lease_settings_must_be_positive_and_finite(seed: Seeder, store: str, ru
     config = (workdir / ".jobguard.yml").read_text()
     pipeline = Pipeline(run, store, "1212", ("work",))
     for setting in SETTINGS:
-        (workdir / ".jobguard.yml").write_text(config + setting + "\n")
+        (workdir / ".jobguard.yml").write_text(merged_config(config, setting))
         for result in (pipeline.drain(), pipeline.restore()):
             assert result.code == 2, (setting, result.err)
             assert len(result.err.strip().splitlines()) == 1 and setting.split(":")[0] in result.err, result.err
     assert aws.calls["batch:TerminateJob"] == 0
     assert tally(aws, jobs, runs=pipeline.runs, faults=len(SETTINGS)) == (0, 0)
+
+
+def test_a_job_kept_by_an_open_deploy_is_decided_again_by_the_next(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
+    """d1 keeps a job running (policy wait) and stays open (another job cannot come back yet); the
+    next push's deploy on the same queue must not skip the job as d1's: its apply would kill it
+    with no record anywhere. The policy applies again: kept again, and the step fails again."""
+    configure(workdir, "policies:\n  - job-name: 'publish-*'\n    action: wait\n")
+    jobs = _queue(seed, "work", 1)
+    seed.definition("gone")
+    kept = seed.job(jobName="publish-x", jobQueue="work", jobDefinition="proc")
+    held = seed.job(jobName="needs-gone", jobQueue="work", jobDefinition="gone")
+    first = Pipeline(run, store, "3001", ("work",))
+    assert first.drain("--grace", "1s").code == 1  # publish-x still running after the grace period
+    seed.batch.deregister_job_definition(jobDefinition="gone:1")  # the deploy removed it: needs-gone cannot come back
+    assert first.restore().code == 1
+    second = Pipeline(run, store, "3002", ("work",))
+    drained = second.drain("--grace", "1s")
+    assert drained.code == 1 and f"publish-x [{kept}]: policy wait" in drained.err
+    assert records(store, seed, "3002")[kept]["outcome"] == "kept"
+    restored = second.restore()  # takes up 3001 too, whose needs-gone still cannot come back
+    assert restored.code == 1 and f"needs-gone [{held}]: job definition gone has no ACTIVE revision" in restored.err
+    # Once it has finished, the next deploy has nothing of it to decide.
+    aws.batch.finish(kept)
+    assert Pipeline(run, store, "3003", ("work",)).drain().code == 0
+    assert kept not in records(store, seed, "3003")
+    assert tally(aws, [*jobs, kept], runs=first.runs + second.runs + 1, faults=1) == (0, 0)

@@ -27,6 +27,7 @@ except the grants in WITHOUT_A_CALL, each with the reason it is kept.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -39,6 +40,7 @@ import pytest
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim.recording import Call
 
+from . import shared
 from . import terraform_support as tf
 from .conftest import FAST, RECORDED_CALLS, create_table, replacements_of, signing_key
 from .iam_eval import allowed, grants, s3_get_object_allowed_when_missing
@@ -48,6 +50,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(TERRAFORM_MISSING is not None, reason=f"Terraform cannot run here: {TERRAFORM_MISSING}"),
     pytest.mark.timeout(1500),  # the first use of the rendered policies applies the examples (a few minutes)
+    pytest.mark.xdist_group("policy"),  # in a parallel run, one worker evaluates every worker's calls
 ]
 
 EXAMPLES = ("s3", "dynamodb")
@@ -245,8 +248,14 @@ def calls_for(example: Example, calls: Iterable[Call]) -> list[Call]:
     return list(found.values())
 
 
+@functools.lru_cache(maxsize=1)
+def _session_calls() -> tuple[Call, ...]:
+    """This process's calls and, in a parallel run, every other worker's (this file runs last)."""
+    return (*RECORDED_CALLS, *(c for calls in shared.from_other_workers("calls", timeout=1200) for c in calls))
+
+
 def _every_call(workload: dict[str, list[Call]]) -> list[Call]:
-    return [*RECORDED_CALLS, *(c for calls in workload.values() for c in calls)]
+    return [*_session_calls(), *(c for calls in workload.values() for c in calls)]
 
 
 # ---------------------------------------------------------------------------------------------

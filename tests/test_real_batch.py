@@ -7,6 +7,7 @@ its original can still run (`overlapping`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -57,6 +58,7 @@ def _depends_on(aws: SimulatedAWS, job_id: str) -> list[str]:
 # -- restore soon after drain ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_restore_one_second_after_drain_never_runs_beside_an_original(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     _world(seed)
     running = _job(seed, "running")
@@ -91,6 +93,7 @@ def _kill_on_second_terminate(aws: SimulatedAWS, pid: list[int]) -> None:
     aws.fault = fault
 
 
+@pytest.mark.slow
 def test_restore_right_after_a_drain_killed_after_terminate(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
     configure(workdir, "workers: 1")  # one TerminateJob at a time: the kill falls between two of them
     _world(seed)
@@ -118,6 +121,7 @@ def test_restore_right_after_a_drain_killed_after_terminate(seed: Seeder, store:
     _exactly_once(aws, [first, second, third, dependent])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("next_run", ["rerun", "next push"])
 def test_jobs_marked_but_never_sent_terminate_are_stopped_by_the_next_drain(
     seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, next_run: str
@@ -159,6 +163,7 @@ def _fail_store_after_terminate(store: str, aws: SimulatedAWS, monkeypatch: pyte
     aws.fault = lambda action, n: (500, "InternalError") if action in writes and aws.calls["batch:TerminateJob"] else None
 
 
+@pytest.mark.slow
 def test_restore_right_after_a_drain_whose_store_failed_after_terminate(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -222,6 +227,7 @@ def test_a_dependent_on_a_queue_jobguard_may_not_touch_stops_the_drain(seed: See
     assert aws.batch.jobs[upstream].status == "RUNNING" and aws.batch.jobs[outsider].status == "PENDING"
 
 
+@pytest.mark.slow
 def test_a_replacement_drained_by_the_next_deploy_is_followed_by_its_dependents(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     _world(seed)
     upstream = _job(seed, "upstream")
@@ -276,6 +282,7 @@ def test_a_dependency_batch_forgot_counts_as_succeeded_when_it_was_seen_to_succe
 # -- lagging lists -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_lost_submit_reply_is_found_although_listing_lags(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
     configure(workdir, "lookup-window: 6")
     _world(seed)
@@ -312,6 +319,7 @@ def _after_listing(aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, status: s
     aws.after = after
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("before", "listed", "after"),
     [
@@ -365,6 +373,7 @@ def test_the_dependent_of_a_job_kept_running_depends_on_the_running_original(
 # -- the bound on waiting for a stop -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stop_timeout_bounds_the_wait_and_restore_waits_for_the_original(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     _world(seed)
     slow, quick = _job(seed, "slow"), _job(seed, "quick")
@@ -385,3 +394,131 @@ def test_stop_timeout_bounds_the_wait_and_restore_waits_for_the_original(seed: S
     assert "waiting up to 20 s for 1 originals to stop" in restored.out
     _exactly_once(aws, [slow, quick])
     assert aws.batch.jobs[slow].terminated
+
+
+# -- array parents: PENDING while their children run -----------------------------------------------
+
+
+def test_an_array_is_resubmitted_only_once_its_children_have_stopped(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    """A parent is never RUNNING (AWS Batch user guide, "Array jobs"): PENDING is not "will never start" for it."""
+    _world(seed)
+    array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 3})
+    for child in aws.batch.jobs[array].children:
+        aws.batch.jobs[child].stop_seconds = 1.5  # longer than the default, so a wrong reading shows
+    assert aws.batch.jobs[array].status == "PENDING"
+    drained = _drain(run, store)
+    assert drained.code == 0, drained.err
+    assert all(aws.batch.jobs[c].status == "FAILED" for c in aws.batch.jobs[array].children)  # drain waited for the children
+    assert records(store, seed, "d1")[array]["outcome"] == "terminated"
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    replacement = _exactly_once(aws, [array])[array]
+    assert aws.batch.jobs[replacement].request["arrayProperties"] == {"size": 3}
+
+
+def test_restore_right_after_drain_waits_for_a_stopping_array(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    _world(seed)
+    array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})
+    for child in aws.batch.jobs[array].children:
+        aws.batch.jobs[child].stop_seconds = 60.0
+    drained = _drain(run, store, "--stop-timeout", "1")
+    assert drained.code == 1 and f"sweep [{array}] on work: still running 1 s after TerminateJob" in drained.err
+    refused = _restore(run, store, "--stop-timeout", "1")
+    assert refused.code == 1 and replacements_of(aws) == {}  # its children still run: no second array beside them
+    aws.after = lambda action, n: aws.batch.advance_clock(60) if action == "batch:DescribeJobs" else None
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    _exactly_once(aws, [array])
+
+
+def test_a_grace_period_lets_a_running_array_finish(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    """Its parent is PENDING, but it runs: not drained with the queued jobs before the grace period."""
+    _world(seed)
+    array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})
+    queued = _job(seed, "queued", "RUNNABLE")
+    aws.after = lambda action, n: [aws.batch.finish(c) for c in aws.batch.jobs[array].children] if action == "batch:TerminateJob" else None
+    drained = _drain(run, store, "--grace", "30s")
+    assert drained.code == 0, drained.err
+    assert array not in records(store, seed, "d1") and aws.batch.jobs[array].status == "SUCCEEDED"
+    assert records(store, seed, "d1")[queued]["outcome"] == "terminated"
+
+
+# -- a drain continued after a kill finds dependents as a first drain does ------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("next_run", ["rerun", "next push"])
+def test_a_continued_drain_stops_nothing_when_a_dependent_is_on_a_queue_it_may_not_touch(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, next_run: str
+) -> None:
+    configure(workdir, "workers: 1\nlease-ttl: 2")
+    _world(seed)
+    seed.queue("elsewhere")
+    jobs = [_job(seed, f"j{i}") for i in range(3)]
+    pid: list[int] = []
+    _kill_on_second_terminate(aws, pid)
+    process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    pid.append(process.pid)
+    process.communicate(timeout=120)
+    aws.fault = None
+    waiting = [j for j in jobs if not aws.batch.stopping(j)]
+    outsider = _job(seed, "outsider", "PENDING", queue="elsewhere", after=waiting[0])  # submitted meanwhile
+    terminated = aws.calls["batch:TerminateJob"]
+    drained = _drain(run, store, deploy="d1" if next_run == "rerun" else "d2")
+    assert drained.code == 2, drained.err
+    assert f"job {outsider} on queue elsewhere depends on job {waiting[0]}" in drained.err
+    assert aws.calls["batch:TerminateJob"] == terminated and aws.batch.jobs[outsider].status == "PENDING"
+
+
+def test_a_continued_drain_records_and_stops_the_dependents_of_what_it_stops(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path
+) -> None:
+    configure(workdir, "workers: 1")
+    _world(seed)
+    seed.queue("next")
+    jobs = [_job(seed, f"j{i}") for i in range(2)]
+    pid: list[int] = []
+    _kill_on_second_terminate(aws, pid)
+    process = run_process("drain", "--store", store, "--queue", "work", "--queue", "next", "--deploy-id", "d1")
+    pid.append(process.pid)
+    process.communicate(timeout=120)
+    aws.fault = None
+    waiting = next(j for j in jobs if not aws.batch.stopping(j))
+    dependent = _job(seed, "dependent", "PENDING", queue="next", after=waiting)
+    drained = run("drain", "--store", store, "--queue", "work", "--queue", "next", "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert records(store, seed, "d1")[dependent]["outcome"] == "terminated"
+    assert _restore(run, store).code == 0
+    replaced = _exactly_once(aws, [*jobs, dependent])
+    assert _depends_on(aws, replaced[dependent]) == [replaced[waiting]]
+
+
+# -- a renamed queue and a lost SubmitJob reply ------------------------------------------------------
+
+
+def test_a_lost_reply_on_a_renamed_queue_is_found_there(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
+    configure(workdir, "lookup-window: 2")
+    _world(seed)
+    jobs = [_job(seed, f"j{i}") for i in range(2)]
+    plan = workdir / "plan.json"
+    change = {"actions": ["delete", "create"], "before": {"name": "work"}, "after": {"name": "work-v2"}}
+    plan.write_text(
+        json.dumps(
+            {
+                "format_version": "1.2",
+                "resource_changes": [{"address": "aws_batch_job_queue.q", "type": "aws_batch_job_queue", "change": change}],
+            }
+        )
+    )
+    assert _drain(run, store, "--plan", str(plan)).code == 0
+    seed.queue("work-v2")  # the apply: the queue replaced under its new name
+    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")
+    seed.batch.delete_job_queue(jobQueue="work")
+    submitted = aws.calls["batch:SubmitJob"]
+    aws.fault = lambda action, n: "lost-reply" if action == "batch:SubmitJob" and n == submitted + 1 else None
+    restored = _restore(run, store)
+    aws.fault = None
+    assert restored.code == 0, restored.err
+    assert _exactly_once(aws, jobs)
+    assert {aws.batch.jobs[r].queue_arn.rsplit("/", 1)[-1] for ids in replacements_of(aws).values() for r in ids} == {"work-v2"}
+    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"resubmitted"}

@@ -70,6 +70,7 @@ def test_lineage_variables_can_be_turned_off(seed: Seeder, run, aws: SimulatedAW
     assert not any(k.startswith("JOBGUARD_") for k in _env(seed.batch.describe_jobs(jobs=[replacement])["jobs"][0]))
 
 
+@pytest.mark.slow
 def test_deploys_stop_resubmitting_after_the_cap(seed: Seeder, run, aws: SimulatedAWS, workdir: Path) -> None:
     seed.queue("work")
     seed.definition("proc")
@@ -194,6 +195,7 @@ def test_bad_notification_target(aws: SimulatedAWS, run) -> None:
     assert "hunter2" not in result.err and len(result.err.splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fail", [False, True])
 def test_status_watch_follows_replacements(seed: Seeder, run, aws: SimulatedAWS, workdir: Path, fail: bool) -> None:
     seed.queue("work")

@@ -331,6 +331,7 @@ def test_the_mutations_cover_the_schema() -> None:
         assert any(p.endswith(place) for p in paths), place
 
 
+@pytest.mark.slow
 def test_schema_and_code_accept_and_reject_the_same_documents() -> None:
     disagreements = []
     rejected = 0

@@ -78,6 +78,7 @@ EDITS: dict[str, Callable[[Json], Any]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EDITS))
 def test_edited_manifest_is_refused(drained, seed: Seeder, store: str, run, aws: SimulatedAWS, name: str) -> None:
     original = load_manifest(store, seed, "d1")

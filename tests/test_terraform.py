@@ -32,6 +32,7 @@ EXAMPLES = sorted(p.name for p in (MODULE / "examples").iterdir() if p.is_dir())
 OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
 
 TERRAFORM_MISSING = tf.terraform_available()
+pytestmark = pytest.mark.xdist_group("terraform")  # in a parallel run: one set of Terraform lifecycles (minutes) for every check of them
 needs_terraform = pytest.mark.skipif(TERRAFORM_MISSING is not None, reason=f"Terraform cannot run here: {TERRAFORM_MISSING}")
 
 ACCOUNT = tf.MOTO_ACCOUNT
@@ -302,6 +303,7 @@ CHECKOV_SKIPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)  # the first run installs checkov into its own virtual environment
 def test_checkov_passes_with_every_skip_explained() -> None:
     process = subprocess.run(

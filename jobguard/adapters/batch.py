@@ -46,11 +46,19 @@ class JobState:
     status: str
     stopped_by_request: bool = False  # isTerminated or isCancelled: it ended because it was asked to
     reason: str = ""
+    children_active: bool = False  # an array parent with children queued or running
 
     @property
     def active(self) -> bool:
         """Still in the queue or running."""
         return self.status in LIFECYCLE
+
+    @property
+    def may_run(self) -> bool:
+        """Running, or able to run even though it was asked to stop. A PENDING job asked to stop is
+        cancelled once its dependencies complete and never starts; but an array parent stays PENDING
+        while its children run (it is never RUNNING itself), so it may run until they have ended."""
+        return self.active and (self.status != "PENDING" or self.children_active)
 
 
 def _queue(queue: Json) -> Queue:
@@ -69,7 +77,14 @@ def _state(job: Json) -> JobState:
         status=str(job["status"]),
         stopped_by_request=bool(job.get("isTerminated") or job.get("isCancelled")),
         reason=one_line(str(job.get("statusReason") or ""), 200),
+        children_active=children_in(job, ("SUBMITTED", "RUNNABLE", "STARTING", "RUNNING")),
     )
+
+
+def children_in(job: Json, statuses: tuple[str, ...]) -> bool:
+    """Whether an array parent has children in any of `statuses` (its statusSummary); False for other jobs."""
+    summary = (job.get("arrayProperties") or {}).get("statusSummary") or {}
+    return any(isinstance(summary.get(s), int) and summary[s] > 0 for s in statuses)
 
 
 def is_child(job_id: str) -> bool:

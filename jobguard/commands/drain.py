@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters.aws import chunks
-from ..adapters.batch import LIFECYCLE, JobState, Queue
+from ..adapters.batch import LIFECYCLE, JobState, Queue, children_in
 from ..adapters.lease import Leases, lease_scope
 from ..domain import submission
 from ..domain.manifest import (
@@ -51,6 +51,7 @@ from .context import Context, github_origin
 from .manifests import ForeignManifestError
 
 QUEUED = ("SUBMITTED", "PENDING", "RUNNABLE")
+STARTED = ("STARTING", "RUNNING")
 RECORD_PAGE = 500  # records saved per store write, before any of them is stopped
 MAX_PASSES = 10
 
@@ -243,7 +244,9 @@ class _Drain:
                 self._wait_for_stops()
 
     def _load_others(self) -> None:
-        """Every other open deploy: what it owes is not recorded again (one owner per job)."""
+        """Every other open deploy: what it owes is not recorded again (one owner per job). A job
+        another deploy kept running (policy wait, resubmit cap) is owed by none: this deploy decides
+        again, or its apply would kill the job with no record anywhere."""
         for deploy_id in self.ctx.manifests.open_ids():
             if deploy_id == self.manifest.deploy_id:
                 continue
@@ -256,7 +259,7 @@ class _Drain:
                 continue
             self.others[deploy_id] = other
             for record in other:
-                if record.owed or record.outcome == KEPT:
+                if record.owed:
                     self.owner[record.job_id] = deploy_id
 
     def _adopt(self, queues: set[str]) -> None:
@@ -279,7 +282,10 @@ class _Drain:
                 ended = self._ended(record, states.get(record.job_id))
                 manifest.put([ended])
                 self._announce(manifest, ended)
+        # As in a first pass: the jobs PENDING on them, in any queue, would fail with them.
+        dependents = self._dependents({r.job_id for r in active})
         self._stop(manifest, active)
+        self._record_and_stop(self.manifest, dependents)
 
     # -- finding jobs ----------------------------------------------------------------------
     def _passes(self, targets: list[Target], statuses: tuple[str, ...], reasons: dict[str, str], final: bool) -> None:
@@ -312,6 +318,8 @@ class _Drain:
         for page_number, page in enumerate(chunks(ids, RECORD_PAGE), start=1):
             details = self.ctx.batch.describe(page)
             jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses]
+            if not final:  # an array parent whose children have started is running, although PENDING
+                jobs = [j for j in jobs if not children_in(j, STARTED)]
             records = self._records(jobs, lambda job: reasons.get(found[job["jobId"]], ""), found)
             # Queued passes leave jobs under the wait policy for the final pass, after the grace period.
             records = [self._policy(r) for r in records] if final else [r for r in records if self._action(r) != WAIT]
@@ -491,7 +499,7 @@ class _Drain:
             states = self.ctx.batch.states(waiting)
             for job_id in list(waiting):
                 state = states.get(job_id)
-                if state is None or not state.active or state.status == "PENDING":
+                if state is None or not state.may_run:
                     manifest = waiting.pop(job_id)
                     record = self._ended(manifest.jobs[job_id], state)
                     manifest.put([record])

@@ -137,7 +137,8 @@ class Requests:
 
     def _dependency(self, manifest: Manifest, record: JobRecord, job_id: str) -> str | None:
         own = manifest.jobs.get(job_id)
-        drained = own or self.owed_elsewhere(job_id)
+        # A job this deploy kept running may have been stopped since by a later deploy, which owes it now.
+        drained = own if own is not None and own.outcome != KEPT else (self.owed_elsewhere(job_id) or own)
         state = self.states.get(job_id)
         if drained is not None:
             if drained.outcome == RESUBMITTED:

@@ -219,6 +219,7 @@ class _Restore:
         self.only = only  # look again at these jobs only (deferred by an earlier look of this run)
         self.deferred: set[str] = set()
         self.earlier: dict[str, str] = {}  # original -> the replacement an earlier, interrupted run made (one lookup)
+        self.existing: dict[str, bool] = {}  # queue name -> whether it exists (looked up once)
 
     def run(self) -> None:
         dry = " (dry run)" if self.ctx.options.dry_run else ""
@@ -294,6 +295,11 @@ class _Restore:
                 ready += self._if_owed(self._ended(record, state))
         return ready
 
+    def _queue_exists(self, name: str) -> bool:
+        if name not in self.existing:
+            self.existing[name] = self.ctx.batch.queue(name) is not None
+        return self.existing[name]
+
     def _active(self, job_id: str) -> bool:
         state = self.states.get(job_id)
         return state is not None and state.active
@@ -320,8 +326,8 @@ class _Restore:
 
     @staticmethod
     def _running(state: JobState | None) -> bool:
-        """Still able to run: active, and not a PENDING job asked to stop (Batch cancels it once its dependencies complete)."""
-        return state is not None and state.active and state.status != "PENDING"
+        """Still able to run although asked to stop (`JobState.may_run`)."""
+        return state is not None and state.may_run
 
     @staticmethod
     def _if_owed(record: JobRecord) -> list[JobRecord]:
@@ -479,7 +485,9 @@ class _Restore:
         found: dict[str, str] = {}
         poll, said = 0.5, False
         while True:
-            for (queue, name), group in _by_name(wanted.values()).items():
+            for (queue, name), group in _by_name(wanted.values(), self.manifest.queue_successors).items():
+                if not self._queue_exists(queue):
+                    continue  # a queue the deploy deleted holds no replacement
                 candidates = [s["jobId"] for s in self.ctx.batch.list_named(queue, name)]
                 for job_id, job in self.ctx.batch.describe(candidates).items():
                     mark = mark_of(job)
@@ -505,8 +513,12 @@ class _Restore:
         self.ctx.events.add(self.manifest, [record])
 
 
-def _by_name(records: Iterable[JobRecord]) -> dict[tuple[str, str], set[str]]:
+def _by_name(records: Iterable[JobRecord], successors: dict[str, str]) -> dict[tuple[str, str], set[str]]:
+    """Original ids by (queue, job name), for each queue a replacement may be on: the job's own and
+    the name the deploy gave that queue."""
     groups: dict[tuple[str, str], set[str]] = {}
     for record in records:
-        groups.setdefault((record.queue, record.job_name), set()).add(record.job_id)
+        for queue in (record.queue, successors.get(record.queue)):
+            if queue:
+                groups.setdefault((queue, record.job_name), set()).add(record.job_id)
     return groups

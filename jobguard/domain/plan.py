@@ -44,6 +44,7 @@ class Change:
     actions: tuple[str, ...]
     before: dict[str, Any]
     after: dict[str, Any]
+    where: str = ""  # the change's place in the plan, for errors
 
 
 def read_plan(body: bytes, where: str) -> list[Change]:
@@ -80,7 +81,7 @@ def _change(entry: Any, where: str) -> Change:
     address, kind = entry.get("address", ""), entry.get("type", "")
     if not isinstance(address, str) or not isinstance(kind, str):
         raise UsageError(f"{where}: address and type must be strings")
-    return Change(address, kind, tuple(actions), sides["before"], sides["after"])
+    return Change(address, kind, tuple(actions), sides["before"], sides["after"], where)
 
 
 def risks(changes: list[Change], triggers: tuple[str, ...]) -> list[Risk]:
@@ -101,12 +102,19 @@ def _risk(change: Change) -> Risk | None:
     address, before, after, actions = change.address, change.before, change.after, change.actions
     if change.kind == "aws_batch_job_queue" and "delete" in actions:
         name, new = before.get("name"), after.get("name") if "create" in actions else None
-        if isinstance(name, str) and isinstance(new, str) and new != name:
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"{change.where}.change.before.name: expected the job queue's name, got {type(name).__name__}")
+        if isinstance(new, str) and new and new != name:
             return Risk(address, f"{address} will be replaced and renamed {new}", queue=name, successor=new)
-        return Risk(address, f"{address} will be {_verb(actions)}", queue=name if isinstance(name, str) else None)
+        return Risk(address, f"{address} will be {_verb(actions)}", queue=name)
     if change.kind != "aws_batch_compute_environment":
         return None
+    for side, values in (("before", before), ("after", after)):
+        if values.get("compute_resources") is not None and not isinstance(values["compute_resources"], list):
+            raise UsageError(f"{change.where}.change.{side}.compute_resources: expected a list or null")
     environment = _identifier(before)
+    if environment is None and ("delete" in actions or "update" in actions):
+        raise UsageError(f"{change.where}.change.before: no arn or compute_environment_name: cannot tell which compute environment changes")
     if "delete" in actions:
         return Risk(address, f"{address} will be {_verb(actions)}", compute_environment=environment)
     if "update" in actions and not _fargate(before) and _replaces_instances(before, after):

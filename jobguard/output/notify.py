@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..adapters.retry import RetrySettings, call_with_retries
@@ -80,8 +81,19 @@ class Notifier:
             headers["Authorization"] = "Basic " + base64.b64encode(secret).decode()
             url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with _OPENER.open(request, timeout=10) as answer:
             answer.read()
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failed delivery (HTTPError 3xx), not followed: urllib would carry the
+    Authorization header to the other host and turn the POST into a GET, losing the message."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def _shown(target: str) -> str:

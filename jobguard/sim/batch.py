@@ -498,7 +498,7 @@ class BatchModel:
         return target.status if target.status in FINAL else "ACTIVE"
 
     def _follow_children(self, parent: Job) -> None:
-        """An array parent's status is derived from its children's."""
+        """An array parent's status is derived from its children's (AWS Batch user guide, "Array jobs")."""
         statuses = [self.jobs[c].status for c in parent.children if c in self.jobs]
         if statuses and all(s in FINAL for s in statuses):
             status = "SUCCEEDED" if all(s == "SUCCEEDED" for s in statuses) else "FAILED"
@@ -511,10 +511,10 @@ class BatchModel:
                     "terminated" if "terminated" in kinds else "",
                 )
             return
-        for status in ("RUNNING", "STARTING", "RUNNABLE", "PENDING", "SUBMITTED"):
-            if status in statuses:
-                parent.status = status
-                return
+        # A parent is only ever SUBMITTED, PENDING, SUCCEEDED or FAILED: PENDING once any child has
+        # moved on from SUBMITTED, and for as long as any child runs.
+        if any(s != "SUBMITTED" for s in statuses):
+            parent.status = "PENDING"
 
     def _move(self, job: Job, status: str) -> None:
         job.status = status
