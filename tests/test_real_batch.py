@@ -436,7 +436,13 @@ def test_a_grace_period_lets_a_running_array_finish(seed: Seeder, store: str, ru
     _world(seed)
     array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})
     queued = _job(seed, "queued", "RUNNABLE")
-    aws.after = lambda action, n: [aws.batch.finish(c) for c in aws.batch.jobs[array].children] if action == "batch:TerminateJob" else None
+
+    def children_finish_once_the_queued_job_is_stopped(action: str, count: int) -> None:
+        if action == "batch:TerminateJob":
+            for child in aws.batch.jobs[array].children:
+                aws.batch.finish(child)
+
+    aws.after = children_finish_once_the_queued_job_is_stopped
     drained = _drain(run, store, "--grace", "30s")
     assert drained.code == 0, drained.err
     assert array not in records(store, seed, "d1") and aws.batch.jobs[array].status == "SUCCEEDED"
