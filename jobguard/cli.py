@@ -143,8 +143,9 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     options = resolve(args.config, parse_flags({k: v for k, v in given.items() if v is not None}))
     in_actions = os.environ.get("GITHUB_ACTIONS") == "true"
     run_id = None
-    if in_actions and "GITHUB_RUN_ID" in os.environ:  # it names files and keys like --deploy-id does: the same check
-        # Set but empty is a broken environment, not "no run": restore would take every open deploy.
+    if in_actions and "GITHUB_RUN_ID" in os.environ and options.deploy_id is None:  # --deploy-id wins
+        # The same check as --deploy-id: it names files and keys. Set but empty is a broken
+        # environment, not "no run": restore would take every open deploy, drain make up a new one.
         run_id = parse_deploy_id(os.environ["GITHUB_RUN_ID"], "GITHUB_RUN_ID (environment)")
     if args.command == "drain":
         deploy_id = options.deploy_id or run_id or _new_deploy_id()

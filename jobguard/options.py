@@ -303,6 +303,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # a merge key (<<): what it brings in gives way to the mapping's own keys
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):
                 break  # SafeLoader refuses it, naming the line

@@ -1194,3 +1194,13 @@ def test_a_bug_is_one_line_and_its_traceback_comes_only_with_debug(
         assert line.count("::") == 2  # only the command's own
     debug = run("--debug", "status", "--store", w.store)
     assert debug.code == 5 and "Traceback" in debug.err and "KeyError" in debug.err
+
+
+def test_an_empty_github_run_id_does_not_stop_a_run_that_names_its_deploy(w: World, run) -> None:
+    """GITHUB_RUN_ID set but empty is refused only where it would be used: --deploy-id wins."""
+    w.monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    w.monkeypatch.setenv("GITHUB_RUN_ID", "")
+    assert run("status", "--store", w.store, "--deploy-id", "d1").code == 0
+    restored = run("restore", "--store", w.store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert {k: len(v) for k, v in replacements_of(w.aws).items()} == {w.first: 1, w.second: 1}

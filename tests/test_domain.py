@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from jobguard.domain.plan import Change, read_plan, risks
 from jobguard.domain.policies import ABANDON, RESUBMIT, WAIT, Policy, action_for
 from jobguard.domain.tags import MARK_TAG, Mark, mark_of, parse_mark, with_mark
 from jobguard.errors import ConfigError, ManifestError, UsageError
-from jobguard.options import duration, notify_target, number, queue
+from jobguard.options import duration, notify_target, number, queue, read_config
 
 # -- plan ------------------------------------------------------------------------------------
 
@@ -222,3 +223,9 @@ def test_a_bad_notify_target_is_never_echoed() -> None:
     with pytest.raises(ConfigError, match="http:// only to localhost") as raised:
         notify_target("http://hooks.example.com/T/B/secret", "notify[0]")
     assert "secret" not in str(raised.value).replace("may hold a secret", "")
+
+
+def test_config_merge_keys_are_not_keys_given_twice(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("retry:\n  <<: {attempts: 3, max-wait: 5}\n  max-wait: 7\n")  # YAML merge: the key's own value wins
+    assert read_config(path)["retry"] == {"attempts": 3, "max_wait": 7.0}

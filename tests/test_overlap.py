@@ -638,3 +638,35 @@ def test_a_job_kept_by_an_open_deploy_is_decided_again_by_the_next(seed: Seeder,
     assert Pipeline(run, store, "3003", ("work",)).drain().code == 0
     assert kept not in records(store, seed, "3003")
     assert tally(aws, [*jobs, kept], runs=first.runs + second.runs + 1, faults=1) == (0, 0)
+
+
+def test_a_kept_job_a_later_deploy_failed_to_stop_still_counts_as_running(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path
+) -> None:
+    """3001 keeps publish-x (policy wait); 3002 (policy dropped) is refused TerminateJob for it, so
+    records it failed while it runs on. 3001's dependent of publish-x depends on the running
+    original: 3002's failed record is no reason to hold it."""
+    base = (workdir / ".jobguard.yml").read_text()
+    configure(workdir, "policies:\n  - job-name: 'publish-*'\n    action: wait\n")
+    jobs = _queue(seed, "work", 1)
+    seed.definition("gone")
+    kept = seed.job(jobName="publish-x", jobQueue="work", jobDefinition="proc")
+    dependent = seed.job(status="PENDING", jobName="needs", jobQueue="work", jobDefinition="gone", dependsOn=[{"jobId": kept}])
+    first = Pipeline(run, store, "3001", ("work",))
+    assert first.drain("--grace", "1s").code == 1
+    seed.batch.deregister_job_definition(jobDefinition="gone:1")
+    assert first.restore().code == 1  # needs cannot come back yet
+    (workdir / ".jobguard.yml").write_text(base)
+    aws.fault = lambda action, n: (400, "ClientException") if action == "batch:TerminateJob" else None
+    second = Pipeline(run, store, "3002", ("work",))
+    assert second.drain().code == 1
+    aws.fault = None
+    assert records(store, seed, "3002")[kept]["outcome"] == "failed"
+    seed.definition("gone")  # a revision again
+    restored = second.restore()
+    assert restored.code == 0, restored.err
+    (replacement,) = replacements_of(aws)[dependent]
+    assert aws.batch.jobs[replacement].request["dependsOn"] == [{"jobId": kept}] and aws.batch.jobs[kept].status == "RUNNING"
+    aws.batch.finish(kept)  # the original `needs`, asked to stop, is cancelled; its replacement runs
+    assert aws.batch.jobs[dependent].status == "FAILED" and aws.batch.jobs[replacement].status == "RUNNABLE"
+    assert tally(aws, [*jobs, kept, dependent], runs=first.runs + second.runs, faults=1) == (0, 0)

@@ -528,3 +528,76 @@ def test_a_lost_reply_on_a_renamed_queue_is_found_there(seed: Seeder, store: str
     assert _exactly_once(aws, jobs)
     assert {aws.batch.jobs[r].queue_arn.rsplit("/", 1)[-1] for ids in replacements_of(aws).values() for r in ids} == {"work-v2"}
     assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"resubmitted"}
+
+
+# -- a dependency on one child of an array (ARRAY:INDEX) --------------------------------------------
+
+
+def test_a_dependent_on_one_child_of_an_array_comes_back_on_that_child_of_the_replacement(
+    seed: Seeder, store: str, run, aws: SimulatedAWS
+) -> None:
+    _world(seed)
+    array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 3})
+    dependent = _job(seed, "dependent", "PENDING", after=f"{array}:1")
+    drained = _drain(run, store)
+    assert drained.code == 0, drained.err
+    assert records(store, seed, "d1")[dependent]["dependencies"] == {f"{array}:1": "RUNNING"}  # the child's own status
+    for args in (["restore", "--store", store, "--deploy-id", "d1"], ["status", "--store", store, "--all"]):
+        assert run(*args).code == 0  # the manifest holding ARRAY:INDEX is one jobguard reads back
+    replaced = _exactly_once(aws, [array, dependent])
+    assert _depends_on(aws, replaced[dependent]) == [f"{replaced[array]}:1"]
+
+
+def test_a_dependent_on_one_child_on_a_queue_jobguard_may_not_touch_stops_the_drain(
+    seed: Seeder, store: str, run, aws: SimulatedAWS
+) -> None:
+    _world(seed)
+    seed.queue("elsewhere")
+    array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})
+    outsider = _job(seed, "outsider", "PENDING", queue="elsewhere", after=f"{array}:1")
+    drained = _drain(run, store)
+    assert drained.code == 2 and f"job {outsider} on queue elsewhere depends on job {array}" in drained.err
+    assert aws.calls["batch:TerminateJob"] == 0 and aws.batch.jobs[outsider].status == "PENDING"
+
+
+# -- dependents that appear after their dependency was taken ------------------------------------------
+
+
+def test_a_dependent_submitted_during_the_grace_period_on_a_job_already_stopped_is_taken(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path
+) -> None:
+    """b (PENDING on a) is stopped in the queued pass; during the grace period c is submitted on
+    another configured queue, PENDING on b. No pass lists that queue (the plan puts only `work`
+    at risk), and b is recorded already: c must still be found, or Batch fails it with b."""
+    _world(seed)
+    seed.queue("next")
+    a = _job(seed, "a")
+    b = _job(seed, "b", "PENDING", after=a)
+    submitted: list[str] = []
+
+    def submit_c_once_b_is_stopped(action: str, count: int) -> None:
+        if action == "batch:TerminateJob" and not submitted:
+            submitted.append(_job(seed, "c", "PENDING", queue="next", after=b))
+
+    aws.after = submit_c_once_b_is_stopped
+    change = {"actions": ["delete", "create"], "before": {"name": "work"}, "after": {"name": "work"}}
+    queue = {"address": "aws_batch_job_queue.q", "type": "aws_batch_job_queue", "change": change}
+    (workdir / "plan.json").write_text(json.dumps({"format_version": "1.2", "resource_changes": [queue]}))
+    queues = ["--queue", "work", "--queue", "next"]
+    drained = run("drain", "--store", store, *queues, "--deploy-id", "d1", "--grace", "1s", "--plan", "plan.json")
+    assert drained.code == 0, drained.err
+    (c,) = submitted
+    assert records(store, seed, "d1")[c]["outcome"] == "terminated"
+    assert _restore(run, store).code == 0
+    replaced = _exactly_once(aws, [a, b, c])
+    assert _depends_on(aws, replaced[c]) == [replaced[b]]
+
+
+def test_jobs_a_queued_pass_leaves_for_later_are_not_new_again(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
+    configure(workdir, "policies:\n  - job-name: 'publish-*'\n    action: wait\n")
+    _world(seed)
+    _job(seed, "publish-1", "RUNNABLE")  # under policy wait
+    seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})  # running
+    drained = _drain(run, store, "--grace", "1s")
+    assert "new jobs kept arriving" not in drained.out + drained.err
+    assert "pass 2:" not in drained.out

@@ -199,7 +199,8 @@ class _Drain:
         self.ctx, self.leases, self.facts = ctx, leases, facts
         self.manifest = ctx.manifests.load(deploy_id) or ctx.manifests.new(deploy_id, github_origin())
         self.others: dict[str, Manifest] = {}
-        self.owner: dict[str, str] = {}  # job id -> another open deploy that owes it or keeps it
+        self.owner: dict[str, str] = {}  # job id -> another open deploy that owes it
+        self.not_queued: set[str] = set()  # left by a queued pass (a running array, a job under policy wait): not new again
         self.stopping: list[tuple[Manifest, str]] = []  # (manifest, job id) asked to stop by this run
         self.problems = 0
         self.finished_in_grace = 0
@@ -290,16 +291,18 @@ class _Drain:
     # -- finding jobs ----------------------------------------------------------------------
     def _passes(self, targets: list[Target], statuses: tuple[str, ...], reasons: dict[str, str], final: bool) -> None:
         for number in range(1, MAX_PASSES + 1):
-            found = self._list(targets, statuses)
+            found = self._list(targets, statuses, skip=set() if final else self.not_queued)
             if not found:
+                self._late_dependents()
                 return
             self.ctx.report.line(f"pass {number}: {len(found)} new {'active' if final else 'queued'} jobs")
             self._take(found, statuses, reasons, final)
         self.ctx.report.warning(
             f"new jobs kept arriving after {MAX_PASSES} passes; freeze the queues (--freeze) so no new work starts during the deploy"
         )
+        self._late_dependents()
 
-    def _list(self, targets: list[Target], statuses: tuple[str, ...]) -> dict[str, str]:
+    def _list(self, targets: list[Target], statuses: tuple[str, ...], skip: set[str]) -> dict[str, str]:
         """New job id -> queue name, listing each queue's statuses in lifecycle order."""
 
         def listed(target: Target) -> list[tuple[str, str]]:
@@ -308,9 +311,15 @@ class _Drain:
         found: dict[str, str] = {}
         for pairs in self.ctx.aws.parallel(listed, targets):
             for job_id, queue in pairs:
-                if job_id not in self.manifest.jobs and job_id not in self.owner:
+                if job_id not in self.manifest.jobs and job_id not in self.owner and job_id not in skip:
                     found.setdefault(job_id, queue)
         return found
+
+    def _late_dependents(self) -> None:
+        """Jobs that came to depend on a job this drain stops after it was taken (submitted meanwhile,
+        perhaps on a queue no pass lists): Batch would fail them with it."""
+        stopped = {r.job_id for r in self.manifest if r.outcome in (TERMINATING, TERMINATED)}
+        self._record_and_stop(self.manifest, self._dependents(stopped))
 
     def _take(self, found: dict[str, str], statuses: tuple[str, ...], reasons: dict[str, str], final: bool) -> None:
         """Record and stop the jobs found (still in `statuses`), and every job PENDING on one of them."""
@@ -318,11 +327,16 @@ class _Drain:
         for page_number, page in enumerate(chunks(ids, RECORD_PAGE), start=1):
             details = self.ctx.batch.describe(page)
             jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses]
-            if not final:  # an array parent whose children have started is running, although PENDING
-                jobs = [j for j in jobs if not children_in(j, STARTED)]
             records = self._records(jobs, lambda job: reasons.get(found[job["jobId"]], ""), found)
-            # Queued passes leave jobs under the wait policy for the final pass, after the grace period.
-            records = [self._policy(r) for r in records] if final else [r for r in records if self._action(r) != WAIT]
+            if final:
+                records = [self._policy(r) for r in records]
+            else:
+                # Queued passes leave to the final pass, after the grace period, the jobs under the wait
+                # policy and the arrays whose children have started (running, although their parent is PENDING).
+                running = {str(j["jobId"]) for j in jobs if children_in(j, STARTED)}
+                left = {r.job_id for r in records if r.job_id in running or self._action(r) == WAIT}
+                self.not_queued |= left
+                records = [r for r in records if r.job_id not in left]
             dependents = self._dependents({r.job_id for r in records if r.outcome == RECORDED})
             self._record_and_stop(self.manifest, records + dependents)
             if len(ids) > RECORD_PAGE:
@@ -397,8 +411,8 @@ class _Drain:
         details = self.ctx.batch.describe(waiting)
         needs: dict[str, list[str]] = {}
         for job_id, job in details.items():
-            for dependency in job.get("dependsOn") or []:
-                needs.setdefault(str(dependency.get("jobId", "")), []).append(job_id)
+            for dependency in job.get("dependsOn") or []:  # on a job, or on one child of an array (ARRAY:INDEX)
+                needs.setdefault(str(dependency.get("jobId", "")).split(":", 1)[0], []).append(job_id)
         chosen: dict[str, str] = {}  # dependent -> the job it depends on
         frontier = list(stopping)
         while frontier:

@@ -136,9 +136,15 @@ class Requests:
             request["dependsOn"] = resolved
 
     def _dependency(self, manifest: Manifest, record: JobRecord, job_id: str) -> str | None:
+        array, child, index = job_id.partition(":")
+        if child and index.isdigit() and (manifest.jobs.get(array) or self.owed_elsewhere(array)) is not None:
+            return self._child(manifest, record, array, int(index))
         own = manifest.jobs.get(job_id)
-        # A job this deploy kept running may have been stopped since by a later deploy, which owes it now.
-        drained = own if own is not None and own.outcome != KEPT else (self.owed_elsewhere(job_id) or own)
+        drained = own
+        if own is None or own.outcome == KEPT:
+            # A job this deploy kept running may have been stopped since by a later deploy, which owes it now.
+            later = self.owed_elsewhere(job_id)
+            drained = later if later is not None and (own is None or later.owed or later.outcome == RESUBMITTED) else own
         state = self.states.get(job_id)
         if drained is not None:
             if drained.outcome == RESUBMITTED:
@@ -157,6 +163,17 @@ class Requests:
         if seen == "SUCCEEDED":
             return None  # Batch forgot it, but it had succeeded when the job was drained
         raise Hold(f"dependency {job_id} is unknown to Batch (it was {seen} when the job was drained): cannot tell whether it succeeded")
+
+    def _child(self, manifest: Manifest, record: JobRecord, array: str, index: int) -> str | None:
+        """A dependency on one child of a drained array: that child of whatever the array became."""
+        target = self._dependency(manifest, record, array)
+        if target is None or target == array:
+            return None if target is None else f"{array}:{index}"  # it succeeded; or the original still runs
+        drained = manifest.jobs.get(array) or self.owed_elsewhere(array)
+        if drained is not None and drained.array_succeeded and self.options.arrays == "unfinished":
+            # Resubmitted smaller, its children numbered anew: the child had succeeded, or wait for all of it.
+            return None if index in drained.array_succeeded else target
+        return f"{target}:{index}"
 
     def _running(self, job_id: str, state: JobState | None, record: JobRecord) -> str | None:
         if state is None:

@@ -265,7 +265,8 @@ class _Restore:
         for record in records:
             ids.append(record.job_id)
             ids += record.dependency_ids
-            for dependency in record.dependency_ids:
+            for dependency in record.dependency_jobs:
+                ids.append(dependency)
                 drained = self.manifest.jobs.get(dependency) or self.elsewhere.get(dependency)
                 if drained is not None and drained.replacement_id:
                     ids.append(drained.replacement_id)
@@ -376,7 +377,7 @@ class _Restore:
         if not self.ctx.options.dry_run:  # once for every page: listing a name's jobs per page would cost pages x jobs
             self.earlier = self._look_up([r for r in records if SUBMITTING in r.times])
         while pending:
-            wave = [r for r in pending.values() if not set(r.dependency_ids) & set(pending)] or list(pending.values())
+            wave = [r for r in pending.values() if not set(r.dependency_jobs) & set(pending)] or list(pending.values())
             for page in chunks(wave, SUBMIT_PAGE):
                 self._submit_page(requests, [self.manifest.jobs[r.job_id] for r in page])
             for record in wave:
@@ -401,7 +402,7 @@ class _Restore:
             try:
                 plan = requests.plan(self.manifest, record)
             except Hold as held:
-                if self.defer and (isinstance(held, Waiting) or set(record.dependency_ids) & self.deferred):
+                if self.defer and (isinstance(held, Waiting) or set(record.dependency_jobs) & self.deferred):
                     self.deferred.add(record.job_id)
                     self.ctx.report.line(f"  {record.job_name} [{record.job_id}]: waits for another deploy of this restore ({held})")
                     continue

@@ -88,8 +88,13 @@ class JobRecord:
 
     @property
     def dependency_ids(self) -> list[str]:
-        """The ids this job's submission depends on."""
+        """The ids this job's submission depends on (`ARRAY:INDEX` for one child of an array)."""
         return [str(d["jobId"]) for d in self.submission.get("dependsOn", []) if "jobId" in d]
+
+    @property
+    def dependency_jobs(self) -> list[str]:
+        """The jobs this job's submission depends on: an array, for a dependency on one of its children."""
+        return [job_id.split(":", 1)[0] for job_id in self.dependency_ids]
 
 
 @dataclass
