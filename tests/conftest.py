@@ -74,12 +74,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # --- Order, and what the processes of a parallel run (pytest -n 2) share ------------------------
-# Modules whose tests share minutes of set-up (Terraform lifecycles, a deployed stack, a runner
-# repository) run as one xdist group each, started first so that they overlap everything else;
-# tests/test_policy.py runs last, after every test whose calls it evaluates (tests/shared.py gives
-# it the other workers' calls).
-FIRST = ("test_terraform.py", "test_deploy_e2e.py", "test_runner.py", "test_action.py")
+# Each module of GROUPED runs whole on one worker: its tests share minutes of set-up (one jobguard
+# installation into RUNNER_TEMP, one deployed stack, one runner repository, one set of Terraform
+# lifecycles), or, for tests/test_policy.py, one worker evaluates every worker's calls. Every other
+# test goes to whichever worker is free. The groups start first so that they overlap everything
+# else; tests/test_policy.py runs last, after every test whose calls it evaluates (tests/shared.py
+# gives it the other workers' calls once they finish).
+FIRST = ("test_action.py", "test_deploy_e2e.py", "test_runner.py", "test_terraform.py")
 LAST = ("test_policy.py",)
+GROUPED = (*FIRST, *LAST)
 
 
 class _Order:
@@ -89,6 +92,24 @@ class _Order:
             return 0 if item.path.name in FIRST else 2 if item.path.name in LAST else 1
 
         items.sort(key=rank)  # stable: within a rank every test keeps its place
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With -n (and xdist's default --dist load): GROUPED modules whole, other tests one by one, in
+    the order above. (xdist's own `xdist_group` marks with `--dist loadgroup` did not keep a group
+    on one worker with pytest 9.2 and xdist 3.8: tried on a two-module example.)"""
+    if config.getvalue("dist") != "load":
+        return None  # another --dist asked for: xdist's own scheduler
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class Groups(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if Path(module).name in GROUPED else nodeid
+
+    config.option.loadscopereorder = False  # keep the order: groups first, the policy last
+    return Groups(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -20,7 +20,6 @@ from jobguard.sim import Seeder, SimulatedAWS
 from .conftest import Hook
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.xdist_group("action")  # in a parallel run: one installation of jobguard into RUNNER_TEMP
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 SECRET = "hunter2-do-not-print"
 

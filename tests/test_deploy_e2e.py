@@ -38,7 +38,6 @@ TERRAFORM_MISSING = tf.terraform_available()
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(TERRAFORM_MISSING is not None, reason=f"Terraform cannot run here: {TERRAFORM_MISSING}"),
-    pytest.mark.xdist_group("e2e"),  # one deployed stack for every case
 ]
 
 BUCKET = "jobguard-e2e"

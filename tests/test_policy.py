@@ -50,7 +50,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(TERRAFORM_MISSING is not None, reason=f"Terraform cannot run here: {TERRAFORM_MISSING}"),
     pytest.mark.timeout(1500),  # the first use of the rendered policies applies the examples (a few minutes)
-    pytest.mark.xdist_group("policy"),  # in a parallel run, one worker evaluates every worker's calls
 ]
 
 EXAMPLES = ("s3", "dynamodb")

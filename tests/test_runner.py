@@ -40,7 +40,6 @@ from .act_support import act_available, act_path
 from .conftest import Hook, replacements_of
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.xdist_group("runner")  # in a parallel run: one runner repository and tool cache for every job
 STANDINS = {  # owner/repo -> folder under tests/actions
     "actions/checkout": "checkout",
     "actions/setup-python": "setup-python",

@@ -32,7 +32,6 @@ EXAMPLES = sorted(p.name for p in (MODULE / "examples").iterdir() if p.is_dir())
 OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
 
 TERRAFORM_MISSING = tf.terraform_available()
-pytestmark = pytest.mark.xdist_group("terraform")  # in a parallel run: one set of Terraform lifecycles (minutes) for every check of them
 needs_terraform = pytest.mark.skipif(TERRAFORM_MISSING is not None, reason=f"Terraform cannot run here: {TERRAFORM_MISSING}")
 
 ACCOUNT = tf.MOTO_ACCOUNT
