@@ -635,9 +635,11 @@ def test_a_job_kept_by_an_open_deploy_is_decided_again_by_the_next(seed: Seeder,
     assert restored.code == 1 and f"needs-gone [{held}]: job definition gone has no ACTIVE revision" in restored.err
     # Once it has finished, the next deploy has nothing of it to decide.
     aws.batch.finish(kept)
-    assert Pipeline(run, store, "3003", ("work",)).drain().code == 0
+    third = Pipeline(run, store, "3003", ("work",))
+    assert third.drain().code == 0
     assert kept not in records(store, seed, "3003")
-    assert tally(aws, [*jobs, kept], runs=first.runs + second.runs + 1, faults=1) == (0, 0)
+    assert third.restore().code == 1  # 3001's needs-gone, still
+    assert tally(aws, [*jobs, kept], runs=first.runs + second.runs + third.runs, faults=1) == (0, 0)
 
 
 def test_a_kept_job_a_later_deploy_failed_to_stop_still_counts_as_running(

@@ -399,6 +399,7 @@ def test_stop_timeout_bounds_the_wait_and_restore_waits_for_the_original(seed: S
 # -- array parents: PENDING while their children run -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_array_is_resubmitted_only_once_its_children_have_stopped(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     """A parent is never RUNNING (AWS Batch user guide, "Array jobs"): PENDING is not "will never start" for it."""
     _world(seed)
@@ -416,6 +417,7 @@ def test_an_array_is_resubmitted_only_once_its_children_have_stopped(seed: Seede
     assert aws.batch.jobs[replacement].request["arrayProperties"] == {"size": 3}
 
 
+@pytest.mark.slow
 def test_restore_right_after_drain_waits_for_a_stopping_array(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     _world(seed)
     array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})
@@ -431,6 +433,7 @@ def test_restore_right_after_drain_waits_for_a_stopping_array(seed: Seeder, stor
     _exactly_once(aws, [array])
 
 
+@pytest.mark.slow
 def test_a_grace_period_lets_a_running_array_finish(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     """Its parent is PENDING, but it runs: not drained with the queued jobs before the grace period."""
     _world(seed)
@@ -476,6 +479,7 @@ def test_a_continued_drain_stops_nothing_when_a_dependent_is_on_a_queue_it_may_n
     assert aws.calls["batch:TerminateJob"] == terminated and aws.batch.jobs[outsider].status == "PENDING"
 
 
+@pytest.mark.slow
 def test_a_continued_drain_records_and_stops_the_dependents_of_what_it_stops(
     seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path
 ) -> None:
@@ -502,6 +506,7 @@ def test_a_continued_drain_records_and_stops_the_dependents_of_what_it_stops(
 # -- a renamed queue and a lost SubmitJob reply ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_lost_reply_on_a_renamed_queue_is_found_there(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
     configure(workdir, "lookup-window: 2")
     _world(seed)
@@ -563,6 +568,7 @@ def test_a_dependent_on_one_child_on_a_queue_jobguard_may_not_touch_stops_the_dr
 # -- dependents that appear after their dependency was taken ------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_dependent_submitted_during_the_grace_period_on_a_job_already_stopped_is_taken(
     seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path
 ) -> None:
@@ -593,6 +599,7 @@ def test_a_dependent_submitted_during_the_grace_period_on_a_job_already_stopped_
     assert _depends_on(aws, replaced[c]) == [replaced[b]]
 
 
+@pytest.mark.slow
 def test_jobs_a_queued_pass_leaves_for_later_are_not_new_again(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
     configure(workdir, "policies:\n  - job-name: 'publish-*'\n    action: wait\n")
     _world(seed)

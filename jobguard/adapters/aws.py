@@ -5,6 +5,7 @@ never see botocore's exceptions.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError, ProfileNotFound
 
@@ -189,10 +192,23 @@ def translate(exc: BaseException, what: str) -> JobguardError:
     return AwsError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+@functools.lru_cache(maxsize=1)
+def _loader() -> Any:
+    """botocore's reader of service models, shared by every session of the process: each session
+    would read and parse the same JSON models again (tens of milliseconds per client)."""
+    return botocore.loaders.create_loader()
+
+
 def _session() -> Any:
     """boto3's usual chain; AWS_REGION wins, as in the AWS CLI v2 (botocore reads only AWS_DEFAULT_REGION)."""
     try:
-        return boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
+        core = botocore.session.get_session()
+        loader = _loader()
+        core.register_component("data_loader", loader)
+        session = boto3.session.Session(botocore_session=core, region_name=os.environ.get("AWS_REGION") or None)
+        loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))  # each boto3 session adds its data folder again
+        core.get_scoped_config()  # a broken config file or a missing profile: said here, as such
+        return session
     except ProfileNotFound as exc:
         raise CredentialsError(
             f"AWS profile not found: {exc.kwargs.get('profile', '')}", hint="check AWS_PROFILE and ~/.aws/config"
