@@ -81,8 +81,10 @@ def test_restore_one_second_after_drain_never_runs_beside_an_original(seed: Seed
     assert _depends_on(aws, replaced[jobs[3]]) == [replaced[running]]
 
 
-def _kill_on_second_terminate(aws: SimulatedAWS, pid: list[int]) -> None:
-    """Kill the drain process (kill -9) when its second TerminateJob arrives: that one is never carried out."""
+def _drain_killed_at_second_terminate(aws: SimulatedAWS, store: str, *queues: str) -> int:
+    """Run drain of `queues` (default: work) as deploy d1 in a process, kill it (kill -9) when its
+    second TerminateJob arrives (that one is never carried out); the process's exit status."""
+    pid: list[int] = []
 
     def fault(action: str, count: int) -> str | None:
         if action == "batch:TerminateJob" and count == 2 and pid:
@@ -91,6 +93,12 @@ def _kill_on_second_terminate(aws: SimulatedAWS, pid: list[int]) -> None:
         return None
 
     aws.fault = fault
+    flags = [flag for queue in queues or ("work",) for flag in ("--queue", queue)]
+    process = run_process("drain", "--store", store, *flags, "--deploy-id", "d1")
+    pid.append(process.pid)
+    process.communicate(timeout=120)
+    aws.fault = None
+    return process.returncode
 
 
 @pytest.mark.slow
@@ -101,13 +109,7 @@ def test_restore_right_after_a_drain_killed_after_terminate(seed: Seeder, store:
     dependent = _job(seed, "dependent", "PENDING", after=second)
     for job in (first, second, third):
         aws.batch.jobs[job].stop_seconds = 2.0
-    pid: list[int] = []
-    _kill_on_second_terminate(aws, pid)
-    process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
-    pid.append(process.pid)
-    process.communicate(timeout=120)
-    aws.fault = None
-    assert process.returncode == -signal.SIGKILL
+    assert _drain_killed_at_second_terminate(aws, store) == -signal.SIGKILL
     stored = records(store, seed, "d1")
     assert {r["outcome"] for r in stored.values()} == {"terminating"}  # every one marked before the first TerminateJob
     assert sum(aws.batch.stopping(j) for j in (first, second, third, dependent)) == 1  # one was sent; three marked, never sent
@@ -129,13 +131,7 @@ def test_jobs_marked_but_never_sent_terminate_are_stopped_by_the_next_drain(
     configure(workdir, "workers: 1\nlease-ttl: 2")  # the killed deploy's lease is waited out in 2 s
     _world(seed)
     jobs = [_job(seed, f"j{i}") for i in range(3)]
-    pid: list[int] = []
-    _kill_on_second_terminate(aws, pid)
-    process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
-    pid.append(process.pid)
-    process.communicate(timeout=120)
-    aws.fault = None
-    assert process.returncode == -signal.SIGKILL
+    assert _drain_killed_at_second_terminate(aws, store) == -signal.SIGKILL
     assert sum(aws.batch.stopping(j) for j in jobs) == 1  # two are marked `terminating` but still run, never asked to stop
     deploy = "d1" if next_run == "rerun" else "d2"
     drained = _drain(run, store, deploy=deploy)  # sends TerminateJob (again), waits for every one, records how it ended
@@ -464,12 +460,7 @@ def test_a_continued_drain_stops_nothing_when_a_dependent_is_on_a_queue_it_may_n
     _world(seed)
     seed.queue("elsewhere")
     jobs = [_job(seed, f"j{i}") for i in range(3)]
-    pid: list[int] = []
-    _kill_on_second_terminate(aws, pid)
-    process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
-    pid.append(process.pid)
-    process.communicate(timeout=120)
-    aws.fault = None
+    _drain_killed_at_second_terminate(aws, store)
     waiting = [j for j in jobs if not aws.batch.stopping(j)]
     outsider = _job(seed, "outsider", "PENDING", queue="elsewhere", after=waiting[0])  # submitted meanwhile
     terminated = aws.calls["batch:TerminateJob"]
@@ -487,12 +478,7 @@ def test_a_continued_drain_records_and_stops_the_dependents_of_what_it_stops(
     _world(seed)
     seed.queue("next")
     jobs = [_job(seed, f"j{i}") for i in range(2)]
-    pid: list[int] = []
-    _kill_on_second_terminate(aws, pid)
-    process = run_process("drain", "--store", store, "--queue", "work", "--queue", "next", "--deploy-id", "d1")
-    pid.append(process.pid)
-    process.communicate(timeout=120)
-    aws.fault = None
+    _drain_killed_at_second_terminate(aws, store, "work", "next")
     waiting = next(j for j in jobs if not aws.batch.stopping(j))
     dependent = _job(seed, "dependent", "PENDING", queue="next", after=waiting)
     drained = run("drain", "--store", store, "--queue", "work", "--queue", "next", "--deploy-id", "d1")

@@ -88,20 +88,21 @@ class Requests:
 
     def _queue(self, name: str, successor: str | None, notes: list[str]) -> Queue:
         """The queue by name; a queue the deploy renamed (the plan said so, the signed manifest recorded it) by its new name."""
-        if successor and self._lookup(name) is None and self._lookup(successor) is not None:
+        if successor and self.queue(name) is None and self.queue(successor) is not None:
             notes.append(f"queue {name} was renamed {successor} by the deploy: submitted there")
             name = successor
         allowed = {q.rsplit("/", 1)[-1] for q in self.options.queues}
         if allowed and name not in allowed and name != successor:
             raise Hold(f"queue {name} is not one of the configured queues: jobguard may not submit to it")
-        queue = self._lookup(name)
+        queue = self.queue(name)
         if queue is None:
             raise Hold(f"queue {name} does not exist")
         if queue.state != "ENABLED" or queue.status not in ("VALID", "UPDATING"):
             raise Hold(f"queue {name} is {queue.state} ({queue.status})")
         return queue
 
-    def _lookup(self, name: str) -> Queue | None:
+    def queue(self, name: str) -> Queue | None:
+        """The queue by name, None when it does not exist; looked up once per restore."""
         if name not in self.queues:
             self.queues[name] = self.batch.queue(name)
         return self.queues[name]

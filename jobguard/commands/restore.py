@@ -219,7 +219,6 @@ class _Restore:
         self.only = only  # look again at these jobs only (deferred by an earlier look of this run)
         self.deferred: set[str] = set()
         self.earlier: dict[str, str] = {}  # original -> the replacement an earlier, interrupted run made (one lookup)
-        self.existing: dict[str, bool] = {}  # queue name -> whether it exists (looked up once)
 
     def run(self) -> None:
         dry = " (dry run)" if self.ctx.options.dry_run else ""
@@ -296,11 +295,6 @@ class _Restore:
                 ready += self._if_owed(self._ended(record, state))
         return ready
 
-    def _queue_exists(self, name: str) -> bool:
-        if name not in self.existing:
-            self.existing[name] = self.ctx.batch.queue(name) is not None
-        return self.existing[name]
-
     def _active(self, job_id: str) -> bool:
         state = self.states.get(job_id)
         return state is not None and state.active
@@ -375,7 +369,7 @@ class _Restore:
         pending = {r.job_id: r for r in records}
         requests = Requests(self.ctx.batch, self.ctx.options, self.states, self.elsewhere.get)
         if not self.ctx.options.dry_run:  # once for every page: listing a name's jobs per page would cost pages x jobs
-            self.earlier = self._look_up([r for r in records if SUBMITTING in r.times])
+            self.earlier = self._look_up(requests, [r for r in records if SUBMITTING in r.times])
         while pending:
             wave = [r for r in pending.values() if not set(r.dependency_jobs) & set(pending)] or list(pending.values())
             for page in chunks(wave, SUBMIT_PAGE):
@@ -434,7 +428,7 @@ class _Restore:
             to_send = []
             if not unsure:
                 break
-            found = self._look_up([r for r, _, _ in unsure], since=min(t for _, _, t in unsure))
+            found = self._look_up(requests, [r for r, _, _ in unsure], since=min(t for _, _, t in unsure))
             for record, plan, _ in unsure:
                 if record.job_id in found:
                     self._finish(
@@ -470,7 +464,7 @@ class _Restore:
         self._finish(record.moved_to(RESUBMITTED, RESTORE, replacement_id=job_id, replacement_job_definition=plan.definition))
         return True, sent
 
-    def _look_up(self, records: list[JobRecord], since: float | None = None) -> dict[str, str]:
+    def _look_up(self, requests: Requests, records: list[JobRecord], since: float | None = None) -> dict[str, str]:
         """Replacements an earlier attempt may have made: original id -> replacement id.
 
         ListJobs may not show a job created a moment ago (its consistency is not documented), so
@@ -487,7 +481,7 @@ class _Restore:
         poll, said = 0.5, False
         while True:
             for (queue, name), group in _by_name(wanted.values(), self.manifest.queue_successors).items():
-                if not self._queue_exists(queue):
+                if requests.queue(queue) is None:
                     continue  # a queue the deploy deleted holds no replacement
                 candidates = [s["jobId"] for s in self.ctx.batch.list_named(queue, name)]
                 for job_id, job in self.ctx.batch.describe(candidates).items():
