@@ -140,6 +140,17 @@ class Batch:
         request: Json = {"jobQueue": queue, "filters": [{"name": "JOB_NAME", "values": [job_name]}], "maxResults": FILTERED_LIST_PAGE}
         return [s for s in self._pages(request, f"look up jobs named {job_name}") if not _listed_child(s) and s.get("jobName") == job_name]
 
+    def list_created_after(self, queue: str, after_ms: int) -> list[Json]:
+        """Summaries of every job created on `queue` (name or ARN) after `after_ms` (Batch's createdAt, ms
+        since the epoch), in any status Batch still knows; array and node children left out. One call a
+        page for every status (with a filter, ListJobs ignores jobStatus)."""
+        request: Json = {
+            "jobQueue": queue,
+            "filters": [{"name": "AFTER_CREATED_AT", "values": [str(after_ms)]}],
+            "maxResults": FILTERED_LIST_PAGE,
+        }
+        return [s for s in self._pages(request, f"list new jobs of {queue.rsplit('/', 1)[-1]}") if not _listed_child(s)]
+
     def _pages(self, request: Json, what: str) -> Iterator[Json]:
         while True:
             page = self._call("list_jobs", what, **request)

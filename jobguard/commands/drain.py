@@ -144,8 +144,12 @@ def _uses(queue: Queue, environment: str) -> bool:
     return any(e == environment or e.rsplit("/", 1)[-1] == environment.rsplit("/", 1)[-1] for e in queue.compute_environments)
 
 
-def drain(ctx: Context, deploy_id: str) -> Drained:
-    """Drain the queues at risk into the manifest of `deploy_id`."""
+def drain(ctx: Context, deploy_id: str, leases: Leases | None = None) -> Drained:
+    """Drain the queues at risk into the manifest of `deploy_id`.
+
+    `leases`: the caller's, held on after the drain (`jobguard run` holds them through the apply and
+    lets them go itself); by default the drain takes its own and keeps them for its deploy.
+    """
     targets, facts = choose_queues(ctx)
     for fact in facts:
         ctx.report.line(fact)
@@ -157,17 +161,18 @@ def drain(ctx: Context, deploy_id: str) -> Drained:
     if ctx.options.dry_run:
         return _dry_run(ctx, deploy_id, targets, facts)
     _check_stored(ctx, deploy_id)
-    leases = Leases(ctx.store, deploy_id, ctx.options.lease, ctx.report.notice, lease_scope(ctx.account, ctx.region))
+    held = leases or Leases(ctx.store, deploy_id, ctx.options.lease, ctx.report.notice, lease_scope(ctx.account, ctx.region))
     try:
-        leases.acquire(t.queue.name for t in targets)
-        ctx.manifests.fence = ctx.aws.guard = leases.check
-        run = _Drain(ctx, leases, deploy_id, facts)
+        held.acquire(t.queue.name for t in targets)
+        ctx.manifests.fence = ctx.aws.guard = held.check
+        run = _Drain(ctx, held, deploy_id, facts)
         run.go(targets)
         return run.result()
     finally:
-        leases.release(keep_for_deploy=True)
-        ctx.manifests.fence = lambda: None
-        ctx.aws.guard = None
+        if leases is None:
+            held.release(keep_for_deploy=True)
+            ctx.manifests.fence = lambda: None
+            ctx.aws.guard = None
 
 
 def _check_stored(ctx: Context, deploy_id: str) -> None:

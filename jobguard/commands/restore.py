@@ -53,8 +53,12 @@ class Restored:
     problems: int = 0
 
 
-def restore(ctx: Context, deploy_id: str | None, named: bool) -> Restored:
-    """Restore `deploy_id` (and what it adopted), or every open deploy; `named`: the user asked for it by id."""
+def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | None = None) -> Restored:
+    """Restore `deploy_id` (and what it adopted), or every open deploy; `named`: the user asked for it by id.
+
+    `leases`: the caller's, already holding the deploy's queues (`jobguard run`), which lets them go
+    itself; by default the restore takes its own and releases them when it is done.
+    """
     result = Restored()
     candidates = _candidates(ctx, deploy_id, named, result)
     owner = deploy_id or "jobguard-restore"
@@ -66,18 +70,19 @@ def restore(ctx: Context, deploy_id: str | None, named: bool) -> Restored:
         for manifest in candidates:
             _Restore(ctx, manifest, queues, candidates, result).run()
         return result
-    leases = Leases(ctx.store, owner, ctx.options.lease, ctx.report.notice, lease_scope(ctx.account, ctx.region))
+    held = leases or Leases(ctx.store, owner, ctx.options.lease, ctx.report.notice, lease_scope(ctx.account, ctx.region))
     try:
-        leases.acquire(queues)
-        ctx.manifests.fence = ctx.aws.guard = leases.check
+        held.acquire(queues)
+        ctx.manifests.fence = ctx.aws.guard = held.check
         # Read again under the leases: another run may have moved them on while we waited.
         fresh = [m for m in (ctx.manifests.load(c.deploy_id) for c in candidates) if m is not None]
         _restore_all(ctx, fresh, queues, result)
         result.manifests = fresh
     finally:
-        leases.release(keep_for_deploy=False)
-        ctx.manifests.fence = lambda: None
-        ctx.aws.guard = None
+        if leases is None:
+            held.release(keep_for_deploy=False)
+            ctx.manifests.fence = lambda: None
+            ctx.aws.guard = None
     return result
 
 

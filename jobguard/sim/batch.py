@@ -14,6 +14,8 @@ Modelled (see ../shared/DESIGN.md, "AWS Batch facts"):
   dependencies, array size 2-10 000, no AWS_BATCH_* variables, at most 50 tags, 30 KiB, a share
   identifier exactly when the queue has a fair-share scheduling policy, ECS/EKS container overrides
   that address a container of the definition (an unnamed one only when it has exactly one).
+- DeleteJobQueue needs a DISABLED queue; it ends the queue's jobs (FAILED, no exit code), and a queue
+  made again under the same name (the same ARN) does not list them; DescribeJobs still answers for them.
 - Job definitions are kept here (moto drops fields): register, describe (INACTIVE too), deregister.
 - Compute environments stay in moto, completed here: Batch's service-linked role when no
   serviceRole is given, updatePolicy kept and described, an update's computeResources applied.
@@ -93,6 +95,7 @@ class Job:
     cancelled: bool = False
     stop_seconds: float | None = None  # this job's own stop time (EKS grace periods are longer)
     pinned: bool = False  # put in its status by a test: Batch's scheduler leaves it there (stops and failures still apply)
+    queue_deleted: bool = False  # its queue was deleted: a queue made again under the name (same ARN) never lists it
 
 
 @dataclass
@@ -217,10 +220,21 @@ class BatchModel:
             jobs = []
         elif body.get("jobQueue"):
             queue = self._queue(str(body["jobQueue"]))
-            jobs = [j for j in self.jobs.values() if j.queue_arn == queue.arn and j.index is None]
+            jobs = [j for j in self.jobs.values() if j.queue_arn == queue.arn and j.index is None and not j.queue_deleted]
         else:
             raise ClientException("One of jobQueue, arrayJobId or multiNodeJobId is required")
         return [j for j in jobs if j.created_at <= visible]
+
+    def queue_deleted(self, queue_arn: str) -> None:
+        """DeleteJobQueue (of a DISABLED queue) went through: Batch ends every job of the queue, FAILED
+        with no exit code, and a queue made again under its name (the same ARN) never lists them."""
+        with self.lock:
+            for job in self.jobs.values():
+                if job.queue_arn == queue_arn and not job.queue_deleted:
+                    job.queue_deleted = True
+                    if job.status in ACTIVE and not job.children:
+                        self._end(job, "FAILED", "Job queue deleted", "")
+            self.tick()
 
     def terminate_job(self, body: Json) -> Json:
         """TerminateJob: asynchronous; works in every active state."""
@@ -529,7 +543,7 @@ class BatchModel:
         job.terminated, job.cancelled = kind == "terminated", kind == "cancelled"
 
     def _queue_gone(self, job: Job) -> bool:
-        return self.backend.get_job_queue(job.queue_arn) is None
+        return job.queue_deleted or self.backend.get_job_queue(job.queue_arn) is None
 
     def _queue(self, identifier: str) -> Any:
         queue = self.backend.get_job_queue(identifier)

@@ -242,6 +242,8 @@ class SimulatedAWS:
                     return self._model(start_response, lambda: self._tags(environ, arn, raw))
             if path in _COMPUTE_ENVIRONMENT_PATHS:
                 return self._compute_environment(environ, start_response, _COMPUTE_ENVIRONMENT_PATHS[path], raw)
+            if path == "/v1/deletejobqueue":
+                return self._delete_job_queue(environ, start_response, raw)
         if self.refuse_event is not None and environ.get("HTTP_X_AMZ_TARGET", "").endswith(".PutEvents"):
             return self._put_events(environ, start_response, raw, self.refuse_event)
         return self._moto(environ, start_response)
@@ -268,6 +270,27 @@ class SimulatedAWS:
             status,
             [(k, v) for k, v in captured.get("headers", []) if k.lower() != "content-length"] + [("Content-Length", str(len(answer)))],
         )
+        return [answer]
+
+    def _delete_job_queue(self, environ: Json, start_response: Any, raw: bytes) -> Any:
+        """DeleteJobQueue as Batch does it: only a DISABLED queue, and its jobs end (`BatchModel.queue_deleted`)."""
+        try:
+            identifier = str(json.loads(raw or b"{}").get("jobQueue", ""))
+        except ValueError:
+            return self._moto(environ, start_response)
+        queue = self.batch.backend.get_job_queue(identifier)
+        if queue is not None and queue.state != "DISABLED":
+            message = f"Job queue {identifier} must be DISABLED before it is deleted"
+            return _error(start_response, 400, "ClientException", message, xml=False)
+        captured: dict[str, str] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"] = status
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        answer = b"".join(self._moto(environ, capture))
+        if queue is not None and captured.get("status", "").startswith("200"):
+            self.batch.queue_deleted(str(queue.arn))
         return [answer]
 
     def _put_events(self, environ: Json, start_response: Any, raw: bytes, refuse: EventRule) -> Any:
