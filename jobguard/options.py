@@ -22,6 +22,7 @@ from .adapters.aws import AwsSettings
 from .adapters.lease import LeaseSettings
 from .adapters.retry import RetrySettings
 from .adapters.stores import check_deploy_id, check_store_uri
+from .domain.engines import BUILTIN, ROLES, EngineRule, Pairs
 from .domain.policies import ACTIONS, Policy
 from .errors import ConfigError
 
@@ -30,6 +31,7 @@ DEFAULT_STORE = "file://.jobguard"
 JOB_DEFINITION_CHOICES = ("latest", "recorded")
 ARRAY_CHOICES = ("whole", "unfinished")
 MAX_CONFIG_BYTES = 1024 * 1024
+ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}|arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}:job-queue/[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
@@ -50,6 +52,7 @@ class Options:
     freeze: bool = False
     triggers: tuple[str, ...] = ()
     policies: tuple[Policy, ...] = ()
+    engines: tuple[EngineRule, ...] = BUILTIN  # config rules first, then the built-in ones unless engines.builtin is false
     stop_timeout: float = 180.0  # covers ECS's 120 s maximum stop timeout, with room for the poll
     lookup_window: float = 30.0  # how long a job just submitted may take to show in ListJobs
     max_resubmits: int = 3
@@ -224,7 +227,7 @@ def pattern(value: Any, where: str) -> str:
     return text(value, where)
 
 
-_POLICY_KEYS = {"action": "action", "queue": "queue", "job-name": "job_name", "job-definition": "job_definition"}
+_POLICY_KEYS = {"action": "action", "queue": "queue", "job-name": "job_name", "job-definition": "job_definition", "engine": "engine"}
 
 
 def policies(value: Any, where: str) -> tuple[Policy, ...]:
@@ -235,12 +238,60 @@ def policies(value: Any, where: str) -> tuple[Policy, ...]:
     for index, rule in enumerate(value):
         place = f"{where}[{index}]"
         if not isinstance(rule, dict):
-            raise ConfigError(f"{place}: expected a mapping with action and queue, job-name or job-definition")
+            raise ConfigError(f"{place}: expected a mapping with action and queue, job-name, job-definition or engine")
         _check_keys(rule, _POLICY_KEYS, place)
         action = choice(ACTIONS)(rule.get("action"), f"{place}.action")
         patterns = {_POLICY_KEYS[k]: text(v, f"{place}.{k}") for k, v in rule.items() if k != "action"}
         found.append(Policy(action=action, **patterns))
     return tuple(found)
+
+
+_ENGINES_KEYS = {"builtin": None, "rules": None}
+_RULE_PATTERNS = {"job-name": "job_name", "job-definition": "job_definition", "command": "command"}
+_RULE_PAIRS = {"tags": "tags", "parameters": "parameters", "environment": "environment"}
+_RULE_KEYS = {"engine": None, "role": None, "action": None, "why": None, **_RULE_PATTERNS, **_RULE_PAIRS}
+
+
+def engines(value: Any, where: str) -> tuple[EngineRule, ...]:
+    """Rules recognising workflow engines' jobs (tried first), then the built-in ones unless `builtin: false`."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping with rules (a list) and builtin (true or false)")
+    _check_keys(value, _ENGINES_KEYS, where)
+    builtin = boolean(value.get("builtin", True), f"{where}.builtin")
+    rules = value.get("rules") or []
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where}.rules: expected a list of rules")
+    return tuple(_engine_rule(rule, f"{where}.rules[{index}]") for index, rule in enumerate(rules)) + (BUILTIN if builtin else ())
+
+
+def _engine_rule(rule: Any, where: str) -> EngineRule:
+    if not isinstance(rule, dict):
+        raise ConfigError(f"{where}: expected a mapping with engine, role and what to match")
+    _check_keys(rule, _RULE_KEYS, where)
+    for required in ("engine", "role"):
+        if required not in rule:
+            raise ConfigError(f"{where}: {required} is missing")
+    engine = text(rule["engine"], f"{where}.engine")
+    if not ENGINE_NAME.fullmatch(engine):
+        raise ConfigError(f"{where}.engine: {_shown(engine)} is not an engine name (letters, digits, . _ -; at most 64)")
+    matchers: dict[str, Any] = {field: text(rule[key], f"{where}.{key}") for key, field in _RULE_PATTERNS.items() if key in rule}
+    matchers.update({field: _globs(rule[key], f"{where}.{key}") for key, field in _RULE_PAIRS.items() if key in rule})
+    if not any(matchers.values()):
+        raise ConfigError(f"{where}: give at least one of {', '.join([*_RULE_PATTERNS, *_RULE_PAIRS])} to match")
+    return EngineRule(
+        engine=engine,
+        role=choice(ROLES)(rule["role"], f"{where}.role"),
+        action=choice(ACTIONS)(rule["action"], f"{where}.action") if "action" in rule else None,
+        why=text(rule["why"], f"{where}.why") if "why" in rule else "",
+        **matchers,
+    )
+
+
+def _globs(value: Any, where: str) -> Pairs:
+    """NAME: VALUE-PATTERN pairs (a tag, parameter or variable that must be present, its value matching)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of NAME: VALUE-PATTERN")
+    return tuple((text(k, f"{where} key"), text(v, f"{where}.{k}")) for k, v in value.items())
 
 
 # config key -> (Options field, parser); flags use the same names with -- in front
@@ -256,6 +307,7 @@ KEYS: dict[str, tuple[str, Parser]] = {
     "freeze": ("freeze", boolean),
     "triggers": ("triggers", strings(pattern)),
     "policies": ("policies", policies),
+    "engines": ("engines", engines),
     "stop-timeout": ("stop_timeout", duration()),
     "lookup-window": ("lookup_window", duration(1)),  # shorter would not cover ListJobs' lag: exactly-once rests on it
     "max-resubmits": ("max_resubmits", number(0, 1_000_000, integer=True)),

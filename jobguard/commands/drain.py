@@ -29,7 +29,7 @@ from typing import Any
 from ..adapters.aws import chunks
 from ..adapters.batch import LIFECYCLE, JobState, Queue, children_in
 from ..adapters.lease import Leases, lease_scope
-from ..domain import submission
+from ..domain import engines, submission
 from ..domain.manifest import (
     DRAIN,
     FAILED,
@@ -44,7 +44,7 @@ from ..domain.manifest import (
     now,
 )
 from ..domain.plan import MAX_PLAN_BYTES, read_plan, risks
-from ..domain.policies import ABANDON, WAIT, action_for
+from ..domain.policies import ABANDON, WAIT
 from ..domain.tags import mark_of
 from ..errors import JobCallError, UsageError
 from .context import Context, github_origin
@@ -194,7 +194,36 @@ def _dry_run(ctx: Context, deploy_id: str, targets: list[Target], facts: list[st
         ctx.report.line(f"queue {target.queue.name}: {len(ids)} active jobs would be drained")
         for summary_id in ids[:50]:
             ctx.report.line(f"  would drain  {summary_id}")
+        for line in _planned_engines(ctx, target.queue.name, ids):
+            ctx.report.line(f"  {line}")
     return Drained(manifest, facts)
+
+
+def _planned_engines(ctx: Context, queue: str, ids: list[str]) -> list[str]:
+    """The plan's grouping of the jobs found by workflow engine: what drain would do with each group."""
+    details = ctx.batch.describe(ids)
+    definitions = ctx.batch.job_definitions(str(job["jobDefinition"]) for job in details.values())
+    planned = [
+        engines.with_engine(
+            JobRecord(
+                job_id=str(job["jobId"]),
+                job_arn="",
+                job_name=str(job.get("jobName", "")),
+                queue=queue,
+                job_definition=str(job.get("jobDefinition", "")).rsplit("/", 1)[-1],
+                status_at_drain=str(job.get("status", "")),
+                submission={},
+                outcome=RECORDED,
+                stage=DRAIN,
+                times={},
+            ),
+            job,
+            ctx.options.engines,
+            definitions.get(str(job["jobDefinition"])),
+        )
+        for job in details.values()
+    ]
+    return engines.groups(planned, ctx.options.policies, ctx.options.engines)
 
 
 class _Drain:
@@ -248,6 +277,13 @@ class _Drain:
             if len(self.stopping) > stopped:
                 self.stopping = self.stopping[stopped:]  # those still running were reported once already
                 self._wait_for_stops()
+        self._tell_engines()
+
+    def _tell_engines(self) -> None:
+        """The jobs of workflow engines, grouped by engine and role, with what became of them (summary and log)."""
+        for line in engines.groups(self.manifest, self.ctx.options.policies, self.ctx.options.engines):
+            self.ctx.report.line(line)
+            self.facts.append(line)
 
     def _load_others(self) -> None:
         """Every other open deploy: what it owes is not recorded again (one owner per job). A job
@@ -387,6 +423,7 @@ class _Drain:
             lineage_id=mark.lineage_id if mark else None,
             resubmits=mark.resubmits if mark else 0,
         )
+        record = engines.with_engine(record, job, self.ctx.options.engines, definition)
         if definition is None:
             # Without its own revision the overrides cannot be told from the definition: leave it running.
             return record.moved_to(
@@ -462,7 +499,7 @@ class _Drain:
         return record
 
     def _action(self, record: JobRecord) -> str:
-        return action_for(self.ctx.options.policies, record.queue, record.job_name, record.job_definition)
+        return engines.decide(record, self.ctx.options.policies, self.ctx.options.engines).action
 
     # -- stopping ----------------------------------------------------------------------------
     def _record_and_stop(self, manifest: Manifest, records: list[JobRecord]) -> None:
@@ -546,7 +583,10 @@ class _Drain:
         """The record of a job seen to end (or to be sure never to start)."""
         if state is not None and state.status == "SUCCEEDED":
             return record.moved_to(FINISHED, DRAIN, error=None, note="finished on its own before it was stopped: not resubmitted")
-        if self._action(record) == ABANDON:
+        decision = engines.decide(record, self.ctx.options.policies, self.ctx.options.engines)
+        if decision.action == ABANDON and record.engine and not decision.by_policy:
+            return record.moved_to(SKIPPED, DRAIN, error=None, note=engines.left_to_engine(record))
+        if decision.action == ABANDON:
             return record.moved_to(SKIPPED, DRAIN, error="policy abandon: stopped, not resubmitted")
         if state is not None and state.status == "PENDING":
             return record.moved_to(TERMINATED, DRAIN, error=None, note="cancelled once its dependencies complete: it never starts")

@@ -131,6 +131,8 @@ def _as_json(ctx: Context, manifest: Manifest, current: dict[str, str]) -> dict[
                 "lineage_id": r.lineage,
                 "error": r.error,
                 "note": r.note,
+                "engine": r.engine,
+                "engine_role": r.engine_role,
             }
             for r in manifest
         ],

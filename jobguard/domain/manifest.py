@@ -66,6 +66,8 @@ class JobRecord:
     note: str | None = None  # what a person should know that is not an error (values taken from the new revision)
     lineage_id: str | None = None  # the first job of the line, when this job was itself a replacement
     resubmits: int = 0  # how many deploys already resubmitted this line
+    engine: str | None = None  # the workflow engine that submitted and tracks the job (domain/engines.py)
+    engine_role: str | None = None  # task or head
 
     @property
     def lineage(self) -> str:
@@ -75,6 +77,11 @@ class JobRecord:
     def moved_to(self, outcome: str, stage: str, **changes: Any) -> JobRecord:
         """This record with a new outcome, stamped now; `changes` sets other fields."""
         return replace(self, outcome=outcome, stage=stage, times={**self.times, outcome: now()}, **changes)
+
+    @property
+    def engine_key(self) -> str | None:
+        """ENGINE:ROLE (nextflow:task) for a workflow engine's job, else None."""
+        return f"{self.engine}:{self.engine_role}" if self.engine else None
 
     @property
     def owed(self) -> bool:

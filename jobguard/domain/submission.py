@@ -183,6 +183,11 @@ def recovery_notes(job: Json, definition: Json) -> list[str]:
     ]
 
 
+def containers_of(job: Json) -> list[tuple[Json, str]]:
+    """Every container of a JobDetail (node ranges, ECS tasks and EKS pods included) with its flavour: container, ecs or eks."""
+    return [(container, flavour) for _key, container, flavour in _container_slots(job, "container")]
+
+
 def own_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
     """The job's own tags: all of them except AWS's (``aws:``) and jobguard's marks."""
     return {

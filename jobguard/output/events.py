@@ -47,6 +47,8 @@ def event(manifest: Manifest, record: JobRecord) -> dict[str, Any]:
         ),
         "lineage_id": record.lineage,
         "resubmits": record.resubmits,
+        "engine": record.engine,
+        "engine_role": record.engine_role,
     }
 
 

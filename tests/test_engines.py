@@ -1,0 +1,204 @@
+"""Jobs a workflow engine tracks (issue 26): recognised from what the engine puts on them, never
+resubmitted beside the engine's own retry, head jobs resubmitted as documented, ordinary jobs as before.
+
+The jobs are shaped as each engine submits them (tests/engine_jobs.py, with the source of each).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobguard.domain.engines import BUILTIN, EngineRule, classify
+from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim.merge import described_definition, merged_detail
+
+from .conftest import configure, overlapping, records, replacements_of
+from .engine_jobs import BUILT_IN, CONFIGURED, EVERY, NEXTFLOW_HEAD, NEXTFLOW_TASK, ORDINARY, SNAKEMAKE_TASK, EngineJob
+
+QUEUE = "pipelines"
+CORPUS = Path(__file__).parent / "corpus"
+CONFIG_RULES = {"engines": {"rules": [case.config_rule for case in CONFIGURED]}}
+
+
+def _detail(case: EngineJob) -> dict[str, Any]:
+    """The JobDetail DescribeJobs returns for the case (Batch merges the definition's values in)."""
+    arn = f"arn:aws:batch:eu-west-1:123456789012:job-definition/{case.definition['jobDefinitionName']}:1"
+    definition = described_definition(case.definition, arn, 1, "ACTIVE")
+    request = {**case.submit, "jobQueue": QUEUE, "jobDefinition": arn}
+    return merged_detail(definition, request, "0f0f0f0f-1111-4222-8333-444444444444", QUEUE, None)
+
+
+@pytest.mark.parametrize("case", BUILT_IN, ids=lambda c: c.key)
+def test_built_in_rules_recognise_each_engine(case: EngineJob) -> None:
+    engine = classify(_detail(case), BUILTIN)
+    assert engine is not None and (engine.name, engine.role) == (case.engine, case.role)
+    assert engine.action == ("abandon" if case.role == "task" else "resubmit") and engine.why
+
+
+@pytest.mark.parametrize("case", [*CONFIGURED, ORDINARY], ids=lambda c: c.key)
+def test_jobs_without_an_engine_mark_are_ordinary(case: EngineJob) -> None:
+    # Airflow's BatchOperator and Step Functions' .sync put nothing of their own on a job; the
+    # ordinary job has an nf-token parameter and an nf- name, but not Nextflow's job definition.
+    assert classify(_detail(case), BUILTIN) is None
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.json")), ids=lambda p: p.stem)
+def test_no_job_of_the_corpus_is_taken_for_an_engine_job(path: Path) -> None:
+    assert classify(json.loads(path.read_text())["job"], BUILTIN) is None
+
+
+def test_parameters_are_also_read_from_the_job_definition() -> None:
+    # AWS does not document that DescribeJobs shows a definition's default parameters on the job.
+    job = {**_detail(NEXTFLOW_TASK), "parameters": {}}
+    assert classify(job, BUILTIN) is None
+    engine = classify(job, BUILTIN, NEXTFLOW_TASK.definition)
+    assert engine is not None and engine.label == "nextflow task"
+
+
+def test_a_rule_needs_something_to_match() -> None:
+    with pytest.raises(ValueError, match="at least one of"):
+        EngineRule("x", "task")
+
+
+def _world(seed: Seeder, cases: tuple[EngineJob, ...] = EVERY) -> dict[str, str]:
+    """The cases' jobs running on one queue; job id by case key."""
+    seed.queue(QUEUE)
+    jobs = {}
+    for case in cases:
+        seed.batch.register_job_definition(**case.definition)
+        jobs[case.key] = seed.job(jobQueue=QUEUE, **case.submit)
+    return jobs
+
+
+def _config(workdir: Path, settings: dict[str, Any]) -> None:
+    configure(workdir, yaml.safe_dump(settings, sort_keys=False))
+
+
+def test_drain_apply_restore_never_doubles_an_engine_task(seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path, store: str) -> None:
+    jobs = _world(seed)
+    events = workdir / "events.jsonl"
+    _config(workdir, {**CONFIG_RULES, "events-file": str(events)})
+    drained = run("drain", "--queue", QUEUE, "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    stored = records(store, seed, "d1")
+    for case in EVERY:
+        record = stored[jobs[case.key]]
+        engine = case.engine or (case.config_rule or {}).get("engine")
+        role = case.role or (case.config_rule or {}).get("role")
+        assert (record["engine"], record["engine_role"]) == (engine, role), case.key
+        assert aws.batch.jobs[jobs[case.key]].terminated, case.key  # every job was stopped: the apply would kill it
+        if role == "task":
+            assert record["outcome"] == "skipped" and record["note"].startswith(f"left to {engine}: stopped, not resubmitted"), case.key
+            assert record["error"] is None
+        else:
+            assert record["outcome"] == "terminated", case.key
+    # the plan and summary say what happens to each engine's jobs
+    assert "nextflow tasks: 2: left to nextflow: stopped, not resubmitted" in drained.out
+    assert "nextflow heads: 1: stopped, resubmitted once after the deploy [1 terminated]" in drained.out
+    assert "airflow tasks: 1: left to airflow" in drained.out and "other jobs: 1: stopped, resubmitted once" in drained.out
+    assert "left to snakemake" in drained.out
+
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    heads_and_ordinary = {jobs[c.key] for c in EVERY if c.role == "head" or (c.engine is None and not c.config_rule)}
+    replaced = replacements_of(aws)
+    assert set(replaced) == heads_and_ordinary and all(len(replaced[j]) == 1 for j in heads_and_ordinary)
+    assert not overlapping(aws)
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0  # a second restore adds nothing
+    assert replacements_of(aws) == replaced
+
+    status = json.loads(run("status", "--store", store, "--deploy-id", "d1", "--json").out)
+    by_id = {j["job_id"]: j for j in status["deploys"][0]["jobs"]}
+    assert by_id[jobs[NEXTFLOW_TASK.key]]["engine"] == "nextflow" and by_id[jobs[NEXTFLOW_TASK.key]]["engine_role"] == "task"
+    assert by_id[jobs[ORDINARY.key]]["engine"] is None
+    sent = [json.loads(line) for line in events.read_text().splitlines()]
+    skipped = {e["original"]["job_id"]: e for e in sent if e["outcome"] == "skipped"}
+    assert skipped[jobs[SNAKEMAKE_TASK.key]]["engine"] == "snakemake"
+    assert skipped[jobs[SNAKEMAKE_TASK.key]]["reason"].startswith("left to snakemake")
+    resubmitted = {e["original"]["job_id"]: e for e in sent if e["outcome"] == "resubmitted"}
+    assert resubmitted[jobs[NEXTFLOW_HEAD.key]]["engine_role"] == "head" and set(resubmitted) == heads_and_ordinary
+
+
+def test_policies_override_the_engine_defaults(seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path) -> None:
+    jobs = _world(seed, (NEXTFLOW_TASK, NEXTFLOW_HEAD, SNAKEMAKE_TASK, ORDINARY))
+    _config(
+        workdir,
+        {
+            "policies": [
+                {"engine": "nextflow:task", "action": "resubmit"},  # this team's Nextflow retries nothing itself
+                {"engine": "nextflow:head", "action": "abandon"},
+                {"job-name": "nf-report", "action": "abandon"},
+            ]
+        },
+    )
+    store = f"file://{workdir}/m"
+    assert run("drain", "--queue", QUEUE, "--store", store, "--deploy-id", "d1").code == 0
+    stored = records(store, seed, "d1")
+    assert stored[jobs[NEXTFLOW_TASK.key]]["outcome"] == "terminated"
+    assert stored[jobs[NEXTFLOW_HEAD.key]]["outcome"] == "skipped"
+    assert stored[jobs[NEXTFLOW_HEAD.key]]["error"] == "policy abandon: stopped, not resubmitted"
+    assert stored[jobs[SNAKEMAKE_TASK.key]]["note"].startswith("left to snakemake")
+    assert stored[jobs[ORDINARY.key]]["outcome"] == "skipped"
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert set(replacements_of(aws)) == {jobs[NEXTFLOW_TASK.key]}
+
+
+def test_built_in_rules_can_be_turned_off_and_a_rule_can_choose_its_action(
+    seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path
+) -> None:
+    jobs = _world(seed, (NEXTFLOW_TASK, NEXTFLOW_HEAD, SNAKEMAKE_TASK))
+    rule = {"engine": "snakemake", "role": "task", "job-name": "snakejob-*", "action": "resubmit", "why": "our Snakemake runs --retries 0"}
+    _config(workdir, {"engines": {"builtin": False, "rules": [rule]}})
+    store = f"file://{workdir}/m"
+    assert run("drain", "--queue", QUEUE, "--store", store, "--deploy-id", "d1").code == 0
+    stored = records(store, seed, "d1")
+    assert stored[jobs[NEXTFLOW_TASK.key]]["engine"] is None and stored[jobs[NEXTFLOW_TASK.key]]["outcome"] == "terminated"
+    assert stored[jobs[SNAKEMAKE_TASK.key]]["engine"] == "snakemake" and stored[jobs[SNAKEMAKE_TASK.key]]["outcome"] == "terminated"
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert set(replacements_of(aws)) == set(jobs.values())
+
+
+def test_dry_run_plan_groups_jobs_by_engine(seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path) -> None:
+    jobs = _world(seed, (NEXTFLOW_TASK, NEXTFLOW_HEAD, ORDINARY))
+    result = run("drain", "--queue", QUEUE, "--dry-run", "--store", f"file://{workdir}/m")
+    assert result.code == 0, result.err
+    assert "nextflow tasks: 1: left to nextflow: stopped, not resubmitted (nextflow retries or fails its own task)" in result.out
+    assert "nextflow heads: 1: stopped, resubmitted once after the deploy" in result.out
+    assert "other jobs: 1: stopped, resubmitted once after the deploy" in result.out
+    assert not any(aws.batch.jobs[j].terminated for j in jobs.values())
+
+
+def test_a_plain_deploy_says_nothing_of_engines(seed: Seeder, run: Any, workdir: Path) -> None:
+    _world(seed, (ORDINARY,))
+    result = run("drain", "--queue", QUEUE, "--store", f"file://{workdir}/m", "--deploy-id", "d1")
+    assert result.code == 0 and "other jobs" not in result.out and "left to" not in result.out
+
+
+@pytest.mark.parametrize(
+    ("engines", "words"),
+    [
+        ({"rule": []}, "engines: unknown key 'rule' (did you mean 'rules'?)"),
+        (
+            {"rules": [{"engine": "x", "role": "task", "job_name": "a*"}]},
+            "engines.rules[0]: unknown key 'job_name' (did you mean 'job-name'?)",
+        ),
+        ({"rules": [{"engine": "x", "role": "driver", "job-name": "a*"}]}, "engines.rules[0].role: expected one of task, head"),
+        ({"rules": [{"role": "task", "job-name": "a*"}]}, "engines.rules[0]: engine is missing"),
+        ({"rules": [{"engine": "x", "role": "task"}]}, "engines.rules[0]: give at least one of job-name"),
+        ({"rules": [{"engine": "x y", "role": "task", "job-name": "a"}]}, "engines.rules[0].engine: 'x y' is not an engine name"),
+        ({"rules": [{"engine": "x", "role": "task", "tags": ["a"]}]}, "engines.rules[0].tags: expected a mapping of NAME: VALUE-PATTERN"),
+        ({"rules": [{"engine": "x", "role": "task", "job-name": "a", "action": "retry"}]}, "engines.rules[0].action: expected one of"),
+        ({"builtin": "maybe"}, "engines.builtin: expected true or false"),
+        ([], "engines: expected a mapping with rules"),
+    ],
+)
+def test_bad_engine_config_is_one_clear_line(aws: SimulatedAWS, run: Any, workdir: Path, engines: Any, words: str) -> None:
+    _config(workdir, {"engines": engines})
+    result = run("drain", "--queue", QUEUE)
+    assert result.code == 2 and words in result.err and ".jobguard.yml" in result.err, result.err
+    assert len([line for line in result.err.splitlines() if line.startswith("error:")]) == 1
