@@ -202,3 +202,41 @@ def test_bad_engine_config_is_one_clear_line(aws: SimulatedAWS, run: Any, workdi
     result = run("drain", "--queue", QUEUE)
     assert result.code == 2 and words in result.err and ".jobguard.yml" in result.err, result.err
     assert len([line for line in result.err.splitlines() if line.startswith("error:")]) == 1
+
+
+@pytest.mark.slow
+def test_at_scale_the_engine_retries_and_jobguard_replaces_only_heads_and_ordinary_jobs(
+    seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path
+) -> None:
+    """300 Nextflow tasks, 3 heads and 100 ordinary jobs on two queues; during the deploy Nextflow
+    submits its own retry of every task it saw fail. After restore: each task has exactly one
+    successor (the engine's), each head and ordinary job exactly one replacement (jobguard's)."""
+    tasks, heads, ordinary = 300, 3, 100
+    seed.batch.register_job_definition(**NEXTFLOW_TASK.definition)
+    seed.batch.register_job_definition(**NEXTFLOW_HEAD.definition)
+    seed.batch.register_job_definition(**ORDINARY.definition)
+    jobs: dict[str, list[str]] = {"task": [], "head": [], "ordinary": []}
+    for queue in ("pipelines", "etl"):
+        seed.queue(queue)
+    for index in range(tasks):
+        submit = {**NEXTFLOW_TASK.submit, "jobName": f"RNASEQ_FASTQC_{index}"}
+        jobs["task"].append(seed.job(jobQueue="pipelines", **submit))
+    for index in range(heads):
+        jobs["head"].append(seed.job(jobQueue="pipelines", **{**NEXTFLOW_HEAD.submit, "jobName": f"head-{index}"}))
+    for index in range(ordinary):
+        jobs["ordinary"].append(seed.job(jobQueue="etl", **{**ORDINARY.submit, "jobName": f"report-{index}"}))
+    store = f"file://{workdir}/m"
+    drained = run("drain", "--queue", "pipelines", "--queue", "etl", "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert f"nextflow tasks: {tasks}: left to nextflow" in drained.out and f"[{tasks} skipped]" in drained.out
+    # the deploy: Nextflow sees each task FAILED (exit 143) and submits its retry
+    retries = [seed.job(jobQueue="pipelines", **{**NEXTFLOW_TASK.submit, "jobName": f"RNASEQ_FASTQC_{i}"}) for i in range(tasks)]
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    replaced = replacements_of(aws)
+    assert not set(replaced) & set(jobs["task"])  # no task doubled beside the engine's retry
+    assert all(len(replaced[j]) == 1 for j in jobs["head"] + jobs["ordinary"])
+    assert set(replaced) == set(jobs["head"] + jobs["ordinary"]) and not overlapping(aws)
+    names = [aws.batch.jobs[j].name for j in aws.batch.jobs if aws.batch.jobs[j].name.startswith("RNASEQ_FASTQC_")]
+    assert len(names) == 2 * tasks and len(set(names)) == tasks  # the original and the engine's retry, nothing else
+    assert len(retries) == tasks
