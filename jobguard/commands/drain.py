@@ -24,12 +24,11 @@ from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from ..adapters.aws import chunks
 from ..adapters.batch import LIFECYCLE, JobState, Queue, children_in
 from ..adapters.lease import Leases, lease_scope
-from ..domain import engines, submission
+from ..domain import engines
 from ..domain.manifest import (
     DRAIN,
     FAILED,
@@ -41,14 +40,14 @@ from ..domain.manifest import (
     TERMINATING,
     JobRecord,
     Manifest,
-    now,
 )
 from ..domain.plan import MAX_PLAN_BYTES, read_plan, risks
-from ..domain.policies import ABANDON, WAIT
-from ..domain.tags import mark_of
+from ..domain.policies import ABANDON, NOT_RESUBMITTED, WAIT
 from ..errors import JobCallError, UsageError
 from .context import Context, github_origin
 from .manifests import ForeignManifestError
+from .records import records_of
+from .window import close_drain, open_window
 
 QUEUED = ("SUBMITTED", "PENDING", "RUNNABLE")
 STARTED = ("STARTING", "RUNNING")
@@ -244,6 +243,7 @@ class _Drain:
 
     # -- the steps -----------------------------------------------------------------------
     def go(self, targets: list[Target]) -> None:
+        open_window(self.ctx, self.manifest)
         self._load_others()
         for target in targets:
             self.manifest.add_queue(target.queue.name)
@@ -277,6 +277,9 @@ class _Drain:
             if len(self.stopping) > stopped:
                 self.stopping = self.stopping[stopped:]  # those still running were reported once already
                 self._wait_for_stops()
+        self.facts.append(close_drain(self.ctx, self.manifest, self.manifest.frozen_queues))
+        self.ctx.report.line(self.facts[-1])
+        self.ctx.manifests.save(self.manifest)
         self._tell_engines()
 
     def _tell_engines(self) -> None:
@@ -368,7 +371,7 @@ class _Drain:
         for page_number, page in enumerate(chunks(ids, RECORD_PAGE), start=1):
             details = self.ctx.batch.describe(page)
             jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses]
-            records = self._records(jobs, lambda job: reasons.get(found[job["jobId"]], ""), found)
+            records = records_of(self.ctx, jobs, lambda job: reasons.get(found[job["jobId"]], ""), found)
             if final:
                 records = [self._policy(r) for r in records]
             else:
@@ -382,60 +385,6 @@ class _Drain:
             self._record_and_stop(self.manifest, records + dependents)
             if len(ids) > RECORD_PAGE:
                 self.ctx.report.line(f"  recorded {min(page_number * RECORD_PAGE, len(ids))} of {len(ids)} jobs")
-
-    def _records(self, jobs: list[dict[str, Any]], reason_of: Any, queues: dict[str, str]) -> list[JobRecord]:
-        definitions = self.ctx.batch.job_definitions(str(j["jobDefinition"]) for j in jobs)
-        dependency_ids = {str(d["jobId"]) for j in jobs for d in j.get("dependsOn") or [] if "jobId" in d}
-        dependency_states = self.ctx.batch.states(dependency_ids) if dependency_ids else {}
-        records = []
-        for job in jobs:
-            queue = queues.get(job["jobId"]) or str(job.get("jobQueue", "")).rsplit("/", 1)[-1]
-            records.append(self._record(job, queue, definitions.get(str(job["jobDefinition"])), reason_of(job), dependency_states))
-        return records
-
-    def _record(
-        self, job: dict[str, Any], queue: str, definition: dict[str, Any] | None, reason: str, states: dict[str, JobState]
-    ) -> JobRecord:
-        mark = mark_of(job)
-        dependencies = {
-            str(d["jobId"]): (states[str(d["jobId"])].status if str(d["jobId"]) in states else "UNKNOWN")
-            for d in job.get("dependsOn") or []
-            if "jobId" in d
-        }
-        record = JobRecord(
-            job_id=str(job["jobId"]),
-            job_arn=str(job.get("jobArn", "")),
-            job_name=str(job["jobName"]),
-            queue=queue,
-            job_definition=str(job["jobDefinition"]).rsplit("/", 1)[-1],
-            status_at_drain=str(job["status"]),
-            submission={"jobName": str(job["jobName"])},
-            outcome=RECORDED,
-            stage=DRAIN,
-            times={RECORDED: now()},
-            job_type=submission.job_type(job),
-            created_at=_ms(job.get("createdAt")),
-            started_at=_ms(job.get("startedAt")),
-            attempts=len(job.get("attempts") or []),
-            reason=reason or None,
-            dependencies=dependencies,
-            array_succeeded=self._succeeded_children(job),
-            lineage_id=mark.lineage_id if mark else None,
-            resubmits=mark.resubmits if mark else 0,
-        )
-        record = engines.with_engine(record, job, self.ctx.options.engines, definition)
-        if definition is None:
-            # Without its own revision the overrides cannot be told from the definition: leave it running.
-            return record.moved_to(
-                FAILED, DRAIN, error=f"job definition {record.job_definition} not found: cannot recover the submission; left running"
-            )
-        return replace(record, submission=submission.recover_submission(job, definition))
-
-    def _succeeded_children(self, job: dict[str, Any]) -> list[int]:
-        summary = (job.get("arrayProperties") or {}).get("statusSummary") or {}
-        if self.ctx.options.arrays != "unfinished" or not summary.get("SUCCEEDED"):
-            return []
-        return self.ctx.batch.list_children(str(job["jobId"]), "SUCCEEDED")
 
     def _dependents(self, stopping: set[str]) -> list[JobRecord]:
         """Every job, in any queue, PENDING on a job being stopped (directly or not): Batch would fail it."""
@@ -467,7 +416,7 @@ class _Drain:
             return []
         self._check_dependent_queues({waiting[d] for d in chosen}, chosen, waiting)
         jobs = [details[d] for d in chosen]
-        return self._records(jobs, lambda job: f"depends on {chosen[str(job['jobId'])]}", waiting)
+        return records_of(self.ctx, jobs, lambda job: f"depends on {chosen[str(job['jobId'])]}", waiting)
 
     def _check_dependent_queues(self, queues: set[str], chosen: dict[str, str], waiting: dict[str, str]) -> None:
         allowed = {q.rsplit("/", 1)[-1] for q in self.ctx.options.queues}
@@ -586,8 +535,8 @@ class _Drain:
         decision = engines.decide(record, self.ctx.options.policies, self.ctx.options.engines)
         if decision.action == ABANDON and record.engine and not decision.by_policy:
             return record.moved_to(SKIPPED, DRAIN, error=None, note=engines.left_to_engine(record))
-        if decision.action == ABANDON:
-            return record.moved_to(SKIPPED, DRAIN, error="policy abandon: stopped, not resubmitted")
+        if decision.action in NOT_RESUBMITTED:
+            return record.moved_to(SKIPPED, DRAIN, error=f"policy {decision.action}: stopped, not resubmitted")
         if state is not None and state.status == "PENDING":
             return record.moved_to(TERMINATED, DRAIN, error=None, note="cancelled once its dependencies complete: it never starts")
         if state is None and record.outcome == RECORDED:
@@ -641,7 +590,3 @@ class _Drain:
             self.ctx.report.error(f"{record.job_name} [{record.job_id}]: {record.error}")
         self.ctx.report.job(record)
         self.ctx.events.add(manifest, [record])
-
-
-def _ms(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None

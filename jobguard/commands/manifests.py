@@ -115,6 +115,7 @@ class Manifests:
                 self._merge(manifest)
                 continue
             manifest.released_queues.clear()
+            manifest.window_changed = False
             if not manifest.has_work_left:
                 self._close(manifest.deploy_id)
             return
@@ -156,7 +157,7 @@ class Manifests:
             return
         merged = manifest.merged_onto(theirs)
         manifest.jobs, manifest.queues, manifest.frozen_queues = merged.jobs, merged.queues, merged.frozen_queues
-        manifest.queue_successors = merged.queue_successors
+        manifest.queue_successors, manifest.window = merged.queue_successors, merged.window
         manifest.changed = merged.changed
         manifest.created_at = theirs.created_at
 

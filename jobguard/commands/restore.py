@@ -32,6 +32,7 @@ from ..domain.manifest import (
     SUBMITTING,
     TERMINATED,
     TERMINATING,
+    WATCHED,
     JobRecord,
     Manifest,
 )
@@ -40,6 +41,7 @@ from ..errors import JobCallError, ManifestError, UsageError
 from .context import Context
 from .manifests import ForeignManifestError
 from .requests import Hold, Planned, Requests, Waiting
+from .window import settle, sweep
 
 SUBMIT_PAGE = 500  # jobs marked `submitting` per store write, then submitted concurrently
 
@@ -231,6 +233,9 @@ class _Restore:
             self.ctx.report.line(
                 f"jobguard restore: deploy {self.manifest.deploy_id}, manifest {self.ctx.store.uri(self.manifest.deploy_id)}{dry}"
             )
+            swept = sweep(self.ctx, self.manifest, self.queues, set(self.manifest.frozen_queues))
+            self.result.facts += swept.facts
+            self.result.problems += swept.problems
             if not self.ctx.options.dry_run:
                 self._unfreeze()
         owed = [r for r in self.manifest if r.owed and r.queue in self.queues and (self.only is None or r.job_id in self.only)]
@@ -281,7 +286,11 @@ class _Restore:
         ready: list[JobRecord] = []
         stopping: list[JobRecord] = []
         self._stop_again([r for r in owed if r.outcome == TERMINATING and self._active(r.job_id)])
+        if not self.ctx.options.dry_run:  # jobs submitted during the deploy: judged, never stopped
+            ready += settle(self.ctx, self.manifest, [r for r in owed if r.outcome == WATCHED], self._finish)
         for record in owed:
+            if record.outcome == WATCHED:
+                continue
             state = self.states.get(record.job_id)
             if record.outcome not in (RECORDED, TERMINATING):
                 ready.append(record)

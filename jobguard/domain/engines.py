@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .manifest import RECORDED, JobRecord
-from .policies import ABANDON, ACTIONS, RESUBMIT, WAIT, Policy, chosen_by_policy
+from .policies import ABANDON, ACTIONS, APP_RETRIES, RESUBMIT, WAIT, Policy, chosen_by_policy
 from .submission import containers_of
 
 TASK, HEAD = "task", "head"
@@ -150,6 +150,8 @@ def outcome_text(action: str, engine: str | None = None, role: str | None = None
         )
     if action == WAIT:
         return "not stopped: left running (policy wait)"
+    if action == APP_RETRIES:
+        return "stopped, not resubmitted: the application retries its own failed jobs (policy app-retries)"
     return "stopped, resubmitted once after the deploy"
 
 

@@ -29,8 +29,13 @@ FINISHED = "finished"  # succeeded on its own: nothing to resubmit
 SUBMITTING = "submitting"  # SubmitJob may have been sent: look for the replacement before sending again
 RESUBMITTED = "resubmitted"
 FAILED = "failed"  # see `stage`: a drain failure leaves the job running, a restore failure is retried
-SKIPPED = "skipped"  # will not be resubmitted: see `error`
-OUTCOMES = (RECORDED, TERMINATING, TERMINATED, KEPT, FINISHED, SUBMITTING, RESUBMITTED, FAILED, SKIPPED)
+SKIPPED = "skipped"  # will not be resubmitted: see `error` (or `note`, for a late job left alone)
+WATCHED = "watched"  # submitted during the deploy, never stopped by jobguard: restore judges it (domain/window.py)
+OUTCOMES = (RECORDED, TERMINATING, TERMINATED, KEPT, FINISHED, SUBMITTING, RESUBMITTED, FAILED, SKIPPED, WATCHED)
+LATE = "submitted during the deploy"  # how every late job's record reason begins (domain/window.py): its kind
+OWED = (RECORDED, TERMINATING, TERMINATED, SUBMITTING, WATCHED)
+# The deploy window's stamps (ms, the store's clock): drain began, drain finished its passes, restore swept it.
+OPENED, DRAINED, SWEPT = "opened", "drained", "swept"
 DRAIN, RESTORE = "drain", "restore"
 
 
@@ -48,7 +53,7 @@ class JobRecord:
     job_name: str
     queue: str
     job_definition: str  # name:revision the original ran on
-    status_at_drain: str
+    status_at_drain: str  # for a late job: its status when jobguard first saw it
     submission: dict[str, Any]
     outcome: str
     stage: str
@@ -86,7 +91,14 @@ class JobRecord:
     @property
     def owed(self) -> bool:
         """True while restore still owes this job a replacement (or must look at it again)."""
-        return self.outcome in (RECORDED, TERMINATING, TERMINATED, SUBMITTING) or (self.outcome == FAILED and self.stage == RESTORE)
+        return self.outcome in (RECORDED, TERMINATING, TERMINATED, SUBMITTING, WATCHED) or (
+            self.outcome == FAILED and self.stage == RESTORE
+        )
+
+    @property
+    def late(self) -> bool:
+        """True for a job submitted during the deploy (recorded by restore's sweep or `jobguard run`), not drained."""
+        return (self.reason or "").startswith(LATE)
 
     @property
     def stop_asked(self) -> bool:
@@ -118,15 +130,29 @@ class Manifest:
     frozen_queues: dict[str, str] = field(default_factory=dict)  # queue -> state to put back
     queue_successors: dict[str, str] = field(default_factory=dict)  # queue the plan renames -> its new name
     jobs: dict[str, JobRecord] = field(default_factory=dict)
+    window: dict[str, Any] = field(default_factory=dict)  # OPENED/DRAINED/SWEPT stamps, and "found": late jobs by kind
     signature: dict[str, str] | None = None
     changed: set[str] = field(default_factory=set, repr=False, compare=False)  # job ids changed since read
     released_queues: set[str] = field(default_factory=set, repr=False, compare=False)  # frozen queues put back since read
+    window_changed: bool = field(default=False, repr=False, compare=False)  # `window` changed since read
 
     def put(self, records: Iterable[JobRecord]) -> None:
         """Add or replace records."""
         for record in records:
             self.jobs[record.job_id] = record
             self.changed.add(record.job_id)
+
+    def stamp_window(self, key: str, value: Any) -> None:
+        """Set one entry of the deploy window (OPENED, DRAINED, SWEPT, "found")."""
+        self.window[key] = value
+        self.window_changed = True
+
+    def open_window(self, ms: int) -> None:
+        """Open the deploy window at `ms`, unless an unswept one is open already (a continued drain keeps
+        the first stamp); a window a restore already swept is replaced (a re-run of the same deploy)."""
+        if not self.window_open:
+            self.window = {OPENED: ms}
+            self.window_changed = True
 
     def add_queue(self, name: str) -> None:
         """Note a queue this deploy drains."""
@@ -146,7 +172,12 @@ class Manifest:
     @property
     def has_work_left(self) -> bool:
         """True while some job is owed (or not yet stopped), or a frozen queue waits for its state."""
-        return bool(self.frozen_queues) or any(r.owed for r in self)
+        return bool(self.frozen_queues) or self.window_open or any(r.owed for r in self)
+
+    @property
+    def window_open(self) -> bool:
+        """True while the deploy window this deploy's drain opened has not been swept by a restore."""
+        return OPENED in self.window and SWEPT not in self.window
 
     def record_queues(self) -> set[str]:
         """Every queue a job of this manifest is on, and every queue it froze."""
@@ -174,6 +205,7 @@ class Manifest:
             "frozen_queues": dict(self.frozen_queues),
             "queue_successors": dict(self.queue_successors),
             "jobs": [asdict(r) for r in self],
+            **({"window": json.loads(json.dumps(self.window))} if self.window else {}),
         }
 
     def digest(self) -> bytes:
@@ -206,6 +238,7 @@ class Manifest:
             frozen_queues=dict(document.get("frozen_queues", {})),
             queue_successors=dict(document.get("queue_successors", {})),
             jobs=jobs,
+            window=dict(document.get("window", {})),
             signature=document.get("signature"),
         )
 
@@ -221,4 +254,6 @@ class Manifest:
             merged.add_queue(name)
         merged.frozen_queues = {k: v for k, v in {**theirs.frozen_queues, **self.frozen_queues}.items() if k not in self.released_queues}
         merged.queue_successors = {**theirs.queue_successors, **self.queue_successors}
+        merged.window = dict(self.window if self.window_changed else theirs.window)
+        merged.window_changed = self.window_changed or theirs.window_changed
         return merged

@@ -3,6 +3,8 @@
 resubmit  terminate, record, resubmit after the deploy (the default)
 wait      never terminate: wait up to the grace period; fail the step if it is still running
 abandon   terminate and record, never resubmit
+app-retries  the application retries its own failed jobs: terminate and record, never resubmit;
+          a late job the deploy killed is left to it (see domain/window.py)
 
 A policy that matches a job wins over the default of its workflow engine (domain/engines.py).
 """
@@ -12,8 +14,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-RESUBMIT, WAIT, ABANDON = "resubmit", "wait", "abandon"
-ACTIONS = (RESUBMIT, WAIT, ABANDON)
+RESUBMIT, WAIT, ABANDON, APP_RETRIES = "resubmit", "wait", "abandon", "app-retries"
+ACTIONS = (RESUBMIT, WAIT, ABANDON, APP_RETRIES)
+NOT_RESUBMITTED = (ABANDON, APP_RETRIES)  # stopped by drain, never brought back by jobguard
 
 
 @dataclass(frozen=True)

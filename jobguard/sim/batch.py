@@ -14,11 +14,18 @@ Modelled (see ../shared/DESIGN.md, "AWS Batch facts"):
   dependencies, array size 2-10 000, no AWS_BATCH_* variables, at most 50 tags, 30 KiB, a share
   identifier exactly when the queue has a fair-share scheduling policy, ECS/EKS container overrides
   that address a container of the definition (an unnamed one only when it has exactly one).
-- DeleteJobQueue needs a DISABLED queue; it ends the queue's jobs (FAILED, no exit code), and a queue
-  made again under the same name (the same ARN) does not list them; DescribeJobs still answers for them.
 - Job definitions are kept here (moto drops fields): register, describe (INACTIVE too), deregister.
 - Compute environments stay in moto, completed here: Batch's service-linked role when no
   serviceRole is given, updatePolicy kept and described, an update's computeResources applied.
+- What an apply does to running work: a job runs on the first compute environment of its queue;
+  deleting that compute environment (a replacement), or updating its infrastructure with
+  `terminateJobsOnUpdate`, takes its instances away: its STARTING/RUNNING jobs end FAILED after
+  their stop time with `Host EC2 (instance i-...) terminated.` (queued jobs stay), unless the job's
+  retryStrategy retries that reason (`evaluateOnExit` `onStatusReason` glob, action RETRY, attempts
+  left): then it is RUNNABLE again. DeleteJobQueue needs the queue DISABLED and ends its jobs
+  (FAILED, no exit code) at about 16 a second (API reference, DeleteJobQueue); a queue made again
+  under the same name (the same ARN) never lists the old one's jobs, DescribeJobs still answers
+  for them. SubmitJob to a DISABLED queue is refused.
 
 Time is the wall clock plus `offset`, so a test can jump a day ahead (`advance_clock`).
 Queues and compute environments stay in moto, read through its backend's public methods.
@@ -26,6 +33,7 @@ Queues and compute environments stay in moto, read through its backend's public 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import threading
@@ -45,6 +53,11 @@ NOT_STARTED = ("SUBMITTED", "RUNNABLE")
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 DEFINITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 SERVICE_LINKED_ROLE = "AWSServiceRoleForBatch"
+QUEUE_DELETE_RATE = 16.0  # jobs a second DeleteJobQueue ends (API reference, DeleteJobQueue)
+QUEUE_DELETED_REASON = "Job queue deleted"  # AWS does not document the text
+OWN_FAILURE_REASON = "Essential container in task exited"
+# Infrastructure updates (AWS Batch user guide, "Updating compute environments"); vCPU counts only scale.
+SCALING_ONLY = {"minvCpus", "maxvCpus", "desiredvCpus", "updateToLatestImageVersion"}
 
 
 class ClientException(Exception):
@@ -96,6 +109,9 @@ class Job:
     stop_seconds: float | None = None  # this job's own stop time (EKS grace periods are longer)
     pinned: bool = False  # put in its status by a test: Batch's scheduler leaves it there (stops and failures still apply)
     queue_deleted: bool = False  # its queue was deleted: a queue made again under the name (same ARN) never lists it
+    compute_environment: str | None = None  # ARN of the compute environment it started on
+    exit_code: int | None = None  # its container's, when it exited on its own
+    attempts: list[Json] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +136,7 @@ class BatchModel:
         self.definitions: dict[str, Definition] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self.update_policies: dict[str, Json] = {}  # compute environment ARN -> updatePolicy (moto drops it)
+        self.deletions: list[tuple[float, list[str]]] = []  # DeleteJobQueue: when, and the jobs it ends in order
         self.lock = threading.RLock()
 
     # -- time ------------------------------------------------------------------------------
@@ -226,14 +243,14 @@ class BatchModel:
         return [j for j in jobs if j.created_at <= visible]
 
     def queue_deleted(self, queue_arn: str) -> None:
-        """DeleteJobQueue (of a DISABLED queue) went through: Batch ends every job of the queue, FAILED
-        with no exit code, and a queue made again under its name (the same ARN) never lists them."""
+        """DeleteJobQueue (of a DISABLED queue) went through: Batch ends the queue's jobs, FAILED with no
+        exit code, about QUEUE_DELETE_RATE a second, oldest first; a queue made again under its name (the
+        same ARN) never lists them."""
         with self.lock:
-            for job in self.jobs.values():
-                if job.queue_arn == queue_arn and not job.queue_deleted:
-                    job.queue_deleted = True
-                    if job.status in ACTIVE and not job.children:
-                        self._end(job, "FAILED", "Job queue deleted", "")
+            doomed = sorted((j for j in self.jobs.values() if j.queue_arn == queue_arn and not j.queue_deleted), key=lambda j: j.created_at)
+            for job in doomed:
+                job.queue_deleted = True
+            self.deletions.append((self.now(), [j.job_id for j in doomed if j.index is None]))
             self.tick()
 
     def terminate_job(self, body: Json) -> Json:
@@ -392,8 +409,12 @@ class BatchModel:
                     if body.get("updatePolicy"):
                         policy = self.update_policies.setdefault(environment.arn, {})
                         policy.update(body["updatePolicy"])
+                    infrastructure = set(changed) - SCALING_ONLY or body.get("serviceRole")
+                    if infrastructure and self.update_policies.get(environment.arn, {}).get("terminateJobsOnUpdate"):
+                        self.lose_hosts(environment.arn)
             elif action == "DeleteComputeEnvironment":
                 gone = str(body.get("computeEnvironment", ""))
+                self.lose_hosts(gone)
                 for arn in [a for a in self.update_policies if a == gone or a.rsplit("/", 1)[-1] == gone]:
                     del self.update_policies[arn]
             elif action == "DescribeComputeEnvironments":
@@ -430,9 +451,14 @@ class BatchModel:
                 target.pinned = True
             self.tick()
 
-    def finish(self, job_id: str, status: str = "SUCCEEDED") -> None:
-        """The job's work ends on its own (even while it is being stopped)."""
-        self.set_status(job_id, status)
+    def finish(self, job_id: str, status: str = "SUCCEEDED", exit_code: int | None = None) -> None:
+        """The job's work ends on its own (even while it is being stopped); `exit_code` its container's."""
+        with self.lock:
+            job = self.jobs[job_id]
+            job.exit_code = exit_code if exit_code is not None else (0 if status == "SUCCEEDED" else None)
+            if status == "FAILED" and exit_code is not None:
+                job.reason = OWN_FAILURE_REASON
+            self.set_status(job_id, status)
 
     def backdate(self, job_id: str, seconds: float) -> None:
         """Pretend the job (and its children) was submitted `seconds` ago."""
@@ -471,9 +497,10 @@ class BatchModel:
             now = self.now()
             for job in list(self.jobs.values()):
                 if job.stop_at is not None and job.stop_at <= now and job.status in ACTIVE and not job.children:
+                    if job.stop_kind == "host" and self._retried(job):
+                        continue
                     self._end(job, "FAILED", job.reason, job.stop_kind)
-                elif job.status in ACTIVE and self._queue_gone(job):
-                    self._end(job, "FAILED", "Job queue deleted", "")
+            self._queue_deletions(now)
             self._resolve_dependencies()
             for job in self.jobs.values():
                 if job.children:
@@ -534,16 +561,67 @@ class BatchModel:
         job.status = status
         if status in ("STARTING", "RUNNING") and job.started_at is None:
             job.started_at = self.now()
+        if status in ("STARTING", "RUNNING") and job.compute_environment is None:
+            queue = self.backend.get_job_queue(job.queue_arn)
+            order = sorted(getattr(queue, "env_order_json", None) or [], key=lambda e: int(e.get("order", 0)))
+            job.compute_environment = str(order[0]["computeEnvironment"]) if order else None
         if status in FINAL:
+            self._attempt(job)
             job.stopped_at, job.stop_at = self.now(), None
 
     def _end(self, job: Job, status: str, reason: str | None, kind: str) -> None:
-        self._move(job, status)
         job.reason = reason
+        self._move(job, status)
         job.terminated, job.cancelled = kind == "terminated", kind == "cancelled"
 
-    def _queue_gone(self, job: Job) -> bool:
-        return job.queue_deleted or self.backend.get_job_queue(job.queue_arn) is None
+    # -- what an apply does to running work --------------------------------------------------
+    def lose_hosts(self, environment: str) -> None:
+        """The instances of a compute environment (ARN or name) go away: its STARTING/RUNNING jobs end
+        FAILED after their stop time, with Batch's host-terminated reason."""
+        name = environment.rsplit("/", 1)[-1]
+        with self.lock:
+            self.tick()
+            for job in self.jobs.values():
+                on = (job.compute_environment or "").rsplit("/", 1)[-1]
+                if job.status in ("STARTING", "RUNNING") and not job.children and on == name and job.stop_kind != "host":
+                    stop = self.timing.stop_seconds if job.stop_seconds is None else job.stop_seconds
+                    job.stop_at = min(job.stop_at or float("inf"), self.now() + stop)
+                    job.stop_kind, job.reason = "host", f"Host EC2 (instance i-{uuid.uuid4().hex[:17]}) terminated."
+
+    def _retried(self, job: Job) -> bool:
+        """A host-terminated attempt its retryStrategy retries: the job is RUNNABLE again (Automated job retries)."""
+        strategy = job.request.get("retryStrategy") or self.definitions[job.definition_arn].request.get("retryStrategy") or {}
+        attempts = int(strategy.get("attempts") or 1)
+        rules = strategy.get("evaluateOnExit") or []
+        action = next(
+            (str(r.get("action", "")).upper() for r in rules if fnmatch.fnmatchcase(job.reason or "", str(r.get("onStatusReason") or "*"))),
+            "RETRY",
+        )
+        if action != "RETRY" or len(job.attempts) + 1 >= attempts:
+            return False
+        self._attempt(job)
+        job.started_at = None
+        job.status, job.stop_at, job.stop_kind, job.compute_environment = "RUNNABLE", None, "", None
+        return True
+
+    def _attempt(self, job: Job) -> None:
+        """The attempt that just ended, as JobDetail.attempts shows it."""
+        if job.started_at is None:
+            return
+        container: Json = {"exitCode": job.exit_code} if job.exit_code is not None else {}
+        if job.stop_kind == "host":
+            container["reason"] = "Host EC2 terminated"
+        attempt = {"container": container, "startedAt": int(job.started_at * 1000), "stoppedAt": int(self.now() * 1000)}
+        job.attempts.append({**attempt, "statusReason": job.reason or OWN_FAILURE_REASON})
+
+    def _queue_deletions(self, now: float) -> None:
+        for started, ids in self.deletions:
+            due = int((now - started) * QUEUE_DELETE_RATE) + 1
+            for job_id in ids[:due]:
+                job = self.jobs.get(job_id)
+                for target in [job, *(self.jobs[c] for c in job.children if c in self.jobs)] if job else []:
+                    if target.status in ACTIVE:
+                        self._end(target, "FAILED", QUEUE_DELETED_REASON, "")
 
     def _queue(self, identifier: str) -> Any:
         queue = self.backend.get_job_queue(identifier)
@@ -589,7 +667,7 @@ class BatchModel:
             "jobQueue": job.queue_arn,
             "dependsOn": list(job.request.get("dependsOn") or []),
             "tags": dict(self.tags.get(self.job_arn(job.job_id), {})),
-            "attempts": [],
+            "attempts": [json.loads(json.dumps(a)) for a in job.attempts],
             "isTerminated": job.terminated,
             "isCancelled": job.cancelled,
         }
@@ -598,6 +676,8 @@ class BatchModel:
             detail["arrayProperties"] = {"size": len(job.children), "statusSummary": dict(statuses)}
         elif job.index is not None:
             detail["arrayProperties"] = {"index": job.index}
+        if job.exit_code is not None and job.status in FINAL and isinstance(detail.get("container"), dict):
+            detail["container"] = {**detail["container"], "exitCode": job.exit_code}
         return detail
 
 

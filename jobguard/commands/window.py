@@ -1,0 +1,264 @@
+"""The deploy window: jobs the application submitted while the deploy ran.
+
+Drain opens the window (`open_window`: the store's clock when it began); every job created on a
+queue at risk after that is in no drain pass. Restore closes it:
+
+1. `sweep`: each queue the deploy drained (and did not freeze) is listed with an AFTER_CREATED_AT
+   filter (Batch then ignores jobStatus: every status comes back, page by page). Jobs this deploy
+   recorded or made are left out; the FAILED ones are described and judged (domain/window.py);
+   those the deploy killed are recorded WATCHED (`watch`), before anything is submitted, then the
+   window is stamped swept with what was found. A rerun after a crash lists again and finds the
+   records it saved: each late job is recorded once, by its id.
+2. `settle`: every WATCHED record (the sweep's, and those `jobguard run` recorded while the apply
+   ran) is described by id and judged: killed by the deploy and not claimed by a rule or policy
+   -> TERMINATED (owed: restore resubmits it exactly once, like a drained job); otherwise left
+   alone with the reason (SKIPPED, FINISHED, or KEPT while it still runs).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..domain.manifest import (
+    DRAIN,
+    DRAINED,
+    FINISHED,
+    KEPT,
+    LATE,
+    OPENED,
+    RESTORE,
+    SKIPPED,
+    SWEPT,
+    TERMINATED,
+    WATCHED,
+    JobRecord,
+    Manifest,
+)
+from ..domain.tags import mark_of
+from ..domain.window import ACTIVE, KILLED, OWN, SUCCEEDED, Verdict, decide, judge
+from .context import Context
+from .records import records_of
+
+Json = dict[str, Any]
+# Runner and AWS clocks differ (the file store's clock is the runner's): the listing starts this much
+# before drain began. A job created in that margin was listed by drain itself, or had ended before it.
+CLOCK_MARGIN_MS = 60_000
+SHOWN = 50  # late jobs named one by one per kind; the rest are counted
+
+
+def open_window(ctx: Context, manifest: Manifest) -> None:
+    """Drain begins: the window opens now (the store's clock), unless this deploy's window is already open."""
+    manifest.open_window(_clock_ms(ctx))
+
+
+def close_drain(ctx: Context, manifest: Manifest, frozen: Iterable[str]) -> str:
+    """Drain finished its passes: stamp it, and the words the summary gives the user about the window."""
+    manifest.stamp_window(DRAINED, _clock_ms(ctx))
+    opened = int(manifest.window.get(OPENED, manifest.window[DRAINED]))
+    frozen = set(frozen)
+    open_queues = [q for q in manifest.queues if q not in frozen]
+    if not open_queues:
+        return "deploy window: every drained queue is frozen (disabled) until restore: the application's SubmitJob is refused meanwhile"
+    seconds = (manifest.window[DRAINED] - opened) / 1000
+    return (
+        f"deploy window open since {_hms(opened)} ({seconds:.0f} s so far) on {', '.join(sorted(open_queues))}: jobs submitted "
+        "from then until restore are not drained; restore sweeps these queues for those the deploy kills and resubmits them"
+    )
+
+
+def watch(ctx: Context, manifest: Manifest, jobs: list[Json], stage: str = DRAIN) -> list[JobRecord]:
+    """Record late jobs (JobDetails) in the manifest as WATCHED, each as it was submitted, and save it.
+
+    What `jobguard run`'s watcher and restore's sweep call. Jobs already recorded (by id) and the
+    replacements this deploy made are left out, so calling it twice records nothing twice. The
+    caller holds the deploy's leases (the save is fenced by them). Returns the new records.
+    """
+    made = {r.replacement_id for r in manifest if r.replacement_id}
+    new = [j for j in jobs if str(j["jobId"]) not in manifest.jobs and str(j["jobId"]) not in made and not _ours(manifest, j)]
+    if not new:
+        return []
+    records = records_of(ctx, new, lambda job: LATE, {}, outcome=WATCHED, stage=stage)
+    manifest.put(records)
+    ctx.manifests.save(manifest)
+    for record in records:
+        ctx.report.job(record, "found", f" (status {record.status_at_drain})")
+    return records
+
+
+def settle(ctx: Context, manifest: Manifest, records: list[JobRecord], finish: Callable[[JobRecord], None]) -> list[JobRecord]:
+    """Judge WATCHED records from what Batch says of them now; returns those owed a replacement (TERMINATED).
+
+    `finish` records each new outcome (restore's: put, report, event). Ids Batch forgot are
+    skipped with an error: what the deploy did to them can no longer be told.
+    """
+    if not records:
+        return []
+    details = ctx.batch.describe(r.job_id for r in records)
+    gone = _gone_queues(ctx, {r.queue for r in records})
+    killed = _killed(manifest)
+    verdicts = _judged(
+        {r.job_id: details[r.job_id] for r in records if r.job_id in details}, killed, lambda job_id: manifest.jobs[job_id].queue in gone
+    )
+    owed = []
+    for record in records:
+        job = details.get(record.job_id)
+        if job is None:
+            finish(
+                record.moved_to(
+                    SKIPPED,
+                    RESTORE,
+                    error="submitted during the deploy, and Batch no longer knows it: cannot tell whether the deploy killed it",
+                )
+            )
+            continue
+        verdict = verdicts[record.job_id]
+        decision = decide(record, verdict, ctx.options.policies, ctx.options.engines)
+        if decision.replace:
+            record = record.moved_to(TERMINATED, RESTORE, error=None, reason=f"{LATE}; killed by the deploy: {decision.why}")
+            owed.append(record)
+        elif verdict.kind == SUCCEEDED:
+            record = record.moved_to(FINISHED, RESTORE, note="submitted during the deploy; succeeded: nothing to resubmit")
+        elif verdict.kind == ACTIVE:
+            record = record.moved_to(KEPT, RESTORE, note=f"submitted during the deploy; {verdict.why} after it: left alone")
+        else:
+            record = record.moved_to(SKIPPED, RESTORE, note=f"left alone: {decision.why}")
+        finish(record)
+    return owed
+
+
+@dataclass
+class Swept:
+    """What one sweep found: late jobs by kind, and lines for the summary."""
+
+    found: Counter[str] = field(default_factory=Counter)
+    facts: list[str] = field(default_factory=list)
+    problems: int = 0
+
+
+def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) -> Swept:
+    """Find the jobs created on this deploy's queues since its drain began, record those the deploy
+    killed (WATCHED, then judged by `settle`), and stamp the window swept. `queues`: the queues this
+    restore may act on; `frozen`: queues the drain disabled (nothing could be submitted to them)."""
+    swept = Swept()
+    if not manifest.window_open:
+        return swept
+    closed = _clock_ms(ctx)
+    opened = int(manifest.window[OPENED])
+    if DRAINED not in manifest.window:
+        ctx.report.warning(f"deploy {manifest.deploy_id}: its drain never finished; the deploy window is swept from when it began")
+    listed: dict[str, Json] = {}
+    unreachable = []
+    for name in sorted(q for q in manifest.queues if q in queues and q not in frozen):
+        queue = ctx.batch.queue(name)
+        if queue is None:
+            unreachable.append(name)
+            continue
+        for summary in ctx.batch.list_created_after(queue.arn, opened - CLOCK_MARGIN_MS):
+            created = int(summary.get("createdAt") or 0)
+            if created <= closed:
+                listed[str(summary["jobId"])] = summary
+    for name in unreachable:
+        swept.problems += 1
+        ctx.report.error(
+            f"queue {name}: no longer exists: the jobs submitted to it during the deploy cannot be listed "
+            "(run the apply under `jobguard run`, or freeze the queue, so none is lost)"
+        )
+    made = {r.replacement_id for r in manifest if r.replacement_id}
+    late = {i: s for i, s in listed.items() if i not in manifest.jobs and i not in made and _ended_after(s, opened)}
+    failed = [i for i, s in late.items() if s.get("status") == "FAILED"]
+    details = {i: j for i, j in ctx.batch.describe(failed).items() if not _ours(manifest, j)}
+    killed = _killed(manifest)
+    verdicts = _judged(details, killed, lambda job_id: False)
+    for job_id, summary in late.items():
+        if job_id in details:
+            kind = verdicts[job_id].kind
+        elif job_id in failed:
+            continue  # one of this deploy's replacements (its mark says so)
+        else:
+            kind = judge(summary).kind
+        swept.found[kind] += 1
+    _report(ctx, manifest, late, details, verdicts)
+    if not ctx.options.dry_run:
+        watch(ctx, manifest, [details[i] for i, v in verdicts.items() if v.killed], stage=RESTORE)
+        if not unreachable:
+            manifest.stamp_window("found", {k: swept.found[k] for k in (KILLED, OWN, SUCCEEDED, ACTIVE) if swept.found[k]})
+            manifest.stamp_window(SWEPT, closed)
+        ctx.manifests.save(manifest)
+    swept.facts.append(_fact(manifest, opened, closed, swept.found))
+    ctx.report.line(swept.facts[-1])
+    return swept
+
+
+def _judged(details: dict[str, Json], killed: set[str], queue_gone: Callable[[str], bool]) -> dict[str, Verdict]:
+    """Each job judged; a job that failed because another late job the deploy killed failed is killed too (chains)."""
+    killed = set(killed)
+    verdicts: dict[str, Verdict] = {}
+    while True:
+        verdicts = {i: judge(job, queue_gone(i), killed) for i, job in details.items()}
+        more = {i for i, v in verdicts.items() if v.killed} - killed
+        if not more:
+            return verdicts
+        killed |= more
+
+
+def _killed(manifest: Manifest) -> set[str]:
+    """Jobs of this deploy that ended because of it: stopped by its drain, or late jobs it killed."""
+    return {r.job_id for r in manifest if r.stop_asked or TERMINATED in r.times}
+
+
+def _gone_queues(ctx: Context, names: set[str]) -> set[str]:
+    return {name for name in sorted(names) if ctx.batch.queue(name) is None}
+
+
+def _ours(manifest: Manifest, job: Json) -> bool:
+    """A replacement this deploy submitted (its mark names this deploy)."""
+    mark = mark_of(job)
+    return mark is not None and mark.deploy_id == manifest.deploy_id
+
+
+def _ended_after(summary: Json, opened: int) -> bool:
+    """Not a job that had ended before drain began (listed only because of the clock margin)."""
+    stopped = summary.get("stoppedAt")
+    return not isinstance(stopped, int) or stopped >= opened - CLOCK_MARGIN_MS // 2
+
+
+def _report(ctx: Context, manifest: Manifest, late: dict[str, Json], details: dict[str, Json], verdicts: dict[str, Verdict]) -> None:
+    said: Counter[str] = Counter()
+    for job_id, summary in late.items():
+        verdict = verdicts.get(job_id) or judge(summary)
+        if verdict.killed or said[verdict.kind] >= SHOWN:
+            said[verdict.kind] += 1
+            continue  # the killed ones are told as they are recorded
+        said[verdict.kind] += 1
+        name = summary.get("jobName", "")
+        ctx.report.line(f"  late job     {name} [{job_id}]: {verdict.why}: left alone")
+    for kind, count in said.items():
+        if kind != KILLED and count > SHOWN:
+            ctx.report.line(f"  ... and {count - SHOWN} more late jobs {verdicts_word(kind)}: left alone")
+
+
+def verdicts_word(kind: str) -> str:
+    """How a kind of late job is said in a sentence."""
+    return {KILLED: "killed by the deploy", OWN: "failed on their own", SUCCEEDED: "succeeded", ACTIVE: "still active"}[kind]
+
+
+def _fact(manifest: Manifest, opened: int, closed: int, found: Counter[str]) -> str:
+    total = sum(found.values())
+    minutes, seconds = divmod(max(0, closed - opened) // 1000, 60)
+    head = f"deploy {manifest.deploy_id}: deploy window {_hms(opened)} -> {_hms(closed)} ({minutes}m {seconds:02d}s)"
+    if not total:
+        return f"{head}: no job was submitted to its queues meanwhile"
+    parts = ", ".join(f"{found[k]} {verdicts_word(k)}" for k in (KILLED, OWN, SUCCEEDED, ACTIVE) if found[k])
+    return f"{head}: {total} late jobs: {parts} (only those killed by the deploy are resubmitted)"
+
+
+def _clock_ms(ctx: Context) -> int:
+    return int(ctx.store.clock() * 1000)
+
+
+def _hms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%H:%M:%S UTC")

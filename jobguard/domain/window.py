@@ -1,0 +1,126 @@
+"""The deploy window: jobs the application submitted while the deploy ran, and which of them the deploy killed.
+
+Drain lists the queues at risk and stops what it finds; the application keeps submitting. A job
+created after drain began is in no drain pass: if the apply then takes its host, its compute
+environment or its queue away, Batch ends it FAILED and nobody brings it back. Restore finds
+these "late" jobs (its sweep, or `jobguard run`'s watcher records them while the apply runs) and
+judges each from what Batch says of it (`judge`); `decide` is the one place that says whether a
+late job killed by the deploy is replaced or left to someone else (its policy, its workflow engine).
+
+What each deploy-caused end leaves in a JobDetail (README, "The deploy window", has the sources):
+- its host taken away (compute environment replaced, deleted, or updated with
+  terminateJobsOnUpdate; Batch runs the job on instances of the compute environment): FAILED,
+  statusReason `Host EC2 (instance i-...) terminated.`, no exit code of its own;
+- its queue deleted (DeleteJobQueue terminates every job of the queue, about 16 a second): FAILED,
+  with no exit code; the reason text is not documented, so the job's queue being gone decides;
+- a job PENDING on a job the deploy killed: FAILED, `Dependent Job failed`.
+A job that failed on its own carries an exit code (`Essential container in task exited`), a
+timeout (`Job attempt duration exceeded timeout`), or the reason whoever called TerminateJob gave.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import engines
+from .engines import EngineRule
+from .manifest import JobRecord
+from .policies import ABANDON, APP_RETRIES, WAIT, Policy
+
+HOST_TERMINATED = "Host EC2 (instance *) terminated*"  # Batch's statusReason when a job's instance went away
+DEPENDENCY_FAILED = "Dependent Job failed"
+TIMEOUT = "Job attempt duration exceeded timeout"
+
+# What Batch says of a late job, judged
+KILLED = "killed"  # ended FAILED because the deploy took its host or queue away
+OWN = "own"  # ended FAILED on its own: exit code, timeout, a reason set by the app or a person
+SUCCEEDED = "succeeded"
+ACTIVE = "active"  # still queued or running
+KINDS = (KILLED, OWN, SUCCEEDED, ACTIVE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What became of a late job, and the words that say why."""
+
+    kind: str
+    why: str
+
+    @property
+    def killed(self) -> bool:
+        """True when the deploy killed it."""
+        return self.kind == KILLED
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What restore does with a late job: replace it (exactly once), or leave it, and why."""
+
+    replace: bool
+    why: str
+
+
+def judge(job: Mapping[str, Any], queue_gone: bool = False, killed: Collection[str] = ()) -> Verdict:
+    """Judge a late job from its JobDetail (or JobSummary).
+
+    `queue_gone`: its queue no longer exists (the deploy deleted it, perhaps made a new one of the
+    same name): a FAILED end with no exit code of its own was the deletion. `killed`: ids of jobs
+    the deploy killed; a job that failed because one of them failed was killed by the deploy too.
+    """
+    status = str(job.get("status", ""))
+    reason = str(job.get("statusReason") or "")
+    if status == "SUCCEEDED":
+        return Verdict(SUCCEEDED, "succeeded")
+    if status != "FAILED":
+        return Verdict(ACTIVE, f"still {status or 'UNKNOWN'}")
+    if fnmatch.fnmatchcase(reason, HOST_TERMINATED):
+        return Verdict(KILLED, f"its host was taken away ({reason})")
+    code = exit_code(job)
+    if reason.startswith(DEPENDENCY_FAILED):
+        failed = [d for d in dependency_ids(job) if d in killed]
+        if failed:
+            return Verdict(KILLED, f"it depended on {failed[0]}, which the deploy killed")
+        return Verdict(OWN, "a job it depended on failed")
+    if code is not None:
+        return Verdict(OWN, f"exit code {code}" + (f" ({reason})" if reason else ""))
+    if reason.startswith(TIMEOUT):
+        return Verdict(OWN, "timed out")
+    if queue_gone:
+        return Verdict(KILLED, "its queue was deleted" + (f" ({reason})" if reason else ""))
+    return Verdict(OWN, f"ended FAILED: {reason}" if reason else "ended FAILED with no reason given")
+
+
+def exit_code(job: Mapping[str, Any]) -> int | None:
+    """The exit code of the job's own container (last attempt first), None when it has none."""
+    places: list[Any] = [job.get("container")]
+    places += [attempt.get("container") for attempt in reversed(job.get("attempts") or []) if isinstance(attempt, Mapping)]
+    for place in places:
+        if isinstance(place, Mapping) and isinstance(place.get("exitCode"), int):
+            return int(place["exitCode"])
+    return None
+
+
+def dependency_ids(job: Mapping[str, Any]) -> list[str]:
+    """The jobs a JobDetail depends on (an array's id for a dependency on one of its children)."""
+    return [str(d.get("jobId", "")).split(":", 1)[0] for d in job.get("dependsOn") or [] if isinstance(d, Mapping)]
+
+
+def decide(record: JobRecord, verdict: Verdict, policies: tuple[Policy, ...], rules: tuple[EngineRule, ...]) -> Decision:
+    """The one decision for a late job: replaced only when the deploy killed it and the job's decision
+    (`engines.decide`: its policy, else its workflow engine's rule, else resubmit) lets jobguard resubmit it.
+    An engine's task is left to its engine, which retries or fails its own tasks."""
+    if not verdict.killed:
+        return Decision(False, verdict.why)
+    chosen = engines.decide(record, policies, rules)
+    if chosen.action == ABANDON and record.engine and not chosen.by_policy:
+        return Decision(False, f"{verdict.why}; {engines.left_to_engine(record)}")
+    if chosen.action == APP_RETRIES:
+        return Decision(False, f"{verdict.why}; left to the application, which retries its own failed jobs (policy app-retries)")
+    if chosen.action == ABANDON:
+        return Decision(False, f"{verdict.why}; policy abandon: not resubmitted")
+    if chosen.action == WAIT:
+        return Decision(False, f"{verdict.why}; policy wait: jobguard neither stops nor resubmits it")
+    return Decision(True, verdict.why)
