@@ -25,7 +25,10 @@ venv="${RUNNER_TEMP:?RUNNER_TEMP is not set}/jobguard-venv"
 if [ ! -x "$venv/bin/jobguard" ]; then
   echo "::group::Install jobguard"
   "${JOBGUARD_PYTHON:-python3}" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${GITHUB_ACTION_PATH:?GITHUB_ACTION_PATH is not set}"
+  # Exactly the tested versions, each file checked against its hash; nothing resolved at deploy time.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+    -r "${GITHUB_ACTION_PATH:?GITHUB_ACTION_PATH is not set}/requirements/runtime.txt"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation "$GITHUB_ACTION_PATH"
   echo "::endgroup::"
 fi
 

@@ -172,7 +172,7 @@ def build_context(options: Options, report: Reporter, creating: bool) -> Context
     account = str(identity.get("Account", ""))
     if not account:
         raise CredentialsError("the AWS credentials name no account")
-    store = open_store(options.store, aws)
+    store = open_store(options.store, aws, options.lease.wait)
     signer = _signer(options, aws, store, report, creating)
     for target in options.notify:
         if not target.startswith("sns:"):

@@ -9,6 +9,8 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -219,3 +221,41 @@ def test_two_drains_started_together_never_both_take_a_job(seed: Seeder, store: 
     assert run("status", "--store", store, "--deploy-id", loser).code == 2  # the loser recorded nothing: no manifest
     assert run("restore", "--store", store, "--deploy-id", winner).code == 0
     assert {j: len(v) for j, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)
+
+
+# A jobguard process inside a file-store write: it holds the folder lock (then the test pauses it).
+_HOLD_FOLDER_LOCK = """
+import sys, time
+from pathlib import Path
+from jobguard.adapters.stores.file import FileStore
+store = FileStore(Path(sys.argv[1]))
+with store._locked(store.folder / "leases" / "x.json"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_paused_writer_holding_the_folder_lock_stops_others_within_lock_timeout(
+    seed: Seeder, run, aws: SimulatedAWS, workdir: Path
+) -> None:
+    """`flock` never expires: a process paused (SIGSTOP) while it holds the file store's folder lock
+    would make every other writer wait forever. They wait at most lock-timeout (at least 10 s), then
+    stop with exit 3, naming the holder, having changed nothing."""
+    jobs = _world(seed, jobs=2)
+    folder = workdir / "held-store"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_FOLDER_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        os.kill(holder.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        result = run("drain", "--store", folder.as_uri(), "--queue", "work", "--deploy-id", "d9", "--lock-timeout", "0")
+        waited = time.monotonic() - started
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert result.code == 3, result.err
+    assert 10 <= waited < 60, waited
+    assert "the store folder's lock has been held for over 10 s by jobguard pid" in result.err
+    assert f"pid {holder.pid} on " in result.err
+    assert aws.calls["batch:TerminateJob"] == 0 and not any(aws.batch.jobs[j].terminated for j in jobs)
+    assert run("drain", "--store", folder.as_uri(), "--queue", "work", "--deploy-id", "d9").code == 0  # the lock is free again

@@ -18,7 +18,7 @@ WORKFLOWS = sorted([*ROOT.glob(".github/workflows/*.yml"), *ROOT.glob("examples/
 
 def _tool(name: str) -> str:
     path = BIN / name if (BIN / name).exists() else shutil.which(name)
-    assert path, f"{name} is not installed: pip install -e '.[test]'"
+    assert path, f"{name} is not installed: bash tools/install.sh"
     return str(path)
 
 
@@ -53,7 +53,7 @@ def test_workflow_schemas() -> None:
 
 def test_zizmor_reports_nothing() -> None:
     # Files by name: given a folder that is not a repository root, zizmor audits nothing in it.
-    files = ["action.yml", *(str(p.relative_to(ROOT)) for p in WORKFLOWS)]
+    files = ["action.yml", ".github/dependabot.yml", *(str(p.relative_to(ROOT)) for p in WORKFLOWS)]
     process = subprocess.run(
         [_tool("zizmor"), "--offline", "--config", ".github/zizmor.yml", *files], cwd=ROOT, capture_output=True, text=True
     )
@@ -62,8 +62,12 @@ def test_zizmor_reports_nothing() -> None:
     assert audited == set(files), f"zizmor audited {sorted(audited)}, not {files}"
 
 
+def test_dependabot_schema() -> None:
+    _run(_tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", ".github/dependabot.yml")
+
+
 def test_shellcheck() -> None:
-    _run(_tool("shellcheck"), *map(str, ROOT.glob("action/*.sh")), ".ci/run")
+    _run(_tool("shellcheck"), *map(str, ROOT.glob("action/*.sh")), ".ci/run", "tools/install.sh", "tools/refresh-lock")
 
 
 @pytest.mark.parametrize("path", [ROOT / "action.yml", *WORKFLOWS], ids=lambda p: p.name)

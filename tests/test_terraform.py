@@ -25,6 +25,7 @@ import pytest
 
 from tests import terraform_support as tf
 from tests.iam_eval import allowed, granted_actions, grants, s3_get_object_allowed_when_missing
+from tools.lockfile import read_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "terraform"
@@ -266,7 +267,8 @@ def test_readme_lists_every_input_and_output() -> None:
 # ---------------------------------------------------------------------------------------------
 # checkov, pinned, in its own virtual environment
 # ---------------------------------------------------------------------------------------------
-CHECKOV_VERSION = "3.3.30"
+CHECKOV_LOCK = ROOT / "requirements" / "checkov.txt"
+CHECKOV_VERSION = read_lock(CHECKOV_LOCK)["checkov"].version
 
 
 def _checkov() -> str:
@@ -282,7 +284,7 @@ def _checkov() -> str:
         if not (venv / "bin" / "pip").exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", f"checkov=={CHECKOV_VERSION}"],
+            [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "--require-hashes", "-r", str(CHECKOV_LOCK)],
             check=True,
         )
     return str(checkov)

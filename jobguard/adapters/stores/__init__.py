@@ -45,11 +45,12 @@ def check_store_uri(uri: str) -> str:
     raise UsageError(f"store {uri!r}: unknown scheme {scheme}; use file://PATH, s3://BUCKET/PREFIX or dynamodb://TABLE")
 
 
-def open_store(uri: str, aws: Aws | None) -> Store:
-    """The store a (checked) URI names. `aws` may be None only for a file store."""
+def open_store(uri: str, aws: Aws | None, lock_timeout: float = 300.0) -> Store:
+    """The store a (checked) URI names. `aws` may be None only for a file store, which waits at most
+    `lock_timeout` for its folder lock."""
     parsed = urlparse(check_store_uri(uri))
     if parsed.scheme == "file":
-        return FileStore(Path(parsed.netloc + parsed.path))
+        return FileStore(Path(parsed.netloc + parsed.path), lock_timeout)
     if aws is None:
         raise UsageError(f"store {uri!r} needs AWS")
     if parsed.scheme == "s3":

@@ -3,6 +3,9 @@
 Writes are conditional like S3's and DynamoDB's: under an exclusive lock on the folder's
 `.lock` file, the current content's hash must still be the version the writer read; the new
 content goes to a temporary file that is fsynced and renamed into place (removed on any failure).
+The lock is held for one write (milliseconds), but a holder paused mid-write (SIGSTOP, a frozen VM)
+holds it until it resumes, and `flock` never expires: a writer waits at most `lock-timeout`, then
+stops naming the holder, whose description the lock file carries.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import stat
 import tempfile
 import time
@@ -21,15 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from ...domain.documents import parse_json
-from ...errors import ConflictError, StoreError, UsageError
+from ...errors import ConflictError, LeaseError, StoreError, UsageError
 from .base import MAX_DOCUMENT_BYTES, MAX_MANIFEST_BYTES, SUFFIX, Versioned, split_key
+
+LOCK_POLL = 0.05
+MIN_LOCK_WAIT = 10.0  # even with lock-timeout 0: another writer's turn takes milliseconds
 
 
 class FileStore:
     """Manifests as `FOLDER/DEPLOY_ID.json`, documents as `FOLDER/KIND/NAME.json`."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, lock_timeout: float = 300.0) -> None:
         self.folder = folder
+        self.lock_wait = max(lock_timeout, MIN_LOCK_WAIT)
 
     def location(self) -> str:
         return self.folder.absolute().as_uri()
@@ -158,10 +166,40 @@ class FileStore:
         except OSError as exc:
             raise StoreError(f"{self.folder}: cannot use the store folder ({_reason(exc)})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock(fd)
             yield
         finally:
             os.close(fd)
+
+    def _lock(self, fd: int) -> None:
+        """Take the folder lock within `lock_wait`, then say who holds it (for the next waiter's message)."""
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LeaseError(
+                        f"{self.folder}: the store folder's lock has been held for over {self.lock_wait:g} s by {_holder(fd)}; "
+                        "nothing was written",
+                        hint="a paused (SIGSTOP) or hung jobguard holds it: resume or end that process, then run this again",
+                    ) from None
+                time.sleep(LOCK_POLL)
+            except OSError as exc:
+                raise StoreError(f"{self.folder}: cannot lock the store folder ({_reason(exc)})") from None
+        me = f"jobguard pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        with suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, me.encode(), 0)
+
+
+def _holder(fd: int) -> str:
+    try:
+        said = os.pread(fd, 512, 0).decode(errors="replace").strip()
+    except OSError:
+        said = ""
+    return said or "another process"
 
 
 def _version(body: bytes) -> str:
