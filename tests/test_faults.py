@@ -374,3 +374,67 @@ def _finish_round(aws: SimulatedAWS) -> None:
     """Every job still active finishes: the next round's drain meets only its own jobs."""
     for job in list(aws.batch.active_jobs()):
         aws.batch.finish(job.job_id)
+
+
+# -- kill -9 of drain at every call, then who gets the queues, and how soon (issue 28) ----------
+
+# The queues of a drain killed mid-way (no restore step, as when its runner died) go to the same
+# run's restore at once, to the next deploy's drain on this machine at once (the holder's process
+# is gone), and to the next deploy's drain on another machine once lock-ttl has passed since the
+# dead holder's last renewal. lease-ttl is two hours here: none of these may wait for it.
+HANDOVER = "lock-ttl: 2\nlease-ttl: 2h\nlock-timeout: 60\nstop-timeout: 10\n"
+HANDOVER_BOUND = {"same-run-restore": 1.5, "next-deploy-same-machine": 1.5, "next-deploy-other-machine": 2.0 + 1.5}
+
+
+@pytest.mark.parametrize("then", ["same-run-restore", "next-deploy-same-machine", "next-deploy-other-machine"])
+def test_kill_9_of_drain_at_every_call_then_the_queues_are_handed_over(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    configure(workdir, HANDOVER)
+    monkeypatch.setattr("jobguard.adapters.lease._WAIT_STEP", 0.1)
+    seed.queue("work")
+    seed.definition("proc")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    kind = store.split(":")[0]
+    longest, k = 0.0, 1
+    while True:
+        where = _round_store(store, k, seed)
+        run_id = f"h{k}"
+        jobs = _sweep_world(seed, k)
+        process = _killed_after(aws, k, every_call=kind == "file", command="drain", where=where, run_id=run_id)
+        if process.returncode != -signal.SIGKILL:
+            assert process.returncode == 0, process.stderr.read()
+            _finish_round(aws)
+            break
+        monkeypatch.setenv("GITHUB_RUN_ID", run_id if then == "same-run-restore" else f"{run_id}-next")
+        with monkeypatch.context() as elsewhere:
+            if then == "next-deploy-other-machine":  # the dead holder's process cannot be looked up from here
+                elsewhere.setattr("jobguard.adapters.lease.socket.gethostname", lambda: "another-runner")
+            blocked = _blocked_for(aws, run, where, then)
+        longest = max(longest, blocked)
+        assert blocked <= HANDOVER_BOUND[then], f"kill at point {k}: {then} was blocked {blocked:.1f} s"
+        if then != "same-run-restore":  # the next deploy's restore brings back its own and the adopted jobs
+            restored = run("restore", "--store", where)
+            assert restored.code == 0, f"kill at point {k}: restore: {restored.err}"
+        lost, doubled = _count(aws, jobs)
+        record_faults(runs=2 + (then != "same-run-restore"), faults=1, jobs=len(jobs), lost=len(lost), doubled=len(doubled))
+        assert (lost, doubled) == ([], []), f"kill at point {k}, then {then}: {_story(aws, where, seed, run_id, jobs)}"
+        _finish_round(aws)
+        k += 1
+    print(f"\nkilled drain on {kind}, then {then}: {k - 1} kill points, longest blocked {longest:.2f} s")
+    assert k - 1 >= MIN_KILLS["drain"]
+
+
+def _blocked_for(aws: SimulatedAWS, run: Any, where: str, then: str) -> float:
+    """Run the follow-up step; how long it waited for the dead deploy's lease (until its first call under the lease)."""
+    step = "restore" if then == "same-run-restore" else "drain"
+    under_lease = "batch:DescribeJobs" if step == "restore" else "batch:ListJobs"  # the first call each makes once it holds the queue
+    first: list[float] = []
+    aws.after = lambda action, count: first.append(time.monotonic()) if action == under_lease and not first else None
+    started = time.monotonic()
+    try:
+        result = run(step, "--store", where, *(["--queue", "work"] if step == "drain" else []))
+    finally:
+        aws.after = None
+    assert result.code == 0, f"{then}: {step}: {result.err}"
+    return (first[0] if first else time.monotonic()) - started

@@ -87,7 +87,8 @@ def test_a_deploy_between_drain_and_restore_keeps_its_queues(
     blocked = run("drain", "--store", store, "--queue", "work", "--lock-timeout", "0.3")
     assert blocked.code == 3
     assert "deploy 777's lease, between its drain and restore (last run: https://github.com/org/pipeline/actions/runs/777)" in blocked.err
-    assert "run `jobguard restore --deploy-id 777` if it was cancelled" in blocked.err
+    release = f"run `jobguard restore --store {store} --deploy-id 777`: it resubmits the jobs deploy 777 drained and releases its queues"
+    assert release in blocked.err
     assert not aws.batch.jobs[later].terminated
     assert run("restore", "--store", store).code == 0  # run 778's restore: nothing of its own, 777's left alone
     assert replacements_of(aws) == {}
@@ -259,3 +260,76 @@ def test_a_paused_writer_holding_the_folder_lock_stops_others_within_lock_timeou
     assert f"pid {holder.pid} on " in result.err
     assert aws.calls["batch:TerminateJob"] == 0 and not any(aws.batch.jobs[j].terminated for j in jobs)
     assert run("drain", "--store", folder.as_uri(), "--queue", "work", "--deploy-id", "d9").code == 0  # the lock is free again
+
+
+def test_status_shows_who_holds_each_queue_and_since_when(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    _world(seed, jobs=1)
+    inspect = _store(store)
+    before = inspect.clock()
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    shown = run("status", "--store", store, "--json")
+    assert shown.code == 0, shown.err
+    (lease,) = json.loads(shown.out)["leases"]
+    since = time.mktime(time.strptime(lease["since"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert before - 2 <= since <= inspect.clock() + 1
+    assert lease["queue"] == "work" and lease["deploy_id"] == "d1" and lease["state"] == "between drain and restore"
+    assert lease["release"] == f"jobguard restore --store {inspect.location()} --deploy-id d1"
+    assert 0 < lease["free_in_seconds"] <= 30  # lease-ttl of the test config
+    text = run("status", "--store", store)
+    assert f"queue work: deploy d1, between drain and restore since {lease['since']} (" in text.out
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert json.loads(run("status", "--store", store, "--json").out)["leases"] == []
+
+
+def test_a_lease_restore_cannot_release_fails_it_and_the_next_restore_releases_it(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = _world(seed, jobs=2)
+    monkeypatch.setattr("jobguard.adapters.lease._RELEASE_WAITS", (0.01,))
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    attempts: list[str] = []
+    with monkeypatch.context() as down:
+        from jobguard.adapters.stores.dynamodb import DynamoDBStore
+        from jobguard.adapters.stores.file import FileStore
+        from jobguard.adapters.stores.s3 import S3Store
+        from jobguard.errors import StoreError
+
+        def failing_delete(self: Any, key: str, version: str) -> None:
+            attempts.append(key)
+            raise StoreError(f"cannot delete {key}: injected outage")
+
+        for kind in (FileStore, S3Store, DynamoDBStore):
+            down.setattr(kind, "delete", failing_delete)
+        failed = run("restore", "--store", store, "--deploy-id", "d1")
+    assert failed.code == 4, failed.err
+    assert len([a for a in attempts if a.startswith("leases/")]) == 2  # retried
+    errors = [line for line in failed.err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: queue work: could not release deploy d1's lease; it blocks the next deploy's drain until released"]
+    assert f"`jobguard restore --store {_store(store).location()} --deploy-id d1`" in failed.err
+    assert {k: len(v) for k, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)  # the jobs themselves are back
+    lease = read_lease(_store(store), "work", SCOPE)
+    assert lease is not None and lease.deploy_id == "d1"
+    again = run("restore", "--store", store, "--deploy-id", "d1")  # what the message says: it releases the queue
+    assert again.code == 0, again.err
+    assert read_lease(_store(store), "work", SCOPE) is None
+    assert {k: len(v) for k, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2", "--lock-timeout", "0.3").code == 0
+
+
+def test_a_holder_that_exited_but_was_not_reaped_yet_is_gone() -> None:
+    """A killed step's process is a zombie until the runner reaps it: it holds nothing."""
+    from jobguard.adapters import lease as module
+
+    child = subprocess.Popen(["sleep", "0.3"])
+    try:
+        started = module._start_time(child.pid)
+        assert started is not None
+        record = module.LeaseRecord("work", "d1", "x", "me", module._machine(), child.pid, started, 0.0, 60.0, 60.0)
+        assert not module._process_gone(record)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert module._process_gone(record)  # exited, not yet waited for
+    finally:
+        child.wait()

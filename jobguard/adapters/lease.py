@@ -3,10 +3,15 @@ which jobguard process is acting on the queue now. Every lock jobguard takes is 
 
 A lease is a small document `leases/ACCOUNT.REGION.QUEUE` in the store (a queue's name is only
 unique within its account and region, and one store may serve several):
-- `deploy_id` owns the queue until its restore releases it, or until `lease_ttl` passes with no
-  jobguard run of that deploy renewing it (a deploy that died, the longest apply expected);
-- `holder_id` is the process acting on the queue now (None between drain and restore); it renews
-  the lease every `holder_ttl / 4` and another process may take over `holder_ttl` after it stopped.
+- `deploy_id` owns the queue until its restore releases it;
+- `holder_id` is the process acting on the queue now; it renews the lease every `holder_ttl / 4`.
+  A holder that stopped renewing (killed, its runner gone) is gone `holder_ttl` after its last
+  renewal, or at once when it ran on this machine and has exited. Its deploy died mid-run (a
+  drain or restore never handed the lease on): the queue is free for any deploy, whose drain
+  adopts the dead deploy's unfinished work.
+- Between drain and restore (`holder_id` None: the apply runs, and no jobguard process of the
+  deploy may be alive) the deploy keeps the queue until `lease_ttl` (the longest apply expected)
+  has passed since the drain handed it on.
 
 Expiry is never judged by comparing two machines' clocks. A lease is stale when the store's own
 clock (the Date of its answers) says so, or when its version has not changed for the ttl on the
@@ -25,14 +30,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from types import TracebackType
 
-from ..errors import ConflictError, JobguardError, LeaseError
+from ..errors import ConflictError, JobguardError, LeaseError, StoreError
 from .stores import Store, Versioned
 
 Notice = Callable[[str], None]
 _WAIT_STEP = 1.0
+_RELEASE_WAITS = (0.5, 2.0)  # between attempts to release a lease, on top of each store call's own retries
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class LeaseRecord:
     renewed_at: float  # the store's clock
     holder_ttl: float
     lease_ttl: float
+    taken_at: float = 0.0  # the store's clock when this deploy took the queue (older leases: their last renewal)
 
     def to_bytes(self) -> bytes:
         """The stored form."""
@@ -68,10 +75,12 @@ class LeaseRecord:
         """A stored lease; None when it is not one (it then counts as expired)."""
         try:
             value = json.loads(body)
-            record = cls(**value)
-        except (ValueError, TypeError):
+            known = {f.name for f in fields(cls)}
+            # A newer jobguard's extra fields are ignored, an older one's missing `taken_at` is its last renewal.
+            record = cls(**{"taken_at": value.get("renewed_at"), **{k: v for k, v in value.items() if k in known}})
+        except (ValueError, TypeError, AttributeError):
             return None
-        numbers = (record.renewed_at, record.holder_ttl, record.lease_ttl)
+        numbers = (record.renewed_at, record.holder_ttl, record.lease_ttl, record.taken_at)
         if not all(isinstance(n, (int, float)) and n == n and abs(n) != float("inf") for n in numbers):
             return None
         return record
@@ -82,6 +91,7 @@ class _Held:
     version: str
     record: LeaseRecord
     renewed: float  # this process's monotonic clock at the last successful write
+    sent: float = 0.0  # ... and when that write was sent: no other run took the lease over before then
 
 
 @dataclass
@@ -96,6 +106,7 @@ class Leases:
     me: str = field(default_factory=lambda: uuid.uuid4().hex)
     held: dict[str, _Held] = field(default_factory=dict)
     adopted: dict[str, str] = field(default_factory=dict)  # queue -> deploy whose expired lease this run took over
+    before: dict[str, LeaseRecord | None] = field(default_factory=dict)  # queue -> the lease this run found when it took it
     lost: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -133,7 +144,7 @@ class Leases:
                     return
                 continue
             if time.monotonic() >= deadline:
-                raise LeaseError(_held_message(record, self.store.clock()), hint=_hint(record, self.settings.wait))
+                raise LeaseError(_held_message(record, self.store.clock()), hint=_hint(record, self.settings.wait, self.store.location()))
             if time.monotonic() - said >= 30:
                 left = deadline - time.monotonic()
                 self.notice(f"queue {queue}: waiting up to {left:.0f} s more for {_holder_line(record)}")
@@ -149,24 +160,34 @@ class Leases:
             or age > record.holder_ttl
             or unchanged_for > record.holder_ttl
         )
-        deploy_free = record.deploy_id == self.deploy_id or age > record.lease_ttl or unchanged_for > record.lease_ttl
+        # A holder that died without handing the lease on (killed mid-drain or mid-restore) leaves its
+        # deploy's work to whoever comes next: a drain adopts it, a restore restores it. Only a lease
+        # handed on between drain and restore (holder None: the apply may be running) keeps lease_ttl.
+        died_mid_run = record.holder_id is not None and holder_gone
+        deploy_free = record.deploy_id == self.deploy_id or died_mid_run or age > record.lease_ttl or unchanged_for > record.lease_ttl
         return holder_gone and deploy_free
 
     def _write(self, queue: str, current: Versioned | None, previous: LeaseRecord | None) -> bool:
+        sent = time.monotonic()
         record = self._record(queue)
+        if previous is not None and previous.deploy_id == self.deploy_id:
+            record = replace(record, taken_at=previous.taken_at)  # the deploy holds it since its drain took it
         try:
             version = self.store.write(_key(queue, self.scope), record.to_bytes(), current.version if current else None)
         except ConflictError:
             return False
         with self._lock:
-            self.held[queue] = _Held(version, record, time.monotonic())
+            self.held[queue] = _Held(version, record, time.monotonic(), sent)
+            self.before[queue] = previous
         if previous is not None and previous.deploy_id != self.deploy_id:
             self.adopted[queue] = previous.deploy_id
-            self.notice(f"queue {queue}: the lease of deploy {previous.deploy_id} expired; deploy {self.deploy_id} takes it over")
+            what = "was left by a run that died before handing it on" if previous.holder_id else "expired"
+            self.notice(f"queue {queue}: the lease of deploy {previous.deploy_id} {what}; deploy {self.deploy_id} takes it over")
         return True
 
     def _record(self, queue: str, holding: bool = True) -> LeaseRecord:
         machine, pid, start = _identity()
+        now = self.store.clock()
         return LeaseRecord(
             queue=queue,
             deploy_id=self.deploy_id,
@@ -175,9 +196,10 @@ class Leases:
             machine=machine,
             pid=pid,
             pid_start=start,
-            renewed_at=self.store.clock(),
+            renewed_at=now,
             holder_ttl=self.settings.holder_ttl,
             lease_ttl=self.settings.lease_ttl,
+            taken_at=now,
         )
 
     # -- holding ---------------------------------------------------------------------------
@@ -204,6 +226,7 @@ class Leases:
             if held is None or self.lost:
                 return
             record = replace(held.record, renewed_at=self.store.clock())
+            sent = time.monotonic()
             try:
                 version = self.store.write(_key(queue, self.scope), record.to_bytes(), held.version)
             except ConflictError:
@@ -215,28 +238,81 @@ class Leases:
             except JobguardError as exc:
                 self.notice(f"queue {queue}: could not renew the deploy lease ({exc}); retrying")
                 return
-            self.held[queue] = _Held(version, record, time.monotonic())
+            self.held[queue] = _Held(version, record, time.monotonic(), sent)
 
     # -- letting go ------------------------------------------------------------------------
-    def release(self, keep_for_deploy: bool) -> None:
-        """Stop holding. `keep_for_deploy`: the deploy keeps its queues (drain, before apply); else the leases go (restore)."""
+    def release(self, keep_for_deploy: bool, raise_errors: bool = True) -> None:
+        """Stop holding. `keep_for_deploy`: the deploy keeps its queues (drain, before apply); else the leases go (restore).
+
+        Each hand-over or release is retried; one that still fails raises StoreError naming the queue
+        and the command that releases it (a lease left held would block the next deploy). With
+        `raise_errors` False (the run is already failing for another reason) it is only reported.
+        """
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
+        failed: list[str] = []
         with self._lock:
             if self.lost:
                 self.held.clear()
                 return
             for queue, held in sorted(self.held.items()):
-                try:
-                    if keep_for_deploy:
-                        between = replace(held.record, holder_id=None, renewed_at=self.store.clock())
-                        self.store.write(_key(queue, self.scope), between.to_bytes(), held.version)
-                    else:
-                        self.store.delete(_key(queue, self.scope), held.version)
-                except JobguardError as exc:
-                    self.notice(f"queue {queue}: could not release the deploy lease ({exc}); it expires by itself")
+                problem = self._let_go(queue, held, keep_for_deploy)
+                if problem:
+                    failed.append(queue)
+                    self.notice(f"queue {queue}: {problem}")
             self.held.clear()
+        if failed and raise_errors:
+            raise StoreError(_release_message(failed, self.deploy_id, keep_for_deploy), hint=self._release_hint())
+
+    def _let_go(self, queue: str, held: _Held, keep_for_deploy: bool) -> str | None:
+        """Hand the lease on to the deploy (keep) or delete it, with retries; what went wrong, if it did."""
+        key = _key(queue, self.scope)
+        version, problem = held.version, ""
+        for wait in (*_RELEASE_WAITS, None):
+            try:
+                if keep_for_deploy:
+                    between = replace(held.record, holder_id=None, renewed_at=self.store.clock())
+                    self.store.write(key, between.to_bytes(), version)
+                else:
+                    self.store.delete(key, version)
+                return None
+            except ConflictError:
+                # An earlier attempt may have landed with its answer lost: look at what is there now.
+                current = self.store.read(key)
+                record = LeaseRecord.parse(current.value) if current else None
+                if current is None or record is None or record.holder_id != self.me:
+                    return None  # gone, handed on by our lost attempt, or another run's now: nothing of ours to let go
+                version = current.version
+            except JobguardError as exc:
+                problem = str(exc)
+            if wait is not None:
+                time.sleep(wait)
+        return f"could not {'hand on' if keep_for_deploy else 'release'} deploy {self.deploy_id}'s lease ({problem})"
+
+    def _release_hint(self) -> str:
+        return (
+            f"run `jobguard restore --store {self.store.location()} --deploy-id {self.deploy_id}`: it resubmits what deploy "
+            f"{self.deploy_id} still owes and releases its queues"
+        )
+
+    # -- proving the hold ------------------------------------------------------------------
+    def confirm(self) -> float:
+        """Renew every lease now: once this returns, no other run took a queue over since the previous renewal.
+
+        Returns the monotonic time the renewals were sent: a SubmitJob answered before it is proven
+        to have been made while this run held its queues. Raises LeaseError when a lease was lost,
+        or could not be renewed (this run can no longer show it holds it).
+        """
+        sent = time.monotonic()
+        for queue in list(self.held):
+            self._renew(queue)
+            with self._lock:
+                held = self.held.get(queue)
+                if not self.lost and held is not None and held.sent < sent:
+                    self.lost = f"queue {queue}: cannot show this run still holds the deploy lease (the store did not answer)"
+        self.check()
+        return sent
 
     def __enter__(self) -> Leases:
         return self
@@ -258,9 +334,36 @@ def read_lease(store: Store, queue: str, scope: str = "") -> LeaseRecord | None:
 
 def lease_is_live(record: LeaseRecord, clock: float) -> bool:
     """True while the lease's deploy still owns its queue by the store's clock (one look, no waiting)."""
+    return lease_state(record, clock)[0] in (RUNNING, BETWEEN)
+
+
+RUNNING = "running"  # a jobguard process of the deploy holds it and renews it
+BETWEEN = "between drain and restore"  # handed on to the deploy for its apply: kept until lease_ttl
+DIED = "free: its run died mid-way"  # the holder stopped renewing without handing it on: the next deploy adopts
+EXPIRED = "free: expired"  # handed on, but lease_ttl passed with no run of the deploy
+
+
+def lease_state(record: LeaseRecord, clock: float) -> tuple[str, float]:
+    """(state, seconds until it is free) of a lease, by the store's clock; 0 once it is free."""
     age = clock - record.renewed_at
-    holder_live = record.holder_id is not None and not _process_gone(record) and age <= record.holder_ttl
-    return holder_live or age <= record.lease_ttl
+    if record.holder_id is not None:
+        if _process_gone(record) or age > record.holder_ttl:
+            return DIED, 0.0
+        return RUNNING, record.holder_ttl - age
+    if age > record.lease_ttl:
+        return EXPIRED, 0.0
+    return BETWEEN, record.lease_ttl - age
+
+
+def list_leases(store: Store, scope: str = "") -> list[LeaseRecord]:
+    """Every lease of this account and region in the store (for status)."""
+    found = []
+    for name in store.keys("leases"):
+        if name.startswith(scope):
+            record = read_lease(store, name[len(scope) :], scope)
+            if record is not None:
+                found.append(record)
+    return found
 
 
 def describe_holder() -> str:
@@ -286,15 +389,28 @@ def _holder_line(record: LeaseRecord) -> str:
 
 
 def _held_message(record: LeaseRecord, clock: float) -> str:
-    left = max(0.0, record.renewed_at + record.lease_ttl - clock)
-    return f"queue {record.queue}: {_holder_line(record)}; it expires in {left / 60:.0f} min unless that deploy's restore releases it"
+    state, left = lease_state(record, clock)
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.taken_at))
+    if state == RUNNING:
+        end = f"a run of it is working on the queue; if that run is gone, the queue is free in {left:.0f} s (lock-ttl)"
+    else:
+        end = f"it is free in {left / 60:.0f} min (lease-ttl) unless that deploy's restore releases it sooner"
+    return f"queue {record.queue}: {_holder_line(record)}, since {since}; {end}"
 
 
-def _hint(record: LeaseRecord, waited: float) -> str:
+def _hint(record: LeaseRecord, waited: float, location: str) -> str:
     return (
-        f"waited {waited:g} s. Let deploy {record.deploy_id} finish (or run `jobguard restore --deploy-id {record.deploy_id}` "
-        "if it was cancelled); raise lock-timeout to wait longer"
+        f"waited {waited:g} s. Let deploy {record.deploy_id} finish; if it was cancelled or its runner is gone, run "
+        f"`jobguard restore --store {location} --deploy-id {record.deploy_id}`: it resubmits the jobs deploy "
+        f"{record.deploy_id} drained and releases its queues. Raise lock-timeout to wait longer"
     )
+
+
+def _release_message(queues: list[str], deploy_id: str, keep_for_deploy: bool) -> str:
+    names = ", ".join(queues)
+    if keep_for_deploy:
+        return f"queue {names}: could not hand deploy {deploy_id}'s lease on to its apply; do not apply"
+    return f"queue {names}: could not release deploy {deploy_id}'s lease; it blocks the next deploy's drain until released"
 
 
 def _identity() -> tuple[str, int, str]:
@@ -319,13 +435,17 @@ def _machine() -> str:
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time since boot (field 22 of /proc/PID/stat), None when there is no such process."""
+    """The process's start time since boot (field 22 of /proc/PID/stat); None when there is no such
+    process, or it has exited and waits to be reaped (a zombie: state Z or X)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stream:
             text = stream.read()
     except OSError:
         return None
-    return text.rsplit(")", 1)[-1].split()[19]
+    fields_after_name = text.rsplit(")", 1)[-1].split()
+    if not fields_after_name or fields_after_name[0] in ("Z", "X"):
+        return None
+    return fields_after_name[19]
 
 
 def _process_gone(record: LeaseRecord) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import time
 from collections.abc import Iterable
 from contextlib import suppress
@@ -169,9 +170,9 @@ def drain(ctx: Context, deploy_id: str, leases: Leases | None = None) -> Drained
         return run.result()
     finally:
         if leases is None:
-            held.release(keep_for_deploy=True)
             ctx.manifests.fence = lambda: None
             ctx.aws.guard = None
+            held.release(keep_for_deploy=True, raise_errors=sys.exc_info()[0] is None)  # a failed release fails the run
 
 
 def _check_stored(ctx: Context, deploy_id: str) -> None:

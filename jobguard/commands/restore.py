@@ -14,6 +14,7 @@ anything is sent again.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -82,9 +83,9 @@ def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | N
         result.manifests = fresh
     finally:
         if leases is None:
-            held.release(keep_for_deploy=False)
             ctx.manifests.fence = lambda: None
             ctx.aws.guard = None
+            held.release(keep_for_deploy=False, raise_errors=sys.exc_info()[0] is None)  # a failed release fails the run
     return result
 
 

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from ..adapters.lease import lease_is_live, lease_scope, read_lease
+from ..adapters.lease import LeaseRecord, lease_scope, lease_state, list_leases
 from ..domain.manifest import Manifest
 from ..errors import JobguardError, ManifestError, UsageError
 from ..output.summary import SUMMARY_BUDGET, counts_line, markdown, print_table
@@ -63,6 +63,7 @@ def status(ctx: Context, deploy_id: str | None, preferred: str | None = None) ->
     if ctx.options.json:
         document = {
             "deploys": [_as_json(ctx, m, current) for m in manifests],
+            "leases": [_lease_json(ctx, lease) for lease in _leases(ctx)],
             "replacements": replacements(manifests),
             "unreadable": problems,
         }
@@ -74,12 +75,15 @@ def status(ctx: Context, deploy_id: str | None, preferred: str | None = None) ->
     if not manifests and not problems:
         scope = "" if ctx.options.all else " with work left (`jobguard status --all` shows every manifest)"
         ctx.report.line(f"no deploys{scope} in {ctx.store.location()}")
+    leases = _leases(ctx)
+    for lease in leases:
+        ctx.report.line(_lease_line(ctx, lease))
+    if leases:
+        ctx.report.line()
     for manifest in manifests:
         ctx.report.line(f"deploy {manifest.deploy_id} ({ctx.store.uri(manifest.deploy_id)}), updated {manifest.updated_at}")
         if manifest.origin.get("run_url"):
             ctx.report.line(f"  run: {manifest.origin['run_url']}")
-        for line in _lease_lines(ctx, manifest):
-            ctx.report.line(f"  {line}")
         print_table(ctx.report, manifest, current)
         share = SUMMARY_BUDGET // len(manifests)  # every section in one step's summary: GitHub's 1 MiB is for all
         ctx.report.append_summary(markdown("status", manifest, ctx.store.uri(manifest.deploy_id), current=current, budget=share))
@@ -89,17 +93,33 @@ def status(ctx: Context, deploy_id: str | None, preferred: str | None = None) ->
     return 2 if problems else 0
 
 
-def _lease_lines(ctx: Context, manifest: Manifest) -> list[str]:
-    lines = []
-    for queue in sorted(manifest.record_queues()):
-        try:
-            lease = read_lease(ctx.store, queue, lease_scope(ctx.account, ctx.region))
-        except JobguardError:
-            continue
-        if lease is not None:
-            live = "held" if lease_is_live(lease, ctx.store.clock()) else "expired lease"
-            lines.append(f"queue {queue}: {live} by deploy {lease.deploy_id} ({lease.holder})")
-    return lines
+def _leases(ctx: Context) -> list[LeaseRecord]:
+    """Every queue lease of this account and region: who holds each queue, and since when."""
+    try:
+        return list_leases(ctx.store, lease_scope(ctx.account, ctx.region))
+    except JobguardError as exc:
+        ctx.report.warning(f"cannot list the queue leases: {exc}")
+        return []
+
+
+def _lease_line(ctx: Context, lease: LeaseRecord) -> str:
+    view = _lease_json(ctx, lease)
+    left = f"; free in {view['free_in_seconds']:.0f} s" if view["free_in_seconds"] else ""
+    return f"queue {lease.queue}: deploy {lease.deploy_id}, {view['state']} since {view['since']} ({lease.holder}){left}"
+
+
+def _lease_json(ctx: Context, lease: LeaseRecord) -> dict[str, Any]:
+    state, left = lease_state(lease, ctx.store.clock())
+    return {
+        "queue": lease.queue,
+        "deploy_id": lease.deploy_id,
+        "holder": lease.holder,
+        "state": state,
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(lease.taken_at)),
+        "renewed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(lease.renewed_at)),
+        "free_in_seconds": round(left, 1),
+        "release": f"jobguard restore --store {ctx.store.location()} --deploy-id {lease.deploy_id}",
+    }
 
 
 def _as_json(ctx: Context, manifest: Manifest, current: dict[str, str]) -> dict[str, Any]:
