@@ -70,7 +70,8 @@ esac
 if [ "$JOBGUARD_COMMAND" = drain ]; then
   given --plan "${JOBGUARD_PLAN:-}"
   given --grace "${JOBGUARD_GRACE:-}"
-  [ "${JOBGUARD_FREEZE:-false}" = true ] && args+=(--freeze)
+  [ "${JOBGUARD_FREEZE:-}" = true ] && args+=(--freeze)
+  [ "${JOBGUARD_FREEZE:-}" = false ] && args+=(--no-freeze)
 fi
 if [ "$JOBGUARD_COMMAND" = restore ]; then
   given --job-definition "${JOBGUARD_JOB_DEFINITION:-}"

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     drain_cmd.add_argument("--plan", metavar="PLAN.json", help="`terraform show -json` output: drain only the queues it puts at risk")
     drain_cmd.add_argument("--grace", metavar="DURATION", help="drain queued jobs, then let running ones finish this long (90s, 30m, 1h)")
     drain_cmd.add_argument("--freeze", action="store_const", const="true", help="disable the queues for the deploy; restore enables them")
+    drain_cmd.add_argument(
+        "--no-freeze", dest="freeze", action="store_const", const="false", help="do not disable even the queues the plan deletes"
+    )
     lease_flags(drain_cmd)
 
     restore_cmd = command("restore", "resubmit drained jobs on the queues and job definitions in place now")

@@ -49,7 +49,7 @@ class Options:
     all: bool = False
     plan: str | None = None
     grace: float = 0.0
-    freeze: bool = False
+    freeze: bool | None = None  # None: freeze only the queues the plan deletes
     triggers: tuple[str, ...] = ()
     policies: tuple[Policy, ...] = ()
     engines: tuple[EngineRule, ...] = BUILTIN  # config rules first, then the built-in ones unless engines.builtin is false

@@ -275,6 +275,26 @@ def test_a_dependency_batch_forgot_counts_as_succeeded_when_it_was_seen_to_succe
     assert set(replacements_of(aws)) == {uses_prepared}
 
 
+@pytest.mark.parametrize("status", ["RUNNABLE", "RUNNING"])
+def test_a_job_past_pending_is_restored_although_batch_forgot_its_dependency(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, status: str
+) -> None:
+    """Batch moves a job past PENDING only once its dependencies succeeded: a long job whose ancestor
+    Batch has forgotten by drain time is restored, not held as undecidable (issue 23, "Also")."""
+    _world(seed)
+    seed.queue("other")
+    ancestor = _job(seed, "ancestor", "SUCCEEDED", queue="other")
+    long = _job(seed, "long", status, after=ancestor)
+    aws.batch.advance_clock(86401)  # the long job runs on; a day later Batch forgets the ancestor
+    assert ancestor not in aws.batch.jobs
+    assert _drain(run, store).code == 0
+    assert records(store, seed, "d1")[long]["dependencies"] == {ancestor: "UNKNOWN"}
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    replaced = _exactly_once(aws, [long])
+    assert _depends_on(aws, replaced[long]) == []
+
+
 # -- lagging lists -------------------------------------------------------------------------------
 
 

@@ -63,6 +63,7 @@ class Target:
     queue: Queue
     reason: str
     successor: str | None = None
+    deleted: bool = False  # the plan deletes (or replaces) the queue itself
 
 
 @dataclass
@@ -98,6 +99,7 @@ def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list
     body = _read_plan_file(path)
     reasons: dict[str, str] = {}
     successors: dict[str, str] = {}
+    deleted: set[str] = set()
     facts: list[str] = []
     every: list[Queue] | None = None
     for risk in risks(read_plan(body, str(path)), ctx.options.triggers):
@@ -115,12 +117,14 @@ def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list
                 reasons.setdefault(name, risk.reason)
                 if risk.successor and risk.queue == name:
                     successors[name] = risk.successor
+                if risk.queue == name:
+                    deleted.add(name)
             else:
                 facts.append(f"queue {name}: at risk ({risk.reason}) but not one of the configured queues: left alone")
     for name in queues:
         if name not in reasons:
             facts.append(f"queue {name}: not at risk: the plan deletes, replaces or rebuilds nothing it runs on")
-    return [Target(queues[n], r, successors.get(n)) for n, r in reasons.items()], facts
+    return [Target(queues[n], r, successors.get(n), n in deleted) for n, r in reasons.items()], facts
 
 
 def _read_plan_file(path: Path) -> bytes:
@@ -262,8 +266,7 @@ class _Drain:
                 if r.outcome == TERMINATING or (r.outcome == RECORDED and r.queue in {t.queue.name for t in targets})
             ],
         )
-        if self.ctx.options.freeze:
-            self._freeze([t.queue for t in targets])
+        self._freeze(self._to_freeze(targets))
         reasons = {t.queue.name: t.reason for t in targets}
         if self.ctx.options.grace > 0:
             self._passes(targets, QUEUED, reasons, final=False)
@@ -545,6 +548,20 @@ class _Drain:
         return record.moved_to(TERMINATED, DRAIN, error=None)
 
     # -- queues ------------------------------------------------------------------------------
+    def _to_freeze(self, targets: list[Target]) -> list[Queue]:
+        """Every queue with --freeze; with neither --freeze nor --no-freeze, the queues the plan deletes.
+
+        A queue the apply deletes refuses new jobs from the moment Terraform disables it anyway, and a
+        job accepted on it after drain cannot be found afterwards (a queue made again under the name does
+        not list the old one's jobs): freezing it at drain closes its deploy window at no new cost.
+        """
+        if self.ctx.options.freeze is not None:
+            return [t.queue for t in targets] if self.ctx.options.freeze else []
+        chosen = [t.queue for t in targets if t.deleted]
+        for queue in chosen:
+            self.ctx.report.line(f"queue {queue.name}: the plan deletes it: frozen for the deploy (--no-freeze leaves it open)")
+        return chosen
+
     def _freeze(self, queues: Iterable[Queue]) -> None:
         """Disable the queues for the deploy; the state to put back is saved before it changes."""
         enabled = [q for q in queues if q.state == "ENABLED" and q.name not in self.manifest.frozen_queues]

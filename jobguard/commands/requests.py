@@ -161,8 +161,8 @@ class Requests:
         if state is not None:
             return self._running(job_id, state, record)
         seen = record.dependencies.get(job_id, "UNKNOWN")
-        if seen == "SUCCEEDED":
-            return None  # Batch forgot it, but it had succeeded when the job was drained
+        if seen == "SUCCEEDED" or _dependencies_done(record):
+            return None  # Batch forgot it, but it had succeeded when the job was drained (or the job had got past it)
         raise Hold(f"dependency {job_id} is unknown to Batch (it was {seen} when the job was drained): cannot tell whether it succeeded")
 
     def _child(self, manifest: Manifest, record: JobRecord, array: str, index: int) -> str | None:
@@ -178,7 +178,7 @@ class Requests:
 
     def _running(self, job_id: str, state: JobState | None, record: JobRecord) -> str | None:
         if state is None:
-            if record.dependencies.get(job_id) == "SUCCEEDED":
+            if record.dependencies.get(job_id) == "SUCCEEDED" or _dependencies_done(record):
                 return None
             raise Hold(f"dependency {job_id} is unknown to Batch: cannot tell whether it succeeded")
         if state.status == "SUCCEEDED":
@@ -226,6 +226,12 @@ class Requests:
             request["arrayProperties"] = {"size": len(left)}
         variables[ARRAY_INDEXES_ENV] = ",".join(map(str, left))
         notes.append(f"{len(left)} of {size} array children resubmitted ({len(record.array_succeeded)} had succeeded)")
+
+
+def _dependencies_done(record: JobRecord) -> bool:
+    """Batch moves a job past PENDING only once every dependency succeeded: a job RUNNABLE, STARTING or
+    RUNNING when it was drained had none left to wait for, whatever Batch has forgotten since."""
+    return record.status_at_drain in ("RUNNABLE", "STARTING", "RUNNING")
 
 
 def _index_aligned(manifest: Manifest, record: JobRecord) -> bool:

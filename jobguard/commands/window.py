@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..domain.manifest import (
+    DELETED,
     DRAIN,
     DRAINED,
     FINISHED,
@@ -98,7 +99,7 @@ def settle(ctx: Context, manifest: Manifest, records: list[JobRecord], finish: C
     if not records:
         return []
     details = ctx.batch.describe(r.job_id for r in records)
-    gone = _gone_queues(ctx, {r.queue for r in records})
+    gone = _gone_queues(ctx, {r.queue for r in records}) | set(manifest.window.get(DELETED, []))
     killed = _killed(manifest)
     verdicts = _judged(
         {r.job_id: details[r.job_id] for r in records if r.job_id in details}, killed, lambda job_id: manifest.jobs[job_id].queue in gone

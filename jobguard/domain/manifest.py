@@ -35,7 +35,7 @@ OUTCOMES = (RECORDED, TERMINATING, TERMINATED, KEPT, FINISHED, SUBMITTING, RESUB
 LATE = "submitted during the deploy"  # how every late job's record reason begins (domain/window.py): its kind
 OWED = (RECORDED, TERMINATING, TERMINATED, SUBMITTING, WATCHED)
 # The deploy window's stamps (ms, the store's clock): drain began, drain finished its passes, restore swept it.
-OPENED, DRAINED, SWEPT = "opened", "drained", "swept"
+OPENED, DRAINED, SWEPT, DELETED = "opened", "drained", "swept", "deleted"
 DRAIN, RESTORE = "drain", "restore"
 
 
@@ -146,6 +146,13 @@ class Manifest:
         """Set one entry of the deploy window (OPENED, DRAINED, SWEPT, "found")."""
         self.window[key] = value
         self.window_changed = True
+
+    def note_deleted_queues(self, names: Iterable[str]) -> None:
+        """Queues seen deleted during the deploy: restore judges their late jobs as killed by the deletion
+        even when a queue of the same name exists again (domain/window.py)."""
+        deleted = sorted(set(self.window.get(DELETED, [])) | set(names))
+        if deleted != self.window.get(DELETED):
+            self.stamp_window(DELETED, deleted)
 
     def open_window(self, ms: int) -> None:
         """Open the deploy window at `ms`, unless an unswept one is open already (a continued drain keeps

@@ -33,6 +33,7 @@ from .policies import ABANDON, APP_RETRIES, WAIT, Policy
 HOST_TERMINATED = "Host EC2 (instance *) terminated*"  # Batch's statusReason when a job's instance went away
 DEPENDENCY_FAILED = "Dependent Job failed"
 TIMEOUT = "Job attempt duration exceeded timeout"
+QUEUE_DELETED = "*queue*delet*"  # a statusReason naming its queue's deletion (the text is not documented: matched loosely)
 
 # What Batch says of a late job, judged
 KILLED = "killed"  # ended FAILED because the deploy took its host or queue away
@@ -88,7 +89,7 @@ def judge(job: Mapping[str, Any], queue_gone: bool = False, killed: Collection[s
         return Verdict(OWN, f"exit code {code}" + (f" ({reason})" if reason else ""))
     if reason.startswith(TIMEOUT):
         return Verdict(OWN, "timed out")
-    if queue_gone:
+    if queue_gone or fnmatch.fnmatch(reason.lower(), QUEUE_DELETED):
         return Verdict(KILLED, "its queue was deleted" + (f" ({reason})" if reason else ""))
     return Verdict(OWN, f"ended FAILED: {reason}" if reason else "ended FAILED with no reason given")
 
