@@ -7,10 +7,14 @@ its own, succeeded or still runs is never touched.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from jobguard.domain.manifest import LATE
 from jobguard.sim import Seeder, SimulatedAWS
@@ -52,7 +56,8 @@ def _late(seed: Seeder, name: str, status: str) -> str:
     return seed.job(status=status, age=0, jobName=name, jobQueue="work", jobDefinition="proc")
 
 
-def test_a_late_job_the_apply_kills_is_resubmitted_once(aws: SimulatedAWS, seed: Seeder, store: str, run) -> None:
+def test_a_late_job_the_apply_kills_is_resubmitted_once(aws: SimulatedAWS, seed: Seeder, store: str, run, workdir: Path) -> None:
+    configure(workdir, "events-file: events.jsonl")
     drained = _world(seed)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     running = _late(seed, "late-running", "RUNNING")
@@ -79,6 +84,21 @@ def test_a_late_job_the_apply_kills_is_resubmitted_once(aws: SimulatedAWS, seed:
     assert "late jobs: 1 killed by the deploy, 1 failed on their own, 1 succeeded, 1 still active" in restored.out
     for job_id, why in ((queued, "still RUNNABLE"), (done, "succeeded"), (own, "exit code 3")):
         assert f"[{job_id}]: {why}" in restored.out
+
+    (replacement,) = replacements_of(aws)[running]
+    status = run("status", "--store", store, "--deploy-id", "d1")
+    assert f"late job late-running: {running} -> {replacement}: killed by the deploy: its host was taken away" in status.out
+    assert "late FAILED" in status.out and "(1 of them late: submitted during the deploy)" in status.out
+    document = json.loads(run("status", "--store", store, "--deploy-id", "d1", "--json").out)
+    kinds = {j["job_id"]: j["kind"] for j in document["deploys"][0]["jobs"]}
+    assert kinds == {drained: "drained", running: "late"}
+    assert document["deploys"][0]["window"]["found"]["killed"] == 1
+    events = [json.loads(line) for line in (workdir / "events.jsonl").read_text().splitlines()]
+    late_events = [e for e in events if e["kind"] == "late"]
+    assert [(e["outcome"], e["replacement"] and e["replacement"]["job_id"]) for e in late_events] == [
+        ("terminated", None),
+        ("resubmitted", replacement),
+    ]
 
     submitted = aws.calls["batch:SubmitJob"]
     again = run("restore", "--store", store, "--deploy-id", "d1")
@@ -111,3 +131,129 @@ def test_a_late_job_the_app_retries_is_left_to_it(aws: SimulatedAWS, seed: Seede
     assert restored.code == 0, restored.err
     assert running not in replacements_of(aws)
     assert f"policy {action}" in restored.out
+
+
+# -- an application submitting all through the deploy --------------------------------------------
+
+
+class App:
+    """An application that submits a job every 100 ms to `queue` and remembers what Batch said."""
+
+    def __init__(self, seed: Seeder, queue: str = "work") -> None:
+        self.client, self.queue = seed.client("batch"), queue
+        self.submitted: list[str] = []
+        self.refused: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> App:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        n = 0
+        while not self.stop.wait(0.1):
+            n += 1
+            try:
+                self.submitted.append(self.client.submit_job(jobName=f"app-{n}", jobQueue=self.queue, jobDefinition="proc")["jobId"])
+            except ClientError as exc:  # what the app sees: a refusal it must retry itself
+                self.refused.append(str(exc))
+
+
+class Scheduler:
+    """Batch's scheduler: every moment, each job moves one status on (RUNNABLE -> ... -> SUCCEEDED)."""
+
+    def __init__(self, aws: SimulatedAWS) -> None:
+        self.aws = aws
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Scheduler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.15):
+            self.aws.batch.advance()
+
+
+def _accounted(aws: SimulatedAWS, app: App) -> None:
+    """Every job the app submitted succeeded, or has exactly one replacement that succeeded; none ran beside its original."""
+
+    def ended() -> bool:
+        aws.batch.advance()
+        return not list(aws.batch.active_jobs())
+
+    _until(ended, bound=30)  # everything runs to its end
+    found = replacements_of(aws)
+    lost, doubled = [], []
+    for job_id in app.submitted:
+        replacements = found.get(job_id, [])
+        succeeded = aws.batch.jobs[job_id].status == "SUCCEEDED"
+        if len(replacements) > 1 or (succeeded and replacements):
+            doubled.append(job_id)
+        elif not succeeded and (not replacements or aws.batch.jobs[replacements[0]].status != "SUCCEEDED"):
+            lost.append(job_id)
+    assert (lost, doubled, overlapping(aws)) == ([], [], [])
+
+
+def _restore_done(aws: SimulatedAWS, run: Any, store: str, deploy: str = "d1") -> Any:
+    time.sleep(aws.batch.timing.list_lag_seconds)
+    restored = run("restore", "--store", store, "--deploy-id", deploy)
+    assert restored.code == 0, restored.err
+    return restored
+
+
+def test_an_app_submitting_through_a_compute_environment_replacement_loses_nothing(
+    aws: SimulatedAWS, seed: Seeder, store: str, run
+) -> None:
+    seed.queue("work")
+    seed.definition("proc")
+    with Scheduler(aws), App(seed) as app:
+        _until(lambda: len(app.submitted) >= 5)
+        assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+        _until(lambda: any(aws.batch.jobs[j].status == "RUNNING" for j in app.submitted[-5:]))
+        _replace_compute_environment(seed, "work")
+        _until(lambda: not any(j.stop_kind == "host" and j.status in ("STARTING", "RUNNING") for j in aws.batch.active_jobs()))
+        restored = _restore_done(aws, run, store)
+        submitted = len(app.submitted)
+        _until(lambda: len(app.submitted) >= submitted + 3)
+    assert "killed by the deploy" in restored.out  # the apply did kill some of the app's jobs
+    assert app.refused == []  # nothing froze the queue: the app never saw a refusal
+    _accounted(aws, app)
+    before = aws.calls["batch:SubmitJob"]
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert aws.calls["batch:SubmitJob"] == before  # a second restore submits nothing
+
+
+def test_an_app_submitting_through_a_queue_deletion_sees_refusals_and_loses_nothing(
+    aws: SimulatedAWS, seed: Seeder, store: str, run, workdir: Path
+) -> None:
+    seed.queue("work")
+    seed.definition("proc")
+    change = {"actions": ["delete", "create"], "before": {"name": "work"}, "after": {"name": "work"}}
+    queue = {"address": "aws_batch_job_queue.q", "type": "aws_batch_job_queue", "change": change}
+    (workdir / "plan.json").write_text(json.dumps({"format_version": "1.2", "resource_changes": [queue]}))
+    with Scheduler(aws), App(seed) as app:
+        _until(lambda: len(app.submitted) >= 5)
+        drained = run("drain", "--store", store, "--queue", "work", "--plan", "plan.json", "--deploy-id", "d1")
+        assert drained.code == 0, drained.err
+        assert "the plan deletes it: frozen for the deploy" in drained.out
+        _until(lambda: len(app.refused) >= 3)  # the app sees SubmitJob refused while the queue is frozen
+        (described,) = seed.batch.describe_job_queues(jobQueues=["work"])["jobQueues"]
+        seed.batch.delete_job_queue(jobQueue="work")  # the apply replaces the queue
+        seed.queue("work", compute_environment=described["computeEnvironmentOrder"][0]["computeEnvironment"])
+        restored = _restore_done(aws, run, store)
+        submitted = len(app.submitted)
+        _until(lambda: len(app.submitted) >= submitted + 3)  # and its submissions are accepted again
+    assert all("not in ENABLED state" in r or "does not exist" in r for r in app.refused)
+    assert "frozen" in restored.out or "ENABLED again" in restored.out
+    _accounted(aws, app)

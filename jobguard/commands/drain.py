@@ -249,6 +249,7 @@ class _Drain:
     # -- the steps -----------------------------------------------------------------------
     def go(self, targets: list[Target]) -> None:
         open_window(self.ctx, self.manifest)
+        self.manifest.note_deleted_queues(t.queue.name for t in targets if t.deleted)
         self._load_others()
         for target in targets:
             self.manifest.add_queue(target.queue.name)

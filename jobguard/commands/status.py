@@ -134,6 +134,7 @@ def _as_json(ctx: Context, manifest: Manifest, current: dict[str, str]) -> dict[
         "counts": manifest.counts(),
         "summary": counts_line(manifest),
         "work_left": manifest.has_work_left,
+        "window": manifest.window,
         "jobs": [
             {
                 "job_id": r.job_id,
@@ -153,6 +154,7 @@ def _as_json(ctx: Context, manifest: Manifest, current: dict[str, str]) -> dict[
                 "note": r.note,
                 "engine": r.engine,
                 "engine_role": r.engine_role,
+                "kind": "late" if r.late else "drained",
             }
             for r in manifest
         ],

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from ..domain.manifest import (
@@ -40,7 +39,7 @@ from ..domain.manifest import (
     Manifest,
 )
 from ..domain.tags import mark_of
-from ..domain.window import ACTIVE, KILLED, OWN, SUCCEEDED, Verdict, decide, judge
+from ..domain.window import ACTIVE, KILLED, KIND_WORDS, OWN, SUCCEEDED, Verdict, decide, hms, judge, window_line
 from .context import Context
 from .records import records_of
 
@@ -66,7 +65,7 @@ def close_drain(ctx: Context, manifest: Manifest, frozen: Iterable[str]) -> str:
         return "deploy window: every drained queue is frozen (disabled) until restore: the application's SubmitJob is refused meanwhile"
     seconds = (manifest.window[DRAINED] - opened) / 1000
     return (
-        f"deploy window open since {_hms(opened)} ({seconds:.0f} s so far) on {', '.join(sorted(open_queues))}: jobs submitted "
+        f"deploy window open since {hms(opened)} ({seconds:.0f} s so far) on {', '.join(sorted(open_queues))}: jobs submitted "
         "from then until restore are not drained; restore sweeps these queues for those the deploy kills and resubmits them"
     )
 
@@ -162,6 +161,11 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
             created = int(summary.get("createdAt") or 0)
             if created <= closed:
                 listed[str(summary["jobId"])] = summary
+    for name in sorted(set(manifest.window.get(DELETED, [])) & set(manifest.queues) - set(frozen) - set(unreachable)):
+        ctx.report.warning(
+            f"queue {name}: deleted during the deploy and made again: the jobs submitted to the old queue meanwhile cannot be "
+            "listed (only those `jobguard run` recorded are judged); freeze the queues the plan deletes (the default)"
+        )
     for name in unreachable:
         swept.problems += 1
         ctx.report.error(
@@ -189,7 +193,7 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
             manifest.stamp_window("found", {k: swept.found[k] for k in (KILLED, OWN, SUCCEEDED, ACTIVE) if swept.found[k]})
             manifest.stamp_window(SWEPT, closed)
         ctx.manifests.save(manifest)
-    swept.facts.append(_fact(manifest, opened, closed, swept.found))
+    swept.facts.append(window_line(manifest.deploy_id, {OPENED: opened, SWEPT: closed, "found": dict(swept.found)}) or "")
     ctx.report.line(swept.facts[-1])
     return swept
 
@@ -239,27 +243,8 @@ def _report(ctx: Context, manifest: Manifest, late: dict[str, Json], details: di
         ctx.report.line(f"  late job     {name} [{job_id}]: {verdict.why}: left alone")
     for kind, count in said.items():
         if kind != KILLED and count > SHOWN:
-            ctx.report.line(f"  ... and {count - SHOWN} more late jobs {verdicts_word(kind)}: left alone")
-
-
-def verdicts_word(kind: str) -> str:
-    """How a kind of late job is said in a sentence."""
-    return {KILLED: "killed by the deploy", OWN: "failed on their own", SUCCEEDED: "succeeded", ACTIVE: "still active"}[kind]
-
-
-def _fact(manifest: Manifest, opened: int, closed: int, found: Counter[str]) -> str:
-    total = sum(found.values())
-    minutes, seconds = divmod(max(0, closed - opened) // 1000, 60)
-    head = f"deploy {manifest.deploy_id}: deploy window {_hms(opened)} -> {_hms(closed)} ({minutes}m {seconds:02d}s)"
-    if not total:
-        return f"{head}: no job was submitted to its queues meanwhile"
-    parts = ", ".join(f"{found[k]} {verdicts_word(k)}" for k in (KILLED, OWN, SUCCEEDED, ACTIVE) if found[k])
-    return f"{head}: {total} late jobs: {parts} (only those killed by the deploy are resubmitted)"
+            ctx.report.line(f"  ... and {count - SHOWN} more late jobs {KIND_WORDS[kind]}: left alone")
 
 
 def _clock_ms(ctx: Context) -> int:
     return int(ctx.store.clock() * 1000)
-
-
-def _hms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%H:%M:%S UTC")

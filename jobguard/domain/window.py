@@ -23,11 +23,12 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from . import engines
 from .engines import EngineRule
-from .manifest import JobRecord
+from .manifest import LATE, OPENED, SWEPT, JobRecord
 from .policies import ABANDON, APP_RETRIES, WAIT, Policy
 
 HOST_TERMINATED = "Host EC2 (instance *) terminated*"  # Batch's statusReason when a job's instance went away
@@ -41,6 +42,7 @@ OWN = "own"  # ended FAILED on its own: exit code, timeout, a reason set by the 
 SUCCEEDED = "succeeded"
 ACTIVE = "active"  # still queued or running
 KINDS = (KILLED, OWN, SUCCEEDED, ACTIVE)
+KIND_WORDS = {KILLED: "killed by the deploy", OWN: "failed on their own", SUCCEEDED: "succeeded", ACTIVE: "still active"}
 
 
 @dataclass(frozen=True)
@@ -125,3 +127,35 @@ def decide(record: JobRecord, verdict: Verdict, policies: tuple[Policy, ...], ru
     if chosen.action == WAIT:
         return Decision(False, f"{verdict.why}; policy wait: jobguard neither stops nor resubmits it")
     return Decision(True, verdict.why)
+
+
+def window_line(deploy_id: str, window: Mapping[str, Any]) -> str | None:
+    """One sentence on a deploy's window for people (summary, status); None when the deploy has none."""
+    if OPENED not in window:
+        return None
+    opened = int(window[OPENED])
+    if SWEPT not in window:
+        return f"deploy {deploy_id}: deploy window open since {hms(opened)}: restore sweeps it for jobs the deploy kills"
+    closed = int(window[SWEPT])
+    minutes, seconds = divmod(max(0, closed - opened) // 1000, 60)
+    head = f"deploy {deploy_id}: deploy window {hms(opened)} -> {hms(closed)} ({minutes}m {seconds:02d}s)"
+    found = window.get("found") or {}
+    total = sum(found.values())
+    if not total:
+        return f"{head}: no job was submitted to its queues meanwhile"
+    parts = ", ".join(f"{found[k]} {KIND_WORDS[k]}" for k in KINDS if found.get(k))
+    return f"{head}: {total} late jobs: {parts} (only those killed by the deploy are resubmitted)"
+
+
+def late_line(record: JobRecord) -> str:
+    """What became of one late job, for people: replaced (old -> new) and why, or left alone and why."""
+    why = (record.reason or "").removeprefix(LATE).lstrip("; ") or "submitted during the deploy"
+    if record.replacement_id:
+        return f"late job {record.job_name}: {record.job_id} -> {record.replacement_id}: {why}"
+    said = record.error or record.note or why
+    return f"late job {record.job_name} [{record.job_id}]: {record.outcome}: {said}"
+
+
+def hms(ms: int) -> str:
+    """A window stamp (ms since the epoch) as people read it."""
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%H:%M:%S UTC")

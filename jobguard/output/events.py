@@ -49,6 +49,7 @@ def event(manifest: Manifest, record: JobRecord) -> dict[str, Any]:
         "resubmits": record.resubmits,
         "engine": record.engine,
         "engine_role": record.engine_role,
+        "kind": "late" if record.late else "drained",
     }
 
 

@@ -48,7 +48,8 @@ class Reporter:
         replacement = f" -> {record.replacement_id} ({record.replacement_job_definition})" if record.replacement_id else ""
         said = record.error or record.note
         tail = f": {said}" if said else ""
-        self.line(f"  {verb or record.outcome:<12} {record.job_name} [{record.job_id}] on {record.queue}{replacement}{detail}{tail}")
+        verb = f"late {verb or record.outcome}" if record.late else verb or record.outcome
+        self.line(f"  {verb:<12} {record.job_name} [{record.job_id}] on {record.queue}{replacement}{detail}{tail}")
 
     def notice(self, text: str) -> None:
         """A waiting or progress line (to stderr, so scripts reading stdout are not disturbed)."""

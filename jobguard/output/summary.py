@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from ..domain.manifest import RECORDED, TERMINATING, JobRecord, Manifest
+from ..domain.window import late_line, window_line
 from ..errors import one_line
 from .report import Reporter
 
@@ -22,7 +23,18 @@ def counts_line(manifest: Manifest) -> str:
     """`N jobs: a resubmitted, b failed, ...`, only the outcomes that occur."""
     counts = {k: v for k, v in manifest.counts().items() if v}
     parts = ", ".join(f"{v} {k}" for k, v in counts.items())
-    return f"{len(manifest.jobs)} jobs" + (f": {parts}" if parts else "")
+    late = sum(1 for r in manifest if r.late)
+    return (
+        f"{len(manifest.jobs)} jobs"
+        + (f": {parts}" if parts else "")
+        + (f" ({late} of them late: submitted during the deploy)" if late else "")
+    )
+
+
+def window_lines(manifest: Manifest) -> list[str]:
+    """The deploy window's sentence, then one line per late job (replaced old -> new, or left alone), with why."""
+    head = window_line(manifest.deploy_id, manifest.window)
+    return ([head] if head else []) + [late_line(r) for r in manifest if r.late][:MAX_ROWS]
 
 
 def console_url(region: str, job_id: str) -> str:
@@ -59,7 +71,7 @@ def _row(record: JobRecord, current: Mapping[str, str] | None) -> list[str]:
     row = [
         record.job_name,
         record.queue,
-        record.status_at_drain,
+        f"late {record.status_at_drain}" if record.late else record.status_at_drain,
         ran_for(record),
         revision(record),
         record.outcome,
@@ -78,6 +90,8 @@ def print_table(report: Reporter, manifest: Manifest, current: Mapping[str, str]
     for row in [columns, *rows]:
         report.line("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
     report.line(counts_line(manifest))
+    for line in window_lines(manifest):
+        report.line(line)
 
 
 def markdown(
@@ -123,7 +137,10 @@ def markdown(
         ]
     if not manifest.jobs:
         lines.append("No jobs were recorded.")
-    lines += ["", f"**{counts_line(manifest)}**", "", *errors]
+    lines += ["", f"**{counts_line(manifest)}**", ""]
+    told = [f"- {_text(line)}" for line in window_lines(manifest)[:50] if line not in facts]
+    lines += [*told, ""] if told else []
+    lines += errors
     return "\n".join(lines) + "\n"
 
 
