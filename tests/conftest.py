@@ -257,14 +257,26 @@ def run_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Pop
 
 
 def load_manifest(store: str, seed: Seeder, deploy_id: str) -> dict[str, Any]:
-    """The stored manifest document, read straight from the store."""
-    if store.startswith("file://"):
-        return dict(json.loads(Path(store[len("file://") :], f"{deploy_id}.json").read_text()))
+    """The stored manifest document, read straight from the store (a paged head with its pages' records as `jobs`)."""
     if store.startswith("dynamodb://"):
         return dynamodb_document(seed, store[len("dynamodb://") :], deploy_id)
-    bucket, _, prefix = store[len("s3://") :].partition("/")
-    body = seed.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/{deploy_id}.json")["Body"].read()
-    return dict(json.loads(body))
+    if store.startswith("file://"):
+        folder = Path(store[len("file://") :])
+
+        def read(name: str) -> bytes:
+            return (folder / name).read_bytes()
+
+    else:
+        bucket, _, prefix = store[len("s3://") :].partition("/")
+
+        def read(name: str) -> bytes:
+            return bytes(seed.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read())
+
+    document = dict(json.loads(read(f"{deploy_id}.json")))
+    if "pages" in document:
+        pages = [json.loads(read(f"pages/{deploy_id}/{i:06d}-{d}.json")) for i, d in enumerate(document.pop("pages"))]
+        document["jobs"] = [job for page in pages for job in page["jobs"]]
+    return document
 
 
 def records(store: str, seed: Seeder, deploy_id: str) -> dict[str, dict[str, Any]]:

@@ -10,11 +10,13 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from jobguard.adapters.signing import default_key_file
+from jobguard.domain.pages import PAGED, manifest_digest, page_digest
 from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import BUCKET, TABLE, configure, create_table, dynamodb_document, load_manifest, signing_key
@@ -112,7 +114,12 @@ def one_error(result: Any, code: int, *words: str) -> str:
 
 # -- editing what is stored -------------------------------------------------------------------
 def digest(document: Json) -> bytes:
-    """What a signature covers (Manifest.digest, for a document that may not be a valid manifest)."""
+    """What a signature covers (as Manifests computes it, for a document that may not be a valid manifest)."""
+    if document.get("signature", {}).get("algorithm") == PAGED and isinstance(document.get("jobs"), list):
+        size = int(document.get("page_records", 500))
+        header = {k: v for k, v in document.items() if k not in ("signature", "jobs", "page_records")}
+        jobs = document["jobs"]
+        return manifest_digest(header, size, [page_digest(jobs[start : start + size]) for start in range(0, len(jobs), size)])
     unsigned = {k: v for k, v in document.items() if k != "signature"}
     if isinstance(unsigned.get("jobs"), list):
         unsigned["jobs"] = sorted(unsigned["jobs"], key=lambda job: str(job.get("job_id")) if isinstance(job, dict) else "")
@@ -208,15 +215,20 @@ def mark_open(store: str, seed: Seeder, deploy_id: str) -> None:
 
 
 def copy_manifest(store: str, seed: Seeder, source: str, target: str) -> None:
-    """Copy a stored manifest, byte for byte (items for DynamoDB), under another deploy id, and index it."""
+    """Copy a stored manifest (its head and pages), byte for byte (items for DynamoDB), under another deploy id, and index it."""
     if store.startswith("dynamodb://"):
         write_document(store, seed, target, dynamodb_document(seed, store[len("dynamodb://") :], source))
     elif store.startswith("file://"):
         folder = Path(store[len("file://") :])
         (folder / f"{target}.json").write_bytes((folder / f"{source}.json").read_bytes())
+        if (folder / "pages" / source).is_dir():
+            shutil.copytree(folder / "pages" / source, folder / "pages" / target)
     else:
         bucket, _, prefix = store[len("s3://") :].partition("/")
         s3 = seed.client("s3")
+        for listed in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/pages/{source}/").get("Contents", []):
+            name = listed["Key"].rsplit("/", 1)[-1]
+            s3.copy_object(Bucket=bucket, Key=f"{prefix}/pages/{target}/{name}", CopySource={"Bucket": bucket, "Key": listed["Key"]})
         s3.put_object(
             Bucket=bucket, Key=f"{prefix}/{target}.json", Body=s3.get_object(Bucket=bucket, Key=f"{prefix}/{source}.json")["Body"].read()
         )

@@ -57,7 +57,9 @@ def test_the_domain_layer_needs_no_aws_and_nothing_above_it(module: str) -> None
 def test_commands_never_touch_boto3_or_a_particular_store(module: str) -> None:
     for forbidden in ("boto3", "botocore", "jobguard.cli", "jobguard.sim", "jobguard.adapters.stores.file"):
         assert not _uses(module, forbidden), f"{module} imports {_uses(module, forbidden)}"
-    stores = [i for i in _uses(module, "jobguard.adapters.stores") if i.count(".") > 3 and not i.endswith((".Store", ".Versioned"))]
+    stores = [
+        i for i in _uses(module, "jobguard.adapters.stores") if i.count(".") > 3 and not i.endswith((".Page", ".Store", ".Versioned"))
+    ]
     assert not stores, f"{module} knows a particular store: {stores}"
 
 

@@ -5,6 +5,9 @@
 - save: only under the leases the run still holds (`fence`), signed, conditional on the version
   read; a conflicting write by another run of the same deploy (matrix legs share a run id) is
   read back and merged record by record, never overwritten;
+- pages: records are kept, hashed and written in pages of `PAGE_RECORDS`, in the order they were
+  first saved (`Layout`); the signature covers the header and every page's digest
+  (domain/pages.py), so a save hashes and writes only the pages it changed: O(page), not O(manifest);
 - the index of open deploys (`open/DEPLOY_ID` documents) lets a restore with nothing to do make a
   bounded number of store calls however many deploys the store has seen.
 """
@@ -15,15 +18,35 @@ import json
 import re
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from ..adapters.signing import Signer
-from ..adapters.stores import Store
+from ..adapters.stores import Page, Store
 from ..domain.manifest import JobRecord, Manifest, now
+from ..domain.pages import PAGED, WHOLE, manifest_digest, page_digest
 from ..errors import ConflictError, ManifestError, SignatureError, UnreachableError
 from ..output.report import Reporter
 
 MERGE_ATTEMPTS = 8
+PAGE_RECORDS = 500  # records per page: drain and restore save about this many at a time
+
+
+@dataclass
+class Layout:
+    """A manifest's records in pages, as last read or written: page n holds order[n*size : (n+1)*size]."""
+
+    size: int
+    order: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    stored: bool = True  # False: the store holds it whole (written before pages): the next save writes every page
+    position: dict[str, int] = field(default_factory=dict)
+
+    def extend(self, job_ids: list[str]) -> None:
+        """Place new records after the last."""
+        for job_id in job_ids:
+            self.position[job_id] = len(self.order)
+            self.order.append(job_id)
 
 
 class ForeignManifestError(ManifestError):
@@ -42,6 +65,7 @@ class Manifests:
     fence: Callable[[], None] = lambda: None
     versions: dict[str, str | None] = field(default_factory=dict)
     committed: dict[str, dict[str, JobRecord]] = field(default_factory=dict)  # deploy -> the records as last read or written
+    layouts: dict[str, Layout] = field(default_factory=dict)  # deploy -> its pages as last read or written
     _opened: set[str] = field(default_factory=set)
 
     def new(self, deploy_id: str, origin: dict[str, str]) -> Manifest:
@@ -50,6 +74,7 @@ class Manifests:
         manifest = Manifest(deploy_id, self.account, self.region, stamp, stamp, origin=origin)
         self.versions[deploy_id] = None
         self.committed[deploy_id] = {}
+        self.layouts[deploy_id] = Layout(PAGE_RECORDS)
         return manifest
 
     def load(self, deploy_id: str) -> Manifest | None:
@@ -59,12 +84,19 @@ class Manifests:
             return None
         where = self.store.uri(deploy_id)
         manifest = Manifest.from_document(found.value, where)
-        self._check(manifest, deploy_id, where)
+        size = found.value.get("page_records", PAGE_RECORDS)
+        layout = Layout(size, stored=not found.whole)
+        layout.extend(list(manifest.jobs))
+        layout.digests = [
+            page_digest(asdict(manifest.jobs[i]) for i in layout.order[start : start + size]) for start in range(0, len(layout.order), size)
+        ]
+        self._check(manifest, deploy_id, where, layout)
         self.versions[deploy_id] = found.version
         self.committed[deploy_id] = dict(manifest.jobs)
+        self.layouts[deploy_id] = layout
         return manifest
 
-    def _check(self, manifest: Manifest, deploy_id: str, where: str) -> None:
+    def _check(self, manifest: Manifest, deploy_id: str, where: str, layout: Layout) -> None:
         if manifest.deploy_id != deploy_id:
             raise ManifestError(f"{where}: the manifest says deploy {manifest.deploy_id!r}, its name says {deploy_id!r}: a copy or an edit")
         if (manifest.account, manifest.region) != (self.account, self.region):
@@ -78,9 +110,9 @@ class Manifests:
                 raise ManifestError(f"{where}: job {record.job_id}: its ARN {record.job_arn} is not of this job in this account and region")
             if record.submission.get("jobName") != record.job_name:
                 raise ManifestError(f"{where}: job {record.job_id}: submission jobName differs from job_name")
-        self._verify(manifest, where)
+        self._verify(manifest, where, layout)
 
-    def _verify(self, manifest: Manifest, where: str) -> None:
+    def _verify(self, manifest: Manifest, where: str, layout: Layout) -> None:
         if self.signer is None:
             if manifest.signature is not None:
                 self.report.warning(f"{where}: signed, but signing is off (unsigned: true): the signature is not checked")
@@ -90,7 +122,13 @@ class Manifests:
                 f"{where}: the manifest is not signed",
                 hint="it may have been written by hand or by a jobguard without signing; accept it once with --unsigned after checking it",
             )
-        if manifest.signature.get("key") != self.signer.key or not self.signer.verify(manifest.digest(), manifest.signature["mac"]):
+        algorithm = manifest.signature.get("algorithm")
+        digest = manifest_digest(_header(manifest), layout.size, layout.digests) if algorithm == PAGED else manifest.digest()
+        if (
+            manifest.signature.get("key") != self.signer.key
+            or algorithm not in (PAGED, WHOLE)
+            or not self.signer.verify(digest, manifest.signature["mac"])
+        ):
             raise SignatureError(
                 f"{where}: the manifest's signature does not verify with {self.signer.key}: it was changed after jobguard wrote it",
                 hint="compare it with its earlier versions in the store; restore acts on nothing it cannot verify",
@@ -133,19 +171,41 @@ class Manifests:
         return [set(changed[start : start + limit]) for start in range(0, len(changed), limit)]
 
     def _write(self, manifest: Manifest, step: set[str]) -> None:
-        """One conditional write of a whole, signed manifest: the committed records with `step`'s changes applied."""
-        committed = self.committed[manifest.deploy_id]
-        records = [manifest.jobs[i] if i in step else committed[i] for i in manifest.jobs if i in step or i in committed]
-        view = replace(manifest, jobs={r.job_id: r for r in records}, signature=None, changed=set(step))
+        """One conditional write of a whole, signed manifest: the committed records with `step`'s changes applied.
+
+        Only the pages holding a record of `step` are hashed and handed to the store with their records.
+        """
+        deploy_id = manifest.deploy_id
+        committed, layout = self.committed[deploy_id], self.layouts[deploy_id]
+        added = [i for i in manifest.jobs if i in step and i not in layout.position]
+        order = layout.order + added if added else layout.order
+        size = layout.size
+        places = {
+            **{i: layout.position[i] for i in step if i in layout.position},
+            **{i: len(layout.order) + k for k, i in enumerate(added)},
+        }
+        touched = {place // size for place in places.values()}
+        pages = []
+        for index in range(-(-len(order) // size)):
+            if layout.stored and index not in touched and index < len(layout.digests):
+                pages.append(Page(index, layout.digests[index]))
+                continue
+            ids = order[index * size : (index + 1) * size]
+            records = [asdict(manifest.jobs[i] if i in step else committed[i]) for i in ids]
+            pages.append(Page(index, page_digest(records), tuple(records), frozenset(step.intersection(ids))))
+        head: dict[str, Any] = {**_header(manifest), "page_records": size}
+        signature = None
         if self.signer is not None:
-            view.signature = {"key": self.signer.key, "algorithm": "HMAC_SHA_256", "mac": self.signer.sign(view.digest())}
-        version = self.versions.get(manifest.deploy_id)
+            digest = manifest_digest(_header(manifest), size, [p.digest for p in pages])
+            signature = {"key": self.signer.key, "algorithm": PAGED, "mac": self.signer.sign(digest)}
+            head["signature"] = signature
         self.fence()
-        only = None if version is None else step
-        self.versions[manifest.deploy_id] = self.store.save(manifest.deploy_id, view.to_document(), version, only)
+        self.versions[deploy_id] = self.store.save(deploy_id, head, pages, self.versions.get(deploy_id))
         committed.update({i: manifest.jobs[i] for i in step})
+        layout.extend(added)
+        layout.digests, layout.stored = [p.digest for p in pages], True
         manifest.changed -= step
-        manifest.signature = view.signature
+        manifest.signature = signature
 
     def _merge(self, manifest: Manifest) -> None:
         """Read back what the other writer saved and put this run's changes on top of it."""
@@ -188,3 +248,10 @@ class Manifests:
     def forget_index(self, deploy_id: str) -> None:
         """Drop an index entry whose manifest is gone or has nothing left (found stale by a restore)."""
         self._close(deploy_id)
+
+
+def _header(manifest: Manifest) -> dict[str, Any]:
+    """The manifest's document without records or signature (a copy without jobs: no record is serialised)."""
+    document = replace(manifest, jobs={}, signature=None).unsigned_document()
+    del document["jobs"]
+    return document

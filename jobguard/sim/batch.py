@@ -34,6 +34,7 @@ Queues and compute environments stay in moto, read through its backend's public 
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import json
 import re
 import threading
@@ -138,6 +139,12 @@ class BatchModel:
         self.update_policies: dict[str, Json] = {}  # compute environment ARN -> updatePolicy (moto drops it)
         self.deletions: list[tuple[float, list[str]]] = []  # DeleteJobQueue: when, and the jobs it ends in order
         self.lock = threading.RLock()
+        # What `tick` looks at, so that a call costs the same with 100 or 200 000 jobs known:
+        self._watched: dict[str, None] = {}  # jobs with a stop due, waiting on dependencies, or array parents (ordered)
+        self._by_queue: dict[str, set[str]] = {}  # queue ARN -> its jobs (children too): a deleted queue ends them
+        self._ended: list[tuple[float, str]] = []  # heap of (stoppedAt, job id): forgotten in that order
+        self._changes = 0  # moves so far: ListJobs' sorted candidates are kept until the next move
+        self._sorted: dict[tuple[str, str], tuple[int, list[Job]]] = {}
 
     # -- time ------------------------------------------------------------------------------
     def now(self) -> float:
@@ -215,18 +222,35 @@ class BatchModel:
         limit = min(int(body.get("maxResults") or cap), cap)
         with self.lock:
             self.tick()
-            candidates = self._listable(body)
             if filters:  # jobStatus is ignored when filters are given
-                candidates = [j for j in candidates if all(_matches(j, f, self) for f in filters)]
+                candidates = [j for j in self._listable(body) if all(_matches(j, f, self) for f in filters)]
+                candidates.sort(key=lambda j: (j.created_at, j.job_id), reverse=True)
+            elif body.get("jobQueue") and not body.get("arrayJobId") and not body.get("multiNodeJobId"):
+                candidates = self._queue_listing(str(body["jobQueue"]), body.get("jobStatus") or "RUNNING")
             else:
                 wanted = body.get("jobStatus") or "RUNNING"
-                candidates = [j for j in candidates if j.status == wanted]
-            candidates.sort(key=lambda j: (j.created_at, j.job_id), reverse=True)
+                candidates = [j for j in self._listable(body) if j.status == wanted]
+                candidates.sort(key=lambda j: (j.created_at, j.job_id), reverse=True)
             start = int(body.get("nextToken") or 0)
             answer: Json = {"jobSummaryList": [self.summary(j) for j in candidates[start : start + limit]]}
             if start + limit < len(candidates):
                 answer["nextToken"] = str(start + limit)
             return answer
+
+    def _queue_listing(self, queue_id: str, status: str) -> list[Job]:
+        """A queue's listable jobs of one status, newest first; sorted once per change, not once per page."""
+        queue = self._queue(queue_id)
+        cached = self._sorted.get((queue.arn, status))
+        if cached is None or cached[0] != self._changes:
+            jobs = (self.jobs[i] for i in self._by_queue.get(queue.arn, ()) if i in self.jobs)
+            ordered = sorted(
+                (j for j in jobs if j.index is None and j.status == status and not j.queue_deleted),
+                key=lambda j: (j.created_at, j.job_id),
+                reverse=True,
+            )
+            cached = self._sorted[(queue.arn, status)] = (self._changes, ordered)
+        visible = self.now() - self.timing.list_lag_seconds
+        return [j for j in cached[1] if j.created_at <= visible]
 
     def _listable(self, body: Json) -> list[Job]:
         visible = self.now() - self.timing.list_lag_seconds
@@ -250,6 +274,7 @@ class BatchModel:
             doomed = sorted((j for j in self.jobs.values() if j.queue_arn == queue_arn and not j.queue_deleted), key=lambda j: j.created_at)
             for job in doomed:
                 job.queue_deleted = True
+            self._changes += 1
             self.deletions.append((self.now(), [j.job_id for j in doomed if j.index is None]))
             self.tick()
 
@@ -286,6 +311,7 @@ class BatchModel:
         elif kind == "terminated" and job.stop_at is None:  # STARTING or RUNNING: SIGTERM, then exit
             stop = self.timing.stop_seconds if job.stop_seconds is None else job.stop_seconds
             job.stop_at, job.stop_kind = self.now() + stop, "terminated"
+        self._watched[job.job_id] = None
 
     # -- job definitions ---------------------------------------------------------------------
     def register_job_definition(self, body: Json) -> Json:
@@ -466,6 +492,7 @@ class BatchModel:
             job = self.jobs[job_id]
             for target in [job, *(self.jobs[c] for c in job.children if c in self.jobs)]:
                 target.created_at -= seconds
+                self._changes += 1
                 if target.started_at is not None:
                     target.started_at -= seconds / 2
 
@@ -492,28 +519,54 @@ class BatchModel:
 
     # -- what Batch does on its own ----------------------------------------------------------
     def tick(self) -> None:
-        """Let what is due happen: stops, dependency failures, cancellations, forgetting."""
+        """Let what is due happen: stops, dependency failures, cancellations, forgetting.
+
+        Only the jobs that can change on their own are looked at (`_watched`), so that a call does
+        not cost a pass over every job Batch knows.
+        """
         with self.lock:
             now = self.now()
-            for job in list(self.jobs.values()):
+            for job in self._watching():
                 if job.stop_at is not None and job.stop_at <= now and job.status in ACTIVE and not job.children:
                     if job.stop_kind == "host" and self._retried(job):
                         continue
                     self._end(job, "FAILED", job.reason, job.stop_kind)
             self._queue_deletions(now)
             self._resolve_dependencies()
-            for job in self.jobs.values():
+            for job in self._watching():
                 if job.children:
                     self._follow_children(job)
-            forget = now - self.timing.forget_seconds
-            for job_id in [j.job_id for j in self.jobs.values() if j.stopped_at is not None and j.stopped_at <= forget]:
-                self.jobs.pop(job_id, None)
+            self._forget(now - self.timing.forget_seconds)
+
+    def _watching(self) -> list[Job]:
+        """The watched jobs still worth a look (the others leave the watch)."""
+        jobs = []
+        for job_id in list(self._watched):
+            job = self.jobs.get(job_id)
+            if (
+                job is None
+                or job.status not in ACTIVE
+                or not (job.stop_at is not None or job.children or job.status in ("SUBMITTED", "PENDING"))
+            ):
+                del self._watched[job_id]
+            else:
+                jobs.append(job)
+        return jobs
+
+    def _forget(self, before: float) -> None:
+        while self._ended and self._ended[0][0] <= before:
+            _, job_id = heapq.heappop(self._ended)
+            job = self.jobs.get(job_id)
+            if job is not None and job.stopped_at is not None and job.stopped_at <= before:
+                del self.jobs[job_id]
+                self._by_queue.get(job.queue_arn, set()).discard(job_id)
+                self._changes += 1
 
     def _resolve_dependencies(self) -> None:
         changed = True
         while changed:  # a failure cascades through chains, in any queue
             changed = False
-            for job in self.jobs.values():
+            for job in self._watching():
                 if job.children or job.status not in ("SUBMITTED", "PENDING"):
                     continue
                 states = [self._dependency_state(d) for d in job.request.get("dependsOn") or []]
@@ -554,11 +607,13 @@ class BatchModel:
             return
         # A parent is only ever SUBMITTED, PENDING, SUCCEEDED or FAILED: PENDING once any child has
         # moved on from SUBMITTED, and for as long as any child runs.
-        if any(s != "SUBMITTED" for s in statuses):
+        if any(s != "SUBMITTED" for s in statuses) and parent.status != "PENDING":
             parent.status = "PENDING"
+            self._changes += 1
 
     def _move(self, job: Job, status: str) -> None:
         job.status = status
+        self._changes += 1
         if status in ("STARTING", "RUNNING") and job.started_at is None:
             job.started_at = self.now()
         if status in ("STARTING", "RUNNING") and job.compute_environment is None:
@@ -568,6 +623,9 @@ class BatchModel:
         if status in FINAL:
             self._attempt(job)
             job.stopped_at, job.stop_at = self.now(), None
+            heapq.heappush(self._ended, (job.stopped_at, job.job_id))
+        elif status in ("SUBMITTED", "PENDING") or job.stop_at is not None or job.children:
+            self._watched[job.job_id] = None
 
     def _end(self, job: Job, status: str, reason: str | None, kind: str) -> None:
         job.reason = reason
@@ -587,6 +645,7 @@ class BatchModel:
                     stop = self.timing.stop_seconds if job.stop_seconds is None else job.stop_seconds
                     job.stop_at = min(job.stop_at or float("inf"), self.now() + stop)
                     job.stop_kind, job.reason = "host", f"Host EC2 (instance i-{uuid.uuid4().hex[:17]}) terminated."
+                    self._watched[job.job_id] = None
 
     def _retried(self, job: Job) -> bool:
         """A host-terminated attempt its retryStrategy retries: the job is RUNNABLE again (Automated job retries)."""
@@ -602,6 +661,7 @@ class BatchModel:
         self._attempt(job)
         job.started_at = None
         job.status, job.stop_at, job.stop_kind, job.compute_environment = "RUNNABLE", None, "", None
+        self._changes += 1
         return True
 
     def _attempt(self, job: Job) -> None:
@@ -631,6 +691,9 @@ class BatchModel:
 
     def _add(self, job: Job) -> Job:
         self.jobs[job.job_id] = job
+        self._by_queue.setdefault(job.queue_arn, set()).add(job.job_id)
+        self._watched[job.job_id] = None
+        self._changes += 1
         return job
 
     # -- shapes ------------------------------------------------------------------------------

@@ -8,12 +8,12 @@ from urllib.parse import urlparse
 
 from ...errors import UsageError
 from ..aws import Aws
-from .base import Store, Versioned, check_deploy_id
+from .base import Page, Store, Versioned, check_deploy_id
 from .dynamodb import DynamoDBStore
 from .file import FileStore
 from .s3 import S3Store
 
-__all__ = ["Store", "Versioned", "check_deploy_id", "check_store_uri", "open_store"]
+__all__ = ["Page", "Store", "Versioned", "check_deploy_id", "check_store_uri", "open_store"]
 
 BUCKET = re.compile(r"(?!xn--)(?!sthree-)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?<!-s3alias)(?<!--ol-s3)")
 TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")

@@ -1,7 +1,9 @@
 """What every manifest store offers. Commands see only `Store`.
 
 Two kinds of things live in a store:
-- manifests, one per deploy id: `load` / `save`, conditional on the version read;
+- manifests, one per deploy id: `load` / `save`, conditional on the version read. A save hands the
+  store the manifest's header and its pages of records (`Page`), only the changed ones with their
+  records, so that every store writes O(page) bytes per page, however long the manifest;
 - small documents under a key `KIND/NAME` (deploy leases `leases/ACCOUNT.REGION.QUEUE`, the index of open
   deploys `open/DEPLOY_ID`): `read` / `write` / `delete`, each conditional on a version.
 No write ever silently replaces another: a write whose version no longer matches raises
@@ -11,7 +13,7 @@ ConflictError. `clock()` is the store's own time, on which other machines' stamp
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +32,22 @@ class Versioned:
 
     value: Any
     version: str
+    whole: bool = False  # a manifest read from one whole document (the layout before pages): its next save writes every page
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a manifest's records, as a save hands it to the store.
+
+    `digest` (hex SHA-256 of the records) names the page; `records` is None when the page is
+    unchanged since the version the save is conditional on (the store keeps what it has), and
+    `changed` names the job ids whose records changed (a store keeping records apart writes only those).
+    """
+
+    index: int
+    digest: str
+    records: tuple[dict[str, Any], ...] | None = None
+    changed: frozenset[str] = frozenset()
 
 
 class Store(Protocol):
@@ -44,11 +62,12 @@ class Store(Protocol):
     def load(self, deploy_id: str) -> Versioned | None:
         """The manifest document of `deploy_id` (parsed JSON, not yet checked), or None."""
 
-    def save(self, deploy_id: str, document: dict[str, Any], version: str | None, changed: Collection[str] | None) -> str:
-        """Write a manifest document if its stored version is still `version` (None: it must not exist yet).
+    def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
+        """Write a manifest if its stored version is still `version` (None: it must not exist yet).
 
-        `changed` names the job ids whose records changed since `version` (None: all of them);
-        stores that keep records apart write only those. Returns the new version.
+        `head` is the document without its records (`page_records` says how many a page holds);
+        `pages` is every page in order. Returns the new version; `load` gives back the head with
+        the records of every page, in order, as `jobs`.
         """
 
     def deploy_ids(self) -> list[str]:

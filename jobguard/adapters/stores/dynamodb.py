@@ -5,16 +5,17 @@ Key schema pk (S) / sk (S), TTL attribute expires_at, as the Terraform module cr
   pk = "deploy#DEPLOY",  sk = "job#JOB_ID"       one job's record
   pk = KIND,             sk = NAME               a small document (leases, open)
 A manifest of any size fits (an item holds at most 400 KB). A save writes only the records that
-changed, with the header, in one transaction conditional on the header's version (at most 99
-records: the caller saves more in steps, each a whole signed manifest), so a concurrent writer
-always conflicts instead of interleaving and an interrupted save leaves the last version whole.
+changed (a record's `seq` is its place: page * page_records + its place in the page), with the
+header, in one transaction conditional on the header's version (at most 99 records: the caller
+saves more in steps, each a whole signed manifest), so a concurrent writer always conflicts
+instead of interleaving and an interrupted save leaves the last version whole.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,7 +24,7 @@ from ...domain.documents import parse_json
 from ...errors import ConflictError, ManifestError, StoreError
 from ..aws import Aws, translate
 from ..retry import error_code, error_message
-from .base import Versioned, split_key
+from .base import Page, Versioned, split_key
 
 TRANSACTION_ITEMS = 100
 READ_ATTEMPTS = 8
@@ -97,11 +98,16 @@ class DynamoDBStore:
         item: dict[str, Any] | None = self._call("get_item", f"cannot read {where}", **request).get("Item")
         return item
 
-    def save(self, deploy_id: str, document: dict[str, Any], version: str | None, changed: Collection[str] | None) -> str:
+    def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         where = self.uri(deploy_id)
         expires = str(int(time.time()) + RETENTION_SECONDS)
-        header = {k: v for k, v in document.items() if k != "jobs"}
-        jobs = [(seq, job) for seq, job in enumerate(document.get("jobs", [])) if changed is None or job.get("job_id") in changed]
+        size = int(head["page_records"])
+        jobs = [
+            (page.index * size + place, job)
+            for page in pages
+            for place, job in enumerate(page.records or ())
+            if job.get("job_id") in page.changed
+        ]
         if len(jobs) > self.atomic_records:
             raise ValueError(f"{len(jobs)} records in one save: the caller splits saves into steps of {self.atomic_records}")
         current = int(version) if version else 0
@@ -109,7 +115,7 @@ class DynamoDBStore:
         # conflicts, and an interrupted save leaves the previous version whole.
         header_item = {
             **_key(HEADER_PK, deploy_id),
-            "body": {"S": json.dumps(header, sort_keys=True)},
+            "body": {"S": json.dumps(head, sort_keys=True)},
             "version": {"N": str(current + 1)},
             "expires_at": {"N": expires},
         }

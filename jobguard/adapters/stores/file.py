@@ -6,6 +6,7 @@ content goes to a temporary file that is fsynced and renamed into place (removed
 The lock is held for one write (milliseconds), but a holder paused mid-write (SIGSTOP, a frozen VM)
 holds it until it resumes, and `flock` never expires: a writer waits at most `lock-timeout`, then
 stops naming the holder, whose description the lock file carries.
+A manifest is a head and pages of records (paged.py): a save writes the changed pages, then the head.
 """
 
 from __future__ import annotations
@@ -13,27 +14,27 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import socket
 import stat
 import tempfile
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from ...domain.documents import parse_json
-from ...errors import ConflictError, LeaseError, StoreError, UsageError
-from .base import MAX_DOCUMENT_BYTES, MAX_MANIFEST_BYTES, SUFFIX, Versioned, split_key
+from ...errors import ConflictError, LeaseError, ManifestError, StoreError, UsageError
+from . import paged
+from .base import MAX_DOCUMENT_BYTES, MAX_MANIFEST_BYTES, SUFFIX, Page, Versioned, split_key
 
 LOCK_POLL = 0.05
 MIN_LOCK_WAIT = 10.0  # even with lock-timeout 0: another writer's turn takes milliseconds
 
 
 class FileStore:
-    """Manifests as `FOLDER/DEPLOY_ID.json`, documents as `FOLDER/KIND/NAME.json`."""
+    """Manifests as `FOLDER/DEPLOY_ID.json` and `FOLDER/pages/DEPLOY_ID/`, documents as `FOLDER/KIND/NAME.json`."""
 
     def __init__(self, folder: Path, lock_timeout: float = 300.0) -> None:
         self.folder = folder
@@ -47,14 +48,29 @@ class FileStore:
 
     def load(self, deploy_id: str) -> Versioned | None:
         path = self.folder / f"{deploy_id}{SUFFIX}"
-        body = self._read(path, MAX_MANIFEST_BYTES)
-        if body is None:
-            return None
-        return Versioned(parse_json(body, str(path)), _version(body))
 
-    def save(self, deploy_id: str, document: dict[str, Any], version: str | None, changed: Collection[str] | None) -> str:
-        body = (json.dumps(document, sort_keys=True, indent=None) + "\n").encode()
-        return self._replace(self.folder / f"{deploy_id}{SUFFIX}", body, version)
+        def head() -> Versioned | None:
+            body = self._read(path, MAX_MANIFEST_BYTES)
+            return None if body is None else Versioned(body, _version(body))
+
+        return paged.load(deploy_id, str(path), head, lambda keys: [self._read(self._path(k), MAX_MANIFEST_BYTES) for k in keys])
+
+    def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
+        path = self.folder / f"{deploy_id}{SUFFIX}"
+        body = paged.head_body(head, pages)
+        with self._locked(path):
+            current = self._check_version(path, version)
+            for page in pages:
+                target = self._path(paged.page_key(deploy_id, page.index, page.digest))
+                if page.records is not None and not target.exists():  # a page's name is its content: one there is this one
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._write_atomically(target, paged.page_body(deploy_id, page))
+            self._write_atomically(path, body)
+            previous = paged.named(deploy_id, _parsed(current, str(path)))
+            for key in set(previous) - {paged.page_key(deploy_id, p.index, p.digest) for p in pages}:
+                with suppress(OSError):  # only the previous head named it: a page left behind costs space, nothing else
+                    self._path(key).unlink()
+        return _version(body)
 
     def deploy_ids(self) -> list[str]:
         return sorted(p.name[: -len(SUFFIX)] for p in self._listing(self.folder) if p.name.endswith(SUFFIX) and p.is_file())
@@ -134,11 +150,16 @@ class FileStore:
 
     def _replace(self, path: Path, body: bytes, version: str | None) -> str:
         with self._locked(path):
-            current = self._read(path, MAX_MANIFEST_BYTES)
-            if (current is None) != (version is None) or (current is not None and _version(current) != version):
-                raise ConflictError(f"{path}: changed by another process since it was read")
+            self._check_version(path, version)
             self._write_atomically(path, body)
         return _version(body)
+
+    def _check_version(self, path: Path, version: str | None) -> bytes | None:
+        """The file's current content, if it is still at `version` (None: absent); ConflictError if not. Under the lock."""
+        current = self._read(path, MAX_MANIFEST_BYTES)
+        if (current is None) != (version is None) or (current is not None and _version(current) != version):
+            raise ConflictError(f"{path}: changed by another process since it was read")
+        return current
 
     def _write_atomically(self, path: Path, body: bytes) -> None:
         temp = ""
@@ -200,6 +221,16 @@ def _holder(fd: int) -> str:
     except OSError:
         said = ""
     return said or "another process"
+
+
+def _parsed(body: bytes | None, where: str) -> Any:
+    """A stored head, parsed; None for none (or one that does not parse: it names no pages to clean up)."""
+    if body is None:
+        return None
+    try:
+        return parse_json(body, where)
+    except ManifestError:
+        return None
 
 
 def _version(body: bytes) -> str:

@@ -1,4 +1,5 @@
-"""`s3://BUCKET/PREFIX`: manifests as `PREFIX/DEPLOY_ID.json`, documents as `PREFIX/KIND/NAME.json`.
+"""`s3://BUCKET/PREFIX`: manifests as `PREFIX/DEPLOY_ID.json` and `PREFIX/pages/DEPLOY_ID/` (a head and
+pages of records, paged.py), documents as `PREFIX/KIND/NAME.json`.
 
 Every write is conditional: If-None-Match for a new object, If-Match on the ETag read for a
 replacement or a delete. S3 answers GetObject of a missing key with 403, not 404, unless the
@@ -7,8 +8,8 @@ caller may list the bucket (without a prefix condition): that 403 is reported wi
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -18,7 +19,8 @@ from ...domain.documents import parse_json
 from ...errors import ConflictError, StoreError, UsageError
 from ..aws import Aws, translate
 from ..retry import error_code
-from .base import MAX_DOCUMENT_BYTES, MAX_MANIFEST_BYTES, SUFFIX, Versioned, split_key
+from . import paged
+from .base import MAX_DOCUMENT_BYTES, MAX_MANIFEST_BYTES, SUFFIX, Page, Versioned, split_key
 
 # What S3 answers when an If-Match / If-None-Match condition does not hold (or the object to match is gone).
 PRECONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey")
@@ -34,6 +36,7 @@ class S3Store:
 
     def __init__(self, aws: Aws, bucket: str, prefix: str) -> None:
         self.aws, self.bucket, self.prefix = aws, bucket, prefix.strip("/")
+        self._pages: dict[str, tuple[str, list[str]]] = {}  # deploy id -> (head version, the page keys it names)
 
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
@@ -45,14 +48,33 @@ class S3Store:
         return f"s3://{self.bucket}/{self._key(deploy_id)}"
 
     def load(self, deploy_id: str) -> Versioned | None:
-        found = self._get(self._key(deploy_id), MAX_MANIFEST_BYTES)
-        if found is None:
-            return None
-        return Versioned(parse_json(found.value, self.uri(deploy_id)), found.version)
+        heads: dict[str, bytes] = {}
 
-    def save(self, deploy_id: str, document: dict[str, Any], version: str | None, changed: Collection[str] | None) -> str:
-        body = (json.dumps(document, sort_keys=True) + "\n").encode()
-        return self._put(self._key(deploy_id), body, version)
+        def head() -> Versioned | None:
+            found = self._get(self._key(deploy_id), MAX_MANIFEST_BYTES)
+            if found is not None:
+                heads[found.version] = found.value
+            return found
+
+        found = paged.load(deploy_id, self.uri(deploy_id), head, self._pages_of)
+        if found is not None:  # the pages this head names: a save that replaces it deletes those it no longer names
+            self._pages[deploy_id] = (found.version, paged.named(deploy_id, parse_json(heads[found.version], self.uri(deploy_id))))
+        return found
+
+    def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
+        written = [p for p in pages if p.records is not None]
+        self.aws.parallel(
+            lambda page: self._put_page(self._document(paged.page_key(deploy_id, page.index, page.digest)), deploy_id, page), written
+        )
+        new_version = self._put(self._key(deploy_id), paged.head_body(head, pages), version)
+        keys = [paged.page_key(deploy_id, p.index, p.digest) for p in pages]
+        previous_version, previous = self._pages.get(deploy_id, ("", []))
+        if version is not None and previous_version == version:  # pages only the replaced head named
+            for key in set(previous) - set(keys):
+                with suppress(StoreError):  # a page left behind costs storage, nothing else
+                    self.delete_page(key)
+        self._pages[deploy_id] = (new_version, keys)
+        return new_version
 
     def deploy_ids(self) -> list[str]:
         prefix = f"{self.prefix}/" if self.prefix else ""
@@ -63,6 +85,15 @@ class S3Store:
 
     def write(self, key: str, body: bytes, version: str | None) -> str:
         return self._put(self._document(key), body, version)
+
+    def delete_page(self, key: str) -> None:
+        """Delete a page no head names any more (its name is its content: no condition needed)."""
+        name = self._document(key)
+        try:
+            self._attempts("delete_object", lambda: self.aws.send("s3", "delete_object", Bucket=self.bucket, Key=name))
+        except ClientError as exc:
+            if error_code(exc) not in ABSENT:
+                raise self._failed(exc, f"cannot delete s3://{self.bucket}/{name}") from None
 
     def delete(self, key: str, version: str) -> None:
         name = self._document(key)
@@ -125,6 +156,24 @@ class S3Store:
                 raise ConflictError(f"{where}: changed by another process since it was read") from None
             raise self._failed(exc, f"cannot write {where}") from None
         return str(answer["ETag"])
+
+    def _put_page(self, key: str, deploy_id: str, page: Page) -> None:
+        """Create a page; one already under its name (named by its content) is this page."""
+        request: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": paged.page_body(deploy_id, page),
+            "ContentType": "application/json",
+        }
+        try:
+            self._attempts("put_object", lambda: self.aws.send("s3", "put_object", IfNoneMatch="*", **request))
+        except ClientError as exc:
+            if error_code(exc) not in PRECONDITION_FAILED:
+                raise self._failed(exc, f"cannot write s3://{self.bucket}/{key}") from None
+
+    def _pages_of(self, keys: list[str]) -> list[bytes | None]:
+        found = self.aws.parallel(lambda key: self._get(self._document(key), MAX_MANIFEST_BYTES), keys)
+        return [None if f is None else bytes(f.value) for f in found]
 
     def _landed(self, key: str, body: bytes) -> str | None:
         """After a retried put answers 412, the first attempt may be the one that landed: its ETag if so."""
