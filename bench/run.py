@@ -8,7 +8,16 @@ shows a new job after `--list-lag` seconds. jobguard and the loop run as separat
 measured in the same run.
 
   python -m bench.run [--sizes 300,2000,10000] [--latencies 0.05,0.1] [--limit 50] [--loop-sample 1000]
-                      [--stop-seconds 30] [--list-lag 1]
+                      [--stop-seconds 30] [--list-lag 1] [--row-limits 100000=250]
+
+`--row-limits N=RATE` raises the simulated limit (and jobguard's own `rate`, 96 % of it, as the
+defaults are 48 of AWS's 50) for the rows of N jobs: at 50 calls/s, 100 000 SubmitJob calls take
+33 minutes. Each row says the limit it ran at; "÷ N/limit" is against that row's limit.
+
+"store B/job" is what drain and restore wrote to the (folder) store, in bytes per job: manifest
+heads, pages, leases and index entries, counted where the store writes them. "load" is the
+machine's 1-minute load average when the row's operation ended (2 cores: above 2, others were
+running too).
 
 drain waits until every job it stopped has ended: that wait is Batch's stop time, not jobguard's
 work, so the table shows it apart ("stop wait s"): "jobguard s" and "÷ N/limit" of drain count from
@@ -27,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from jobguard.domain.tags import mark_of
@@ -42,6 +51,8 @@ class Timing:
     seconds: float
     peak_rss_mb: float
     code: int
+    store_bytes: int = 0
+    load: float = 0.0
 
 
 @dataclass
@@ -63,16 +74,16 @@ def _process(module: str, args: list[str], env: dict[str, str], cwd: str) -> Tim
     seconds = time.monotonic() - started
     if process.returncode != 0:
         sys.stderr.write(process.stderr.decode()[-2000:])
-    peak_kb = int(peak.read_text() or 0)
+    peak_kb, written = ([int(x) for x in peak.read_text().split()] + [0, 0])[:2]
     peak.unlink()
-    return Timing(seconds, peak_kb / 1024, process.returncode)
+    return Timing(seconds, peak_kb / 1024, process.returncode, written, os.getloadavg()[0])
 
 
 def _watch_stops(aws: SimulatedAWS, jobs: list[str], stops: Stops) -> None:
     """Note the last TerminateJob, and how long after it drain's polling first found every job ended."""
 
     def after(action: str, count: int) -> None:
-        if action == "batch:TerminateJob":
+        if action in ("batch:TerminateJob", "batch:TerminateJobs", "batch:CancelJob", "batch:CancelJobs"):
             stops.last_terminate = time.monotonic()
         elif action == "batch:DescribeJobs" and stops.last_terminate and not stops.wait:
             with aws.batch.lock:
@@ -110,7 +121,8 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
         seed.definition("work")
         env = {**os.environ, **aws.env()}
         folder = Path(tempfile.mkdtemp(dir=work))
-        (folder / ".jobguard.yml").write_text("lock-timeout: 5\n")
+        pace = f"rate: {limit * 0.96:g}\nburst: {limit:g}\n" if limit != 50 else ""  # 50: the defaults (48, burst 50)
+        (folder / ".jobguard.yml").write_text(f"lock-timeout: 5\n{pace}")
         store = f"file://{folder}/manifests"
         jobs = _seed(aws, "bench", count)
         stops = Stops()
@@ -129,7 +141,7 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
         replaced = [m.original_id for m in marks if m]
         lost, doubled = count - len(set(replaced)), len(replaced) - len(set(replaced))
         assert drain.code == restore.code == 0 and terminated == count, (drain, restore, terminated)
-        drain = Timing(drain.seconds - stops.wait, drain.peak_rss_mb, drain.code)  # jobguard's own time, without Batch's stop time
+        drain = replace(drain, seconds=drain.seconds - stops.wait)  # jobguard's own time, without Batch's stop time
         sample = min(count, loop_sample)
         _seed(aws, "loop", sample)
         saved = str(folder / "loop.json")
@@ -146,6 +158,7 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
         rows.append(
             {
                 "N": count,
+                "limit": limit,
                 "latency_ms": int(latency * 1000),
                 "op": name,
                 "seconds": measured.seconds,
@@ -155,6 +168,8 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
                 "loop_ratio": loop_seconds / measured.seconds,
                 "loop_sample": sample,
                 "peak_rss_mb": measured.peak_rss_mb,
+                "store_bytes_per_job": measured.store_bytes / count,
+                "load": measured.load,
                 "throttled": throttled,
                 "lost": lost,
                 "doubled": doubled,
@@ -171,24 +186,31 @@ def main() -> None:
     parser.add_argument("--loop-sample", type=int, default=1000)
     parser.add_argument("--stop-seconds", type=float, default=30.0, help="how long a terminated running job runs on (ECS: 30 s)")
     parser.add_argument("--list-lag", type=float, default=1.0, help="seconds before ListJobs shows a new job")
+    parser.add_argument("--row-limits", default="", help="N=RATE,...: the simulated limit for the rows of N jobs")
     args = parser.parse_args()
+    row_limits = {int(n): float(rate) for n, _, rate in (pair.partition("=") for pair in args.row_limits.split(",") if pair)}
     timing = BatchTiming(stop_seconds=args.stop_seconds, cancel_seconds=min(1.0, args.stop_seconds), list_lag_seconds=args.list_lag)
     machine = f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(
         f"machine: {machine}; limit {args.limit:g} calls/s per action; stop {args.stop_seconds:g} s, list lag {args.list_lag:g} s",
         flush=True,
     )
-    print("| N | latency | op | jobguard s | ÷ N/limit | stop wait s | loop s | loop ÷ jobguard | peak RSS MB | 429s | lost | doubled |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| N | limit/s | latency | op | jobguard s | ÷ N/limit | stop wait s | loop s | loop ÷ jobguard | peak RSS MB | store B/job "
+        "| load | 429s | lost | doubled |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as work:
         for latency in (float(x) for x in args.latencies.split(",")):
             for count in (int(x) for x in args.sizes.split(",")):
-                for row in measure(count, latency, args.limit, args.loop_sample, Path(work), timing):
+                limit = row_limits.get(count, args.limit)
+                for row in measure(count, latency, limit, args.loop_sample, Path(work), timing):
                     sampled = "" if row["loop_sample"] == row["N"] else f" (scaled from {row['loop_sample']})"
                     print(
-                        f"| {row['N']} | {row['latency_ms']} ms | {row['op']} | {row['seconds']:.1f} | {row['floor_ratio']:.2f} | "
-                        f"{row['stop_wait']:.1f} | "
-                        f"{row['loop_seconds']:.1f}{sampled} | {row['loop_ratio']:.2f} | {row['peak_rss_mb']:.0f} | {row['throttled']} | "
+                        f"| {row['N']} | {row['limit']:g} | {row['latency_ms']} ms | {row['op']} | {row['seconds']:.1f} | "
+                        f"{row['floor_ratio']:.2f} | {row['stop_wait']:.1f} | "
+                        f"{row['loop_seconds']:.1f}{sampled} | {row['loop_ratio']:.2f} | "
+                        f"{row['peak_rss_mb']:.0f} | {row['store_bytes_per_job']:.0f} | {row['load']:.1f} | {row['throttled']} | "
                         f"{row['lost']} | {row['doubled']} |",
                         flush=True,
                     )

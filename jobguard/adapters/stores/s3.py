@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...domain.documents import parse_json
-from ...errors import ConflictError, StoreError, UsageError
+from ...errors import ConflictError, StoreError, UnreachableError, UsageError
 from ..aws import Aws, translate
 from ..retry import error_code
 from . import paged
@@ -71,7 +71,7 @@ class S3Store:
         previous_version, previous = self._pages.get(deploy_id, ("", []))
         if version is not None and previous_version == version:  # pages only the replaced head named
             for key in set(previous) - set(keys):
-                with suppress(StoreError):  # a page left behind costs storage, nothing else
+                with suppress(UnreachableError):  # a page left behind costs storage, nothing else
                     self.delete_page(key)
         self._pages[deploy_id] = (new_version, keys)
         return new_version
