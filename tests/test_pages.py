@@ -81,22 +81,20 @@ def test_a_tampered_page_is_refused(seed: Seeder, paged_store: str, run, aws: Si
     pages = _page_names(store, seed, "d1")
     assert len(pages) == 3 and sorted(r for r in records(store, seed, "d1")) == sorted(jobs)
     drained = _read(store, seed, pages[0])  # its records say "terminated": owed a replacement
+    words: tuple[str, ...] = ("signature does not verify",)
     if attack == "an older version":  # restored, then its first page put back as it was: would resubmit its jobs again
         assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
         pages = _page_names(store, seed, "d1")
         _write(store, seed, pages[0], drained)
-        words = ("signature does not verify",)
     elif attack == "swapped":
         first, second = _read(store, seed, pages[0]), _read(store, seed, pages[1])
         _write(store, seed, pages[0], _as(second, "d1", 0))
         _write(store, seed, pages[1], _as(first, "d1", 1))
-        words = ("signature does not verify",)
     elif attack == "dropped":
         _write(store, seed, pages[1], None)
         words = ("page 1", "missing")
     else:
         _write(store, seed, pages[0], _as(_read(store, seed, _page_names(store, seed, "d2")[0]), "d1", 0))
-        words = ("signature does not verify",)
     before = snapshot(aws, seed, store)
     one_error(run("restore", "--store", store, "--deploy-id", "d1"), 2, *words)
     one_error(run("status", "--store", store, "--deploy-id", "d1"), 2, *words)
