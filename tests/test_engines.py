@@ -7,6 +7,7 @@ The jobs are shaped as each engine submits them (tests/engine_jobs.py, with the 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,18 @@ from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim.merge import described_definition, merged_detail
 
 from .conftest import configure, overlapping, records, replacements_of
-from .engine_jobs import BUILT_IN, CONFIGURED, EVERY, NEXTFLOW_HEAD, NEXTFLOW_TASK, ORDINARY, SNAKEMAKE_TASK, EngineJob
+from .engine_jobs import (
+    BUILT_IN,
+    CONFIGURED,
+    EVERY,
+    METAFLOW_TASK,
+    NEXTFLOW_HEAD,
+    NEXTFLOW_TASK,
+    ORDINARY,
+    SNAKEMAKE_TASK,
+    EngineJob,
+)
+from .test_window import _replace_compute_environment, _status, _until
 
 QUEUE = "pipelines"
 CORPUS = Path(__file__).parent / "corpus"
@@ -240,3 +252,43 @@ def test_at_scale_the_engine_retries_and_jobguard_replaces_only_heads_and_ordina
     names = [aws.batch.jobs[j].name for j in aws.batch.jobs if aws.batch.jobs[j].name.startswith("RNASEQ_FASTQC_")]
     assert len(names) == 2 * tasks and len(set(names)) == tasks  # the original and the engine's retry, nothing else
     assert len(retries) == tasks
+
+
+def test_the_window_sweep_never_replaces_an_engine_task(seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path, store: str) -> None:
+    """Jobs the engines submit while the deploy runs, killed by the apply (their compute environment
+    replaced): restore's sweep replaces the head and the ordinary job once, and leaves every task
+    to its engine. A Nextflow task with maxSpotAttempts is retried by Batch itself (Host EC2*)."""
+    drained = _world(seed, (NEXTFLOW_TASK, NEXTFLOW_HEAD, SNAKEMAKE_TASK, METAFLOW_TASK, ORDINARY))
+    assert run("drain", "--queue", QUEUE, "--store", store, "--deploy-id", "d1").code == 0
+
+    def late(submit: dict[str, Any], **changes: Any) -> str:
+        return seed.job(age=0, jobQueue=QUEUE, **{**submit, **changes})
+
+    no_spot_retry = {k: v for k, v in NEXTFLOW_TASK.submit.items() if k != "retryStrategy"}  # aws.batch.maxSpotAttempts = 0
+    tasks = {
+        "nextflow": late(no_spot_retry, jobName="RNASEQ_QUANT_late"),
+        "snakemake": late(SNAKEMAKE_TASK.submit),
+        "metaflow": late(METAFLOW_TASK.submit),
+    }
+    spot_retried = late(NEXTFLOW_TASK.submit, jobName="RNASEQ_FASTQC_late")
+    head, ordinary = late(NEXTFLOW_HEAD.submit, jobName="late-head"), late(ORDINARY.submit, jobName="late-report")
+    _replace_compute_environment(seed, QUEUE)
+    _until(lambda: all(_status(aws, j) == "FAILED" for j in [*tasks.values(), head, ordinary]))
+    _until(lambda: _status(aws, spot_retried) == "RUNNABLE")  # Batch retried the Host EC2 attempt itself
+    time.sleep(aws.batch.timing.list_lag_seconds)
+
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    replaced = replacements_of(aws)
+    expected = {drained[NEXTFLOW_HEAD.key], drained[ORDINARY.key], head, ordinary}
+    assert set(replaced) == expected and all(len(replaced[j]) == 1 for j in expected)
+    assert not overlapping(aws)
+    stored = records(store, seed, "d1")
+    for engine, job_id in tasks.items():
+        record = stored[job_id]
+        assert record["outcome"] == "skipped" and record["engine"] == engine and record["engine_role"] == "task", engine
+        assert f"left to {engine}: stopped, not resubmitted" in record["note"], record["note"]
+    assert stored[head]["engine_role"] == "head" and stored[head]["outcome"] == "resubmitted"
+    assert spot_retried not in stored or stored[spot_retried]["outcome"] != "resubmitted"
+    again = run("restore", "--store", store, "--deploy-id", "d1")
+    assert again.code == 0 and replacements_of(aws) == replaced
