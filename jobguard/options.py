@@ -248,8 +248,9 @@ def policies(value: Any, where: str) -> tuple[Policy, ...]:
 
 _ENGINES_KEYS = {"builtin": None, "rules": None}
 _RULE_PATTERNS = {"job-name": "job_name", "job-definition": "job_definition", "command": "command"}
+_RULE_TEXTS = {"why": "why", "resume": "resume"}
 _RULE_PAIRS = {"tags": "tags", "parameters": "parameters", "environment": "environment"}
-_RULE_KEYS = {"engine": None, "role": None, "action": None, "why": None, **_RULE_PATTERNS, **_RULE_PAIRS}
+_RULE_KEYS = {"engine": None, "role": None, "action": None, **_RULE_TEXTS, **_RULE_PATTERNS, **_RULE_PAIRS}
 
 
 def engines(value: Any, where: str) -> tuple[EngineRule, ...]:
@@ -278,11 +279,12 @@ def _engine_rule(rule: Any, where: str) -> EngineRule:
     matchers.update({field: _globs(rule[key], f"{where}.{key}") for key, field in _RULE_PAIRS.items() if key in rule})
     if not any(matchers.values()):
         raise ConfigError(f"{where}: give at least one of {', '.join([*_RULE_PATTERNS, *_RULE_PAIRS])} to match")
+    texts: dict[str, Any] = {field: text(rule[key], f"{where}.{key}") for key, field in _RULE_TEXTS.items() if key in rule}
     return EngineRule(
         engine=engine,
         role=choice(ROLES)(rule["role"], f"{where}.role"),
         action=choice(ACTIONS)(rule["action"], f"{where}.action") if "action" in rule else None,
-        why=text(rule["why"], f"{where}.why") if "why" in rule else "",
+        **texts,
         **matchers,
     )
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jobguard.domain.engines import BUILTIN, EngineRule, classify
+from jobguard.domain.engines import BUILTIN, EngineRule, classify, with_engine
+from jobguard.domain.manifest import JobRecord
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim.merge import described_definition, merged_detail
 
@@ -72,6 +73,19 @@ def test_parameters_are_also_read_from_the_job_definition() -> None:
     assert engine is not None and engine.label == "nextflow task"
 
 
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["nextflow-io/rnaseq-nf", "-resume", "--reads", "s3://x"], "matches '*-resume*': resubmitted, it resumes its run"),
+        (["nextflow-io/rnaseq-nf", "--reads", "s3://x"], "does not match '*-resume*': resubmitted, it starts its run over"),
+    ],
+)
+def test_a_head_record_says_whether_it_resumes(command: list[str], said: str) -> None:
+    job = _detail(EngineJob(**{**NEXTFLOW_HEAD.__dict__, "submit": {**NEXTFLOW_HEAD.submit, "containerOverrides": {"command": command}}}))
+    record = JobRecord("j", "", "rnaseq-head", QUEUE, "nextflow-genomics:1", "RUNNING", {}, "recorded", "drain", {})
+    assert with_engine(record, job, BUILTIN).note == f"nextflow head: its command {said}"
+
+
 def test_a_rule_needs_something_to_match() -> None:
     with pytest.raises(ValueError, match="at least one of"):
         EngineRule("x", "task")
@@ -109,6 +123,7 @@ def test_drain_apply_restore_never_doubles_an_engine_task(seed: Seeder, aws: Sim
             assert record["error"] is None
         else:
             assert record["outcome"] == "terminated", case.key
+    assert "nextflow head: its command matches '*-resume*': resubmitted, it resumes its run" in stored[jobs[NEXTFLOW_HEAD.key]]["note"]
     # the plan and summary say what happens to each engine's jobs
     assert "nextflow tasks: 2: left to nextflow: stopped, not resubmitted" in drained.out
     assert "nextflow heads: 1: stopped, resubmitted once after the deploy [1 terminated]" in drained.out

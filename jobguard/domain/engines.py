@@ -48,6 +48,7 @@ class EngineRule:
     command: str | None = None  # glob on the command, its words joined by spaces
     action: str | None = None  # None: the role's default (task: abandon, head: resubmit)
     why: str = ""
+    resume: str | None = None  # glob on the command of a job that resumes its run when resubmitted (a head's -resume)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -85,6 +86,8 @@ class Engine:
     role: str
     action: str
     why: str
+    resumes: bool | None = None  # whether its command matches its rule's `resume` pattern; None: the rule has none
+    resume: str | None = None
 
     @property
     def label(self) -> str:
@@ -96,7 +99,8 @@ def classify(job: Mapping[str, Any], rules: Iterable[EngineRule], definition: Ma
     """The engine of a JobDetail (with its job definition when known) by the first matching rule; None for a job no engine tracks."""
     for rule in rules:
         if rule.matches(job, definition):
-            return Engine(rule.engine, rule.role, rule.chosen_action, rule.why)
+            resumes = None if rule.resume is None else any(fnmatch.fnmatchcase(" ".join(c), rule.resume) for c in _commands(job))
+            return Engine(rule.engine, rule.role, rule.chosen_action, rule.why, resumes, rule.resume)
     return None
 
 
@@ -127,7 +131,14 @@ def with_engine(
 ) -> JobRecord:
     """`record` of the JobDetail `job`, naming the engine that tracks it (if any)."""
     engine = classify(job, rules, definition)
-    return replace(record, engine=engine.name, engine_role=engine.role) if engine else record
+    if engine is None:
+        return record
+    note = record.note
+    if engine.resumes is not None and engine.action == RESUBMIT:
+        said = "it resumes its run" if engine.resumes else "it starts its run over"
+        matches = "matches" if engine.resumes else "does not match"
+        note = f"{engine.label}: its command {matches} {engine.resume!r}: resubmitted, {said}"
+    return replace(record, engine=engine.name, engine_role=engine.role, note=note)
 
 
 def engine_action(rules: Iterable[EngineRule], engine: str, role: str) -> str:
@@ -217,6 +228,7 @@ BUILTIN: tuple[EngineRule, ...] = (
         "nextflow",
         HEAD,
         environment=(("NF_JOB_QUEUE", "*"), ("NF_WORKDIR", "*")),
+        resume="*-resume*",
         why="a Nextflow head job (NF_JOB_QUEUE and NF_WORKDIR set, as the AWS genomics-workflows head definition does) "
         "syncs its .nextflow cache to S3 when it ends; resubmitted with -resume in its command it reuses the cached "
         "tasks, without -resume it starts the run over. Nothing polls a head job",
