@@ -307,3 +307,24 @@ def test_the_window_sweep_never_replaces_an_engine_task(seed: Seeder, aws: Simul
     assert spot_retried not in stored or stored[spot_retried]["outcome"] != "resubmitted"
     again = run("restore", "--store", store, "--deploy-id", "d1")
     assert again.code == 0 and replacements_of(aws) == replaced
+
+
+def test_an_engine_task_still_stopping_after_drain_is_not_resubmitted_by_restore(
+    seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path
+) -> None:
+    """An engine's task (and an ordinary job beside it) still running past drain's stop-timeout stays
+    `terminating`; restore waits for it to end and then leaves the task to its engine."""
+    jobs = _world(seed, (NEXTFLOW_TASK, ORDINARY))
+    with aws.batch.lock:
+        for job_id in jobs.values():
+            aws.batch.jobs[job_id].stop_seconds = 2.0  # a long ECS stop timeout
+    store = f"file://{workdir}/m"
+    drained = run("drain", "--queue", QUEUE, "--store", store, "--deploy-id", "d1", "--stop-timeout", "0.5")
+    assert drained.code == 1 and "still running" in drained.err
+    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"terminating"}
+    restored = run("restore", "--store", store, "--deploy-id", "d1", "--stop-timeout", "30")
+    assert restored.code == 0, restored.err
+    stored = records(store, seed, "d1")
+    assert stored[jobs[NEXTFLOW_TASK.key]]["outcome"] == "skipped"
+    assert stored[jobs[NEXTFLOW_TASK.key]]["note"].startswith("left to nextflow")
+    assert set(replacements_of(aws)) == {jobs[ORDINARY.key]} and not overlapping(aws)

@@ -43,7 +43,7 @@ from ..domain.manifest import (
     Manifest,
 )
 from ..domain.plan import MAX_PLAN_BYTES, read_plan, risks
-from ..domain.policies import ABANDON, NOT_RESUBMITTED, WAIT
+from ..domain.policies import WAIT
 from ..errors import JobCallError, UsageError
 from .context import Context, github_origin
 from .manifests import ForeignManifestError
@@ -537,11 +537,9 @@ class _Drain:
         """The record of a job seen to end (or to be sure never to start)."""
         if state is not None and state.status == "SUCCEEDED":
             return record.moved_to(FINISHED, DRAIN, error=None, note="finished on its own before it was stopped: not resubmitted")
-        decision = engines.decide(record, self.ctx.options.policies, self.ctx.options.engines)
-        if decision.action == ABANDON and record.engine and not decision.by_policy:
-            return record.moved_to(SKIPPED, DRAIN, error=None, note=engines.left_to_engine(record))
-        if decision.action in NOT_RESUBMITTED:
-            return record.moved_to(SKIPPED, DRAIN, error=f"policy {decision.action}: stopped, not resubmitted")
+        skipped = engines.not_resubmitted(record, self.ctx.options.policies, self.ctx.options.engines, DRAIN)
+        if skipped is not None:
+            return skipped
         if state is not None and state.status == "PENDING":
             return record.moved_to(TERMINATED, DRAIN, error=None, note="cancelled once its dependencies complete: it never starts")
         if state is None and record.outcome == RECORDED:

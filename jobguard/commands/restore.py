@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ..adapters.aws import chunks
 from ..adapters.batch import JobState
 from ..adapters.lease import Leases, lease_is_live, lease_scope, read_lease
+from ..domain import engines
 from ..domain.manifest import (
     FAILED,
     FINISHED,
@@ -348,6 +349,8 @@ class _Restore:
             record = record.moved_to(FINISHED, RESTORE, error=None, note="finished on its own before it was stopped: not resubmitted")
         elif state is None and not record.stop_asked:
             record = record.moved_to(SKIPPED, RESTORE, error="never asked to stop, and Batch no longer knows it: nothing to resubmit")
+        elif (skipped := engines.not_resubmitted(record, self.ctx.options.policies, self.ctx.options.engines, RESTORE)) is not None:
+            record = skipped  # a drain left it stopping (killed, or past its stop-timeout): its engine or policy still decides
         else:
             note = None if state is not None else "Batch no longer knows the original; it was asked to stop"
             record = record.moved_to(TERMINATED, RESTORE, error=None, note=note)

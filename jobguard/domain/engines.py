@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .manifest import RECORDED, JobRecord
-from .policies import ABANDON, ACTIONS, APP_RETRIES, RESUBMIT, WAIT, Policy, chosen_by_policy
+from .manifest import RECORDED, SKIPPED, JobRecord
+from .policies import ABANDON, ACTIONS, APP_RETRIES, NOT_RESUBMITTED, RESUBMIT, WAIT, Policy, chosen_by_policy
 from .submission import containers_of
 
 TASK, HEAD = "task", "head"
@@ -149,6 +149,18 @@ def engine_action(rules: Iterable[EngineRule], engine: str, role: str) -> str:
 def left_to_engine(record: JobRecord) -> str:
     """The note of an engine's job stopped and left to its engine."""
     return outcome_text(ABANDON, record.engine, record.engine_role)
+
+
+def not_resubmitted(record: JobRecord, policies: tuple[Policy, ...], rules: Iterable[EngineRule], stage: str) -> JobRecord | None:
+    """The `skipped` record of a stopped job jobguard must not bring back (its engine's task, or a policy
+    abandon / app-retries), else None. Drain asks when the job ends; restore asks again for a job a drain
+    left stopping (killed, or past its stop-timeout), or the engine's retry would run beside a replacement."""
+    decision = decide(record, policies, rules)
+    if decision.action == ABANDON and record.engine and not decision.by_policy:
+        return record.moved_to(SKIPPED, stage, error=None, note=left_to_engine(record))
+    if decision.action in NOT_RESUBMITTED:
+        return record.moved_to(SKIPPED, stage, error=f"policy {decision.action}: stopped, not resubmitted")
+    return None
 
 
 def outcome_text(action: str, engine: str | None = None, role: str | None = None) -> str:
