@@ -7,6 +7,7 @@ The jobs are shaped as each engine submits them (tests/engine_jobs.py, with the 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .engine_jobs import (
     SNAKEMAKE_TASK,
     EngineJob,
 )
+from .test_faults import SWEEP, _finish_round, _killed_after
 from .test_window import _replace_compute_environment, _status, _until
 
 QUEUE = "pipelines"
@@ -328,3 +330,45 @@ def test_an_engine_task_still_stopping_after_drain_is_not_resubmitted_by_restore
     assert stored[jobs[NEXTFLOW_TASK.key]]["outcome"] == "skipped"
     assert stored[jobs[NEXTFLOW_TASK.key]]["note"].startswith("left to nextflow")
     assert set(replacements_of(aws)) == {jobs[ORDINARY.key]} and not overlapping(aws)
+
+
+@pytest.mark.slow
+def test_kill_9_of_drain_at_every_call_never_doubles_an_engine_task(
+    seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """drain killed after each of its AWS calls, then restore (as a workflow does): the Nextflow task
+    is never replaced, the head and the ordinary job are replaced once when stopped, never lost."""
+    configure(workdir, SWEEP)
+    monkeypatch.setattr("jobguard.adapters.lease._WAIT_STEP", 0.1)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    seed.queue("work")
+    for case in (NEXTFLOW_TASK, NEXTFLOW_HEAD, ORDINARY):
+        seed.batch.register_job_definition(**case.definition)
+    kills, k = 0, 1
+    while True:
+        where, run_id = f"file://{workdir}/m-{k}", f"r{k}"
+        task = seed.job(jobQueue="work", **{**NEXTFLOW_TASK.submit, "jobName": f"k{k}_task"})
+        others = [
+            seed.job(jobQueue="work", **{**NEXTFLOW_HEAD.submit, "jobName": f"k{k}-head"}),
+            seed.job(jobQueue="work", **{**ORDINARY.submit, "jobName": f"k{k}-report"}),
+        ]
+        process = _killed_after(aws, k, every_call=True, command="drain", where=where, run_id=run_id)
+        if process.returncode != -signal.SIGKILL:
+            assert process.returncode == 0, process.stderr.read()
+            break
+        kills += 1
+        monkeypatch.setenv("GITHUB_RUN_ID", run_id)
+        restored = run("restore", "--store", where)
+        assert restored.code == 0, f"kill at point {k}: {restored.err}"
+        found = replacements_of(aws)
+        assert task not in found, f"kill at point {k}: the engine's task was replaced"
+        for job in others:
+            with aws.batch.lock:
+                aws.batch.tick()
+                status = aws.batch.jobs[job].status
+            assert len(found.get(job, [])) == (1 if status == "FAILED" else 0), f"kill at point {k}: {job} {status} {found.get(job)}"
+        assert not overlapping(aws), f"kill at point {k}"
+        _finish_round(aws)
+        k += 1
+    print(f"\nkill -9 of drain with engine jobs: {kills} kill points, no engine task replaced")
+    assert kills >= 8
