@@ -22,7 +22,7 @@ from jobguard.sim import Seeder, SimulatedAWS
 from .conftest import BUCKET, TABLE, configure, create_table, dynamodb_document, load_manifest, signing_key
 
 Json = dict[str, Any]
-MUTATING = ("batch:SubmitJob", "batch:TerminateJob", "batch:CancelJob", "batch:UpdateJobQueue")
+MUTATING = ("batch:SubmitJob", "batch:TerminateJob", "batch:TerminateJobs", "batch:CancelJob", "batch:CancelJobs", "batch:UpdateJobQueue")
 
 
 def world(seed: Seeder) -> tuple[str, str]:

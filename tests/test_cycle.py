@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import referencing
 
-from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 
 from .conftest import configure, load_manifest, overlapping, records, replacements_of
 
@@ -183,7 +183,7 @@ def test_misspelt_queue_stops_the_drain_before_anything_is_stopped(seed: Seeder,
     result = run("drain", "--store", store, "--queue", "wrok", "--queue", "work", "--deploy-id", "d1")
     assert result.code == 2 and "queue wrok: does not exist" in result.err and "nothing was drained" in result.err
     assert aws.batch.jobs[mine].status == aws.batch.jobs[theirs].status == "RUNNING"
-    assert aws.calls["batch:TerminateJob"] == 0
+    assert aws.stop_calls == 0
     assert run("status", "--store", store, "--all").out.startswith("no deploys")
 
 
@@ -331,7 +331,7 @@ def test_job_that_finished_while_stopping_is_finished_not_resubmitted(seed: Seed
     slow = seed.job(jobName="slow", jobQueue="work", jobDefinition="proc")
 
     def finish_quick(action: str, count: int) -> None:
-        if action == "batch:TerminateJob" and aws.batch.stopping(quick):
+        if action in STOP_ACTIONS and aws.batch.stopping(quick):
             aws.batch.finish(quick)  # its work ended before SIGTERM took effect
 
     aws.after = finish_quick
@@ -348,7 +348,7 @@ def test_dry_run_changes_nothing(seed: Seeder, store: str, run, aws: SimulatedAW
     job = seed.job(jobName="j", jobQueue="work", jobDefinition="proc")
     result = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1", "--dry-run")
     assert result.code == 0 and "would drain" in result.out and job in result.out
-    assert aws.batch.jobs[job].status == "RUNNING" and aws.calls["batch:TerminateJob"] == 0
+    assert aws.batch.jobs[job].status == "RUNNING" and aws.stop_calls == 0
     assert run("status", "--store", store, "--all").out.startswith("no deploys")
 
 

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from jobguard.domain.schema import validate
-from jobguard.sim import Seeder, SimulatedAWS, Timing
+from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS, Timing
 
 from .conftest import configure, records, replacements_of
 
@@ -122,11 +122,11 @@ def test_every_outcome_is_an_event_with_its_reason(world: SimulatedAWS, seed: Se
     aws.batch.timing = Timing(stop_seconds=5.0, cancel_seconds=0.0, list_lag_seconds=0.0)
 
     def finish_first(action: str, count: int) -> None:
-        if action == "batch:TerminateJob" and aws.batch.stopping(finished):
+        if action in STOP_ACTIONS and aws.batch.stopping(finished):
             aws.batch.finish(finished)
-        if action == "batch:TerminateJob" and aws.batch.stopping(moved):
+        if action in STOP_ACTIONS and aws.batch.stopping(moved):
             aws.batch.finish(moved, "FAILED")  # stopped at once
-        if action == "batch:TerminateJob" and aws.batch.stopping(lost):
+        if action in STOP_ACTIONS and aws.batch.stopping(lost):
             aws.batch.finish(lost, "FAILED")
 
     aws.after = finish_first

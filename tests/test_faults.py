@@ -19,7 +19,7 @@ from jobguard.adapters.stores.dynamodb import DynamoDBStore
 from jobguard.adapters.stores.file import FileStore
 from jobguard.adapters.stores.s3 import S3Store
 from jobguard.errors import StoreError
-from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 
 from .conftest import TABLE, configure, create_table, overlapping, record_faults, records, replacements_of, run_process
 
@@ -66,12 +66,19 @@ def _drain(run: Any, store: str, deploy: str = "d1") -> Any:
 @pytest.mark.parametrize("share", [2, 3])
 def test_throttling_is_absorbed(seed: Seeder, store: str, run, aws: SimulatedAWS, share: int) -> None:
     jobs = _world(seed, jobs=9)
-    aws.fault = lambda action, n: (429, "TooManyRequestsException") if action.startswith("batch:") and n % share == 0 else None
+
+    # Every share-th call of each Batch action, and the first stop call: a throttled TerminateJobs is
+    # retried, not taken for an endpoint that does not know it.
+    def throttle(action: str, n: int) -> tuple[int, str] | None:
+        throttled = action.startswith("batch:") and (n % share == 0 or (action in STOP_ACTIONS and n == 1))
+        return (429, "TooManyRequestsException") if throttled else None
+
+    aws.fault = throttle
     drained = _drain(run, store)
     assert drained.code == 0, drained.err
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     assert restored.code == 0, restored.err
-    assert aws.faults["batch:SubmitJob"] >= 9 // share and aws.faults["batch:TerminateJob"] >= 9 // share
+    assert aws.faults["batch:SubmitJob"] >= 9 // share and aws.faults["batch:TerminateJobs"] >= 1 and aws.calls["batch:TerminateJob"] == 0
     _assert_exactly_once(aws, jobs, runs=2)
 
 
@@ -83,7 +90,7 @@ def test_server_errors_and_broken_connections_on_every_batch_action(seed: Seeder
     assert drain.code == 0, drain.err
     restore = run("restore", "--store", store, "--deploy-id", "d1")
     assert restore.code == 0, restore.err
-    assert {action for action in aws.faults} >= {"batch:SubmitJob", "batch:TerminateJob", "batch:DescribeJobs", "batch:ListJobs"}
+    assert {action for action in aws.faults} >= {"batch:SubmitJob", "batch:TerminateJobs", "batch:DescribeJobs", "batch:ListJobs"}
     _assert_exactly_once(aws, jobs, runs=2)
 
 
@@ -160,7 +167,7 @@ def test_store_failing_mid_drain_stops_terminating(
     with monkeypatch.context() as patched:
         if failing == "after terminate" and not store.startswith("file://"):  # the service itself answers 500 to every write
             writes = ("s3:PutObject",) if store.startswith("s3://") else ("dynamodb:TransactWriteItems", "dynamodb:PutItem")
-            aws.fault = lambda action, n: (500, "InternalError") if action in writes and aws.calls["batch:TerminateJob"] else None
+            aws.fault = lambda action, n: (500, "InternalError") if action in writes and aws.stop_calls else None
         else:
             for kind in (FileStore, S3Store, DynamoDBStore):
                 patched.setattr(kind, "save", _failing_save(kind.save, saves, failing, aws))
@@ -179,7 +186,7 @@ def _failing_save(save: Any, saves: list[int], failing: str, aws: SimulatedAWS) 
 
     def failing_save(self: Any, *args: Any) -> str:
         saves[0] += 1
-        down = aws.calls["batch:TerminateJob"] > 0 if failing == "after terminate" else saves[0] >= int(failing.split()[1])
+        down = aws.stop_calls > 0 if failing == "after terminate" else saves[0] >= int(failing.split()[1])
         if down:
             raise StoreError(f"cannot write {self.uri(args[0])}: injected outage")
         return str(save(self, *args))
@@ -205,7 +212,9 @@ CHANGING = frozenset(
     {
         "batch:SubmitJob",
         "batch:TerminateJob",
+        "batch:TerminateJobs",
         "batch:CancelJob",
+        "batch:CancelJobs",
         "batch:UpdateJobQueue",
         "s3:PutObject",
         "s3:DeleteObject",

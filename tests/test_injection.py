@@ -120,15 +120,20 @@ def test_aws_error_text_forms_no_command(drained, run, aws: SimulatedAWS, workdi
         assert json.loads(line)["outcome"]  # one JSON document a line: the text's newlines stayed inside it
 
 
-def test_terminate_error_text_forms_no_command(seed: Seeder, run, aws: SimulatedAWS, workdir: Path, actions, monkeypatch) -> None:
+@pytest.mark.parametrize("bulk", [True, False], ids=["TerminateJobs error entry", "TerminateJob error"])
+def test_terminate_error_text_forms_no_command(
+    seed: Seeder, run, aws: SimulatedAWS, workdir: Path, actions, monkeypatch, bulk: bool
+) -> None:
     world(seed)
 
     def refuse(body: Json) -> Json:
         raise ClientException(PAYLOAD)
 
+    aws.bulk_stop = bulk
+    aws.refuse_stop = lambda job_id: ("ClientException", PAYLOAD)  # one job's own error in a TerminateJobs answer
     monkeypatch.setattr(aws.batch, "terminate_job", refuse)
     result = run("drain", "--store", f"file://{workdir}/m", "--queue", "work")
-    assert result.code == 1
+    assert result.code == 1 and ("TerminateJobs refused it" if bulk else "TerminateJob failed") in result.err
     assert any(name == "error" for name, _ in workflow_commands(_all_output(result)))
     _summary_is_inert(actions["GITHUB_STEP_SUMMARY"].read_text())
 

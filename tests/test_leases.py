@@ -21,7 +21,7 @@ import pytest
 from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.lease import Leases, LeaseSettings, lease_scope, read_lease
 from jobguard.adapters.stores import Store, open_store
-from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT, REGION
 
 from .conftest import configure, load_manifest, replacements_of, run_process
@@ -70,7 +70,7 @@ def test_second_run_waits_then_fails_naming_the_holder(
     assert result.code == 3 and waited >= 0.5, result.err
     assert "queue work: deploy 777's lease, held by https://github.com/org/pipeline/actions/runs/777" in result.err
     assert "queue work: waiting up to" in result.err
-    assert aws.calls["batch:TerminateJob"] == 0 and not any(aws.batch.jobs[j].terminated for j in jobs)
+    assert aws.stop_calls == 0 and not any(aws.batch.jobs[j].terminated for j in jobs)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2").code == 0  # released: d2 goes ahead
     assert all(aws.batch.jobs[j].terminated for j in jobs)
 
@@ -127,7 +127,7 @@ def test_restore_takes_the_lease_of_its_queues(seed: Seeder, store: str, run, aw
 
 def _kill_at_first_terminate(aws: SimulatedAWS, pid: list[int]) -> None:
     def kill(action: str, count: int) -> None:
-        if action == "batch:TerminateJob" and count == 1:
+        if action in STOP_ACTIONS and count == 1:
             os.kill(pid[0], signal.SIGKILL)
 
     aws.after = kill
@@ -185,7 +185,7 @@ def test_heartbeat_keeps_a_long_run_s_lease(seed: Seeder, store: str, run, aws: 
     aws.batch.timing = dataclasses.replace(aws.batch.timing, stop_seconds=5.0)  # the drain waits 5 s for its jobs to stop
     jobs = _world(seed, jobs=3)
     stopping = threading.Event()
-    aws.after = lambda action, count: stopping.set() if action == "batch:TerminateJob" else None
+    aws.after = lambda action, count: stopping.set() if action in STOP_ACTIONS else None
     drain = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
     assert stopping.wait(60)
     inspect = _store(store)

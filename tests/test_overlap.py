@@ -27,7 +27,7 @@ from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.lease import Leases, LeaseSettings, lease_scope
 from jobguard.adapters.stores import open_store
 from jobguard.domain.tags import mark_of
-from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT
 
 from .conftest import configure, load_manifest, merged_config, overlapping, record_faults, records, replacements_of, run_process
@@ -312,7 +312,7 @@ def test_killed_drain_then_the_pipeline_goes_on(
     else:
 
         def kill(action: str, count: int) -> None:
-            if action == "batch:TerminateJob" and count == 1 and pid:
+            if action in STOP_ACTIONS and count == 1 and pid:
                 os.kill(pid[0], signal.SIGKILL)
 
         aws.after = kill
@@ -429,7 +429,7 @@ def test_a_holder_paused_past_its_ttl_stops_before_its_next_mutation(
     pipeline = Pipeline(run, store, "5005", ("work",))
     if command == "restore":
         assert pipeline.drain().code == 0
-    mutation = "batch:TerminateJob" if command == "drain" else "batch:SubmitJob"
+    mutation = "batch:TerminateJobs" if command == "drain" else "batch:SubmitJob"
     first_call = aws.calls[mutation] + 1
     paused = threading.Event()
     pid: list[int] = []
@@ -573,7 +573,7 @@ def test_every_named_queue_misspelt_stops_the_pipeline_before_apply(seed: Seeder
     pipeline = Pipeline(run, store, "9009", ("wrok", "work-queue"))
     drained = pipeline.drain("--freeze")
     assert drained.code == 2 and "queue wrok: does not exist" in drained.err and "nothing was drained" in drained.err
-    assert aws.calls["batch:TerminateJob"] == aws.calls["batch:UpdateJobQueue"] == 0
+    assert aws.stop_calls == aws.calls["batch:UpdateJobQueue"] == 0
     if drained.code == 0:  # the workflow's apply runs only after a drain that succeeded
         apply(aws, "work")
     restored = pipeline.restore()
@@ -619,7 +619,7 @@ def test_lease_settings_must_be_positive_and_finite(seed: Seeder, store: str, ru
         for result in (pipeline.drain(), pipeline.restore()):
             assert result.code == 2, (setting, result.err)
             assert len(result.err.strip().splitlines()) == 1 and setting.split(":")[0] in result.err, result.err
-    assert aws.calls["batch:TerminateJob"] == 0
+    assert aws.stop_calls == 0
     assert tally(aws, jobs, runs=pipeline.runs, faults=len(SETTINGS)) == (0, 0)
 
 
@@ -668,7 +668,7 @@ def test_a_kept_job_a_later_deploy_failed_to_stop_still_counts_as_running(
     seed.batch.deregister_job_definition(jobDefinition="gone:1")
     assert first.restore().code == 1  # needs cannot come back yet
     (workdir / ".jobguard.yml").write_text(base)
-    aws.fault = lambda action, n: (400, "ClientException") if action == "batch:TerminateJob" else None
+    aws.fault = lambda action, n: (400, "ClientException") if action in STOP_ACTIONS else None
     second = Pipeline(run, store, "3002", ("work",))
     assert second.drain().code == 1
     aws.fault = None

@@ -83,7 +83,7 @@ def test_deploys_stop_resubmitting_after_the_cap(seed: Seeder, run, aws: Simulat
         aws.batch.backdate(job, 60)
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d4")
     assert drained.code == 0 and "its line was already resubmitted 3 times (max-resubmits 3): left running, not drained" in drained.err
-    assert aws.batch.jobs[job].status == "RUNNING" and aws.calls["batch:TerminateJob"] == 3  # never stopped by d4
+    assert aws.batch.jobs[job].status == "RUNNING" and aws.stop_calls == 3  # never stopped by d4
     result = run("restore", "--store", store, "--deploy-id", "d4")
     assert result.code == 0 and job not in replacements_of(aws)
     (record,) = load_manifest(store, seed, "d4")["jobs"]

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 
 from .act_support import act_available, act_path
 from .conftest import Hook, replacements_of
@@ -340,7 +340,7 @@ def _world(seed: Seeder, aws: SimulatedAWS) -> World:
     def finish_soon(action: str, count: int) -> None:
         # Once drain stops its first job, the running one finishes a moment later: within the
         # 15-minute grace period the workflow gives running jobs.
-        if action == "batch:TerminateJob" and count == 1:
+        if action in STOP_ACTIONS and count == 1:
             threading.Timer(1.5, aws.batch.set_status, args=(finishing, "SUCCEEDED")).start()
 
     aws.after = finish_soon
@@ -443,7 +443,7 @@ def test_deploy_workflow_restores_after_a_failed_drain(
     ci_action_job: Background, repository: Repository, aws: SimulatedAWS, seed: Seeder, workdir: Path, webhook: str
 ) -> None:
     world = _world(seed, aws)
-    aws.fault = lambda action, count: (400, "ClientException") if action == "batch:TerminateJob" and count == 1 else None
+    aws.fault = lambda action, count: (400, "ClientException") if action in STOP_ACTIONS and count == 1 else None
     run = _run_deploy(repository, aws, workdir, webhook, run_id=8103, apply="ok")
     assert run.code != 0 and run.job_result() == "failure", run.describe()
     assert run.result("drain") == "failure" and run.exit_status("drain") == 1  # 1: a job could not be stopped

@@ -41,7 +41,18 @@ REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")  # as the manifest schema 
 # Lines about backing off are at most one per action this often: a throttled run is visibly waiting, not flooding the log.
 _NOTICE_EVERY = 5.0
 # The calls that change what runs: `Aws.guard` is asked right before each leaves this process.
-MUTATIONS = ("batch.SubmitJob", "batch.TerminateJob", "batch.CancelJob", "batch.UpdateJobQueue")
+MUTATIONS = (
+    "batch.SubmitJob",
+    "batch.TerminateJob",
+    "batch.TerminateJobs",
+    "batch.CancelJob",
+    "batch.CancelJobs",
+    "batch.UpdateJobQueue",
+)
+# Actions paced from one token bucket. AWS documents one Batch API budget per account and Region
+# (throttled with HTTP 429) and no separate rate for the bulk stop calls: a bulk call and its one-job
+# form, which it falls back to, draw from the same budget rather than doubling the rate between them.
+PACED_TOGETHER = {"terminate_jobs": "terminate_job", "cancel_jobs": "cancel_job"}
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,7 @@ class Aws:
     def send(self, service: str, action: str, paced: bool = False, **request: Any) -> Json:
         """One raw attempt of one call (paced if asked); botocore's errors pass through."""
         if paced:
-            self.pacer.take(action)
+            self.pacer.take(PACED_TOGETHER.get(action, action))
         client = self.client(service)
         try:
             answer = dict(getattr(client, action)(**request))

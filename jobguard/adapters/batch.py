@@ -1,12 +1,13 @@
 """The AWS Batch adapter: every Batch call jobguard makes, with Batch's limits and failure modes.
 
 It knows Batch (ListJobs pages and statuses, 100 ids per DescribeJobs, SubmitJob without an
-idempotency token, asynchronous TerminateJob) and nothing about deploys or manifests.
+idempotency token, asynchronous TerminateJob, TerminateJobs 50 ids a call) and nothing about
+deploys or manifests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -14,9 +15,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import JobCallError, one_line
 from .aws import Aws, chunks
-from .retry import error_code, error_message, is_throttling, is_transient
+from .retry import error_code, error_message, is_throttling, is_transient, is_unknown_operation
 
 DESCRIBE_BATCH = 100
+STOP_PAGE = 50  # job ids per TerminateJobs call, Batch's maximum
+# Per-job error codes of a TerminateJobs answer that Batch says to retry.
+RETRY_PER_JOB = frozenset({"ThrottlingException", "ServerException"})
 LIST_PAGE = 1000
 FILTERED_LIST_PAGE = 100
 # Batch's lifecycle: listing in this order, a job that moves on between two listings is listed again later.
@@ -98,6 +102,7 @@ class Batch:
     def __init__(self, aws: Aws, account: str) -> None:
         self.aws, self.account = aws, account
         self._definitions: dict[str, Json | None] = {}
+        self._bulk_stop: bool | None = None  # whether the endpoint knows TerminateJobs; None until a call tells
 
     def _call(self, action: str, what: str, **request: Any) -> Json:
         return self.aws.call("batch", action, what, paced=True, **request)
@@ -180,7 +185,92 @@ class Batch:
         try:
             self.aws.attempts("batch", "TerminateJob", lambda: self.aws.send("batch", "terminate_job", True, jobId=job_id, reason=reason))
         except (ClientError, BotoCoreError, OSError) as exc:
-            raise JobCallError(f"TerminateJob failed: {_described(exc)}", error_code(exc)) from None
+            raise JobCallError(f"TerminateJob failed: {_described(exc)}", error_code(exc), uncertain=_maybe_done(exc)) from None
+
+    def terminate_many(self, jobs: Mapping[str, str], reason: str) -> dict[str, JobCallError]:
+        """Stop every job of `jobs` (job id -> its queue's name); asynchronous, as TerminateJob.
+
+        TerminateJobs, STOP_PAGE ids of one queue a call (Batch describes it as stopping "jobs in a
+        job queue"), its answer read job by job: per-job throttling and server errors are retried,
+        other per-job errors returned. A call refused whole (4xx) is sent again one job at a time, so
+        that each job gets its own answer; an endpoint that does not know TerminateJobs (moto, an
+        older API) is found out by the first call and gets TerminateJob per job for the rest of the run.
+        Returns the jobs not (or not surely) asked to stop, each with its error; `uncertain` on an
+        error that may have been carried out.
+        """
+        pages = [page for ids in _by_queue(jobs).values() for page in chunks(ids, STOP_PAGE)]
+        failed: dict[str, JobCallError] = {}
+        one_by_one: list[str] = []
+        while pages and self._bulk_stop is None:  # one call alone finds out whether the endpoint knows TerminateJobs
+            refused, again = self._terminate_page(pages.pop(0), reason)
+            failed.update(refused)
+            one_by_one += again
+        if self._bulk_stop:
+            for refused, again in self.aws.parallel(lambda page: self._terminate_page(page, reason), pages):
+                failed.update(refused)
+                one_by_one += again
+        else:
+            one_by_one += [job_id for page in pages for job_id in page]
+
+        def one(job_id: str) -> JobCallError | None:
+            try:
+                self.terminate(job_id, reason)
+            except JobCallError as exc:
+                return exc
+            return None
+
+        for job_id, error in zip(one_by_one, self.aws.parallel(one, one_by_one), strict=True):
+            if error is not None:
+                failed[job_id] = error
+        return failed
+
+    def _terminate_page(self, page: list[str], reason: str) -> tuple[dict[str, JobCallError], list[str]]:
+        """One TerminateJobs call (retried as it allows): the jobs it failed, and those to send one by one."""
+        remaining = list(page)
+        failed: dict[str, JobCallError] = {}
+
+        def attempt() -> None:
+            nonlocal remaining
+            answer = self.aws.send("batch", "terminate_jobs", True, jobs=remaining, reason=reason)
+            self._bulk_stop = True
+            answered = {str(j) for j in answer.get("successful") or []}
+            again: dict[str, tuple[str, str]] = {}
+            for error in answer.get("errors") or []:
+                job_id, code = str(error.get("job", "")), str(error.get("code", ""))
+                answered.add(job_id)
+                described = f"{code}: {one_line(str(error.get('message', '')))}".rstrip(": ")
+                if code in RETRY_PER_JOB:
+                    again[job_id] = (code, described)
+                elif job_id in remaining:
+                    failed[job_id] = JobCallError(f"TerminateJobs refused it: {described}", code)
+            for job_id in remaining:
+                if job_id not in answered:  # neither accepted nor refused: the wait for the stops will tell
+                    failed[job_id] = JobCallError("TerminateJobs answered nothing about it", "NoAnswer", uncertain=True)
+            remaining = [j for j in remaining if j in again]
+            if remaining:
+                raise _RetryJobs({j: again[j] for j in remaining})
+
+        try:
+            self.aws.attempts("batch", "TerminateJobs", attempt, _bulk_retryable)
+        except _RetryJobs as exc:
+            for job_id, (code, described) in exc.errors.items():  # a ServerException may have been carried out
+                failed[job_id] = JobCallError(f"TerminateJobs: {described}", code, uncertain=code != "ThrottlingException")
+        except ClientError as exc:
+            if is_unknown_operation(exc) and not is_throttling(exc):
+                if self._bulk_stop is None:
+                    self._bulk_stop = False
+                return failed, remaining
+            if not is_transient(exc):  # refused whole: each job gets its own answer from TerminateJob
+                return failed, remaining
+            self._failed_whole(failed, remaining, exc)
+        except (BotoCoreError, OSError) as exc:
+            self._failed_whole(failed, remaining, exc)
+        return failed, []
+
+    @staticmethod
+    def _failed_whole(failed: dict[str, JobCallError], job_ids: list[str], exc: BaseException) -> None:
+        error = JobCallError(f"TerminateJobs failed: {_described(exc)}", error_code(exc), uncertain=_maybe_done(exc))
+        failed.update(dict.fromkeys(job_ids, error))
 
     def submit(self, request: Json) -> str:
         """SubmitJob; the new job's id.
@@ -229,6 +319,35 @@ class Batch:
     def definition_arn(self, name: str, revision: int) -> str:
         """The ARN of name:revision in this account and region."""
         return f"arn:aws:batch:{self.aws.region}:{self.account}:job-definition/{name}:{revision}"
+
+
+class _RetryJobs(Exception):
+    """Jobs a TerminateJobs call answered with an error Batch says to retry: sent again, alone."""
+
+    def __init__(self, errors: dict[str, tuple[str, str]]) -> None:
+        codes = ", ".join(sorted({code for code, _ in errors.values()}))
+        super().__init__(f"{codes} for {len(errors)} jobs")
+        self.errors = errors
+        self.code = str(self)  # what the line about backing off names
+
+
+def _maybe_done(exc: BaseException) -> bool:
+    """Whether a stop call that failed so may still have been carried out: no answer, or a server error
+    (a lost reply looks the same). Throttling and other refusals prove it was not."""
+    if isinstance(exc, ClientError):
+        return not is_throttling(exc) and is_transient(exc)
+    return True
+
+
+def _bulk_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _RetryJobs) or (is_transient(exc) and (is_throttling(exc) or not is_unknown_operation(exc)))
+
+
+def _by_queue(jobs: Mapping[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for job_id, queue in jobs.items():
+        grouped.setdefault(queue, []).append(job_id)
+    return grouped
 
 
 def _listed_child(summary: Json) -> bool:

@@ -43,7 +43,8 @@ def error_code(exc: BaseException) -> str:
     """The AWS error code of a ClientError, else the exception's class name."""
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__
+    code = getattr(exc, "code", None)  # jobguard's own errors about AWS answers carry the code they are about
+    return code if isinstance(code, str) and code else type(exc).__name__
 
 
 def error_message(exc: BaseException) -> str:
@@ -72,6 +73,23 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         return http_status(exc) >= 500
     return isinstance(exc, (ConnectionError, EndpointConnectionError, ConnectionClosedError, ReadTimeoutError))
+
+
+# What an endpoint answers to an operation it does not know: AWS's own codes for it, and the plain
+# HTTP statuses of a server that routes no such path (moto answers HTTP 500 with an HTML page).
+UNKNOWN_OPERATION_CODES = frozenset(
+    {"UnknownOperationException", "UnknownOperation", "InvalidAction", "NotImplemented", "NotImplementedException"}
+)
+
+
+def is_unknown_operation(exc: BaseException) -> bool:
+    """True when the endpoint does not know the operation at all (an older API version, moto): a
+    ClientError with an unknown-operation code, HTTP 404/405/501, or an HTTP 500 that is no AWS error
+    document (botocore then names the error by its status alone, "500"; Batch's own is ServerException)."""
+    if not isinstance(exc, ClientError):
+        return False
+    code, status = error_code(exc), http_status(exc)
+    return code in UNKNOWN_OPERATION_CODES or status in (404, 405, 501) or (status == 500 and code.isdigit())
 
 
 def is_unreachable(exc: BaseException) -> bool:

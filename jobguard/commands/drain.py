@@ -7,8 +7,9 @@ until it has stopped.
    Each pass also finds, in every queue, the jobs PENDING on a job it stops (Batch would fail
    them): they are recorded and stopped too, "depends on X".
 3. No job is stopped before its record is in the store, and each is marked `terminating` in the
-   store before TerminateJob is sent, so a later run can tell "sent" from "never sent".
-4. TerminateJob is asynchronous: drain waits (up to stop-timeout) until every job it stopped has
+   store before its stop call is sent (TerminateJobs, 50 jobs a call; TerminateJob per job where
+   the endpoint does not know TerminateJobs), so a later run can tell "sent" from "never sent".
+4. Stopping is asynchronous: drain waits (up to stop-timeout) until every job it stopped has
    ended, records each end state (a job that SUCCEEDED meanwhile is `finished`, never
    resubmitted), and exits 1 naming any still running.
 With a grace period, queued jobs are drained first and running ones get the grace period to
@@ -468,26 +469,16 @@ class _Drain:
         self._stop(manifest, [r for r in records if r.outcome == RECORDED])
 
     def _stop(self, manifest: Manifest, records: list[JobRecord]) -> None:
-        """Mark `terminating` in the store, then send TerminateJob (asynchronous: the jobs end later)."""
+        """Mark `terminating` in the store, then stop them, 50 a call (asynchronous: the jobs end later)."""
         if not records:
             return
         marked = [r.moved_to(TERMINATING, DRAIN) for r in records]
         manifest.put(marked)
         self.ctx.manifests.save(manifest)
         reason = f"jobguard: drained for deploy {self.manifest.deploy_id}"
-
-        def terminate(record: JobRecord) -> JobRecord:
-            self.leases.check()
-            try:
-                self.ctx.batch.terminate(record.job_id, reason)
-            except JobCallError as exc:
-                if exc.uncertain:  # it may have been carried out: the wait below will tell
-                    return replace(record, error=str(exc))
-                self.problems += 1
-                return record.moved_to(FAILED, DRAIN, error=f"{exc}; left running")
-            return record
-
-        done = self.ctx.aws.parallel(terminate, marked)
+        self.leases.check()  # and again right before each call leaves (Aws.guard)
+        failed = self.ctx.batch.terminate_many({r.job_id: r.queue for r in marked}, reason)
+        done = [self._sent(record, failed.get(record.job_id)) for record in marked]
         manifest.put(done)
         self.ctx.manifests.save(manifest)
         for record in done:
@@ -495,6 +486,15 @@ class _Drain:
                 self._announce(manifest, record)
             else:
                 self.stopping.append((manifest, record.job_id))
+
+    def _sent(self, record: JobRecord, error: JobCallError | None) -> JobRecord:
+        """The record of a job asked to stop, by what Batch answered for it."""
+        if error is None:
+            return record
+        if error.uncertain:  # it may have been carried out: the wait for the stops will tell
+            return replace(record, error=str(error))
+        self.problems += 1
+        return record.moved_to(FAILED, DRAIN, error=f"{error}; left running")
 
     def _wait_for_stops(self) -> None:
         """Wait (up to stop-timeout) until every job this run stopped has ended; record how each ended."""

@@ -3,6 +3,6 @@ job side modelled as the real service behaves. Needs `jobguard[demo]`; the produ
 
 from .batch import BatchModel, Timing
 from .seeder import Seeder
-from .server import ACCOUNT, REGION, SimulatedAWS
+from .server import ACCOUNT, REGION, STOP_ACTIONS, SimulatedAWS
 
-__all__ = ["ACCOUNT", "REGION", "BatchModel", "Seeder", "SimulatedAWS", "Timing"]
+__all__ = ["ACCOUNT", "REGION", "STOP_ACTIONS", "BatchModel", "Seeder", "SimulatedAWS", "Timing"]

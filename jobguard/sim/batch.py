@@ -1,6 +1,8 @@
 """The job side of AWS Batch as jobguard meets it in the real world, not the kindest case.
 
 Modelled (see ../shared/DESIGN.md, "AWS Batch facts"):
+- TerminateJobs / CancelJobs (up to 50 ids) do what TerminateJob / CancelJob do, job by job, and
+  answer HTTP 200 with `successful` and `errors`; ids not found count as processed.
 - TerminateJob is asynchronous: a STARTING/RUNNING job keeps running for its stop time (SIGTERM,
   then SIGKILL), then ends FAILED with isTerminated; a job not yet started is cancelled after a
   moment; a PENDING job only once its dependencies have completed; an array parent once its
@@ -41,7 +43,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +61,9 @@ QUEUE_DELETED_REASON = "Job queue deleted"  # AWS does not document the text
 OWN_FAILURE_REASON = "Essential container in task exited"
 # Infrastructure updates (AWS Batch user guide, "Updating compute environments"); vCPU counts only scale.
 SCALING_ONLY = {"minvCpus", "maxvCpus", "desiredvCpus", "updateToLatestImageVersion"}
+BULK_STOP = 50  # job ids per TerminateJobs / CancelJobs call
+# A job id of a TerminateJobs / CancelJobs call -> (code, message) to answer that job with an error; None lets it through.
+StopRule = Callable[[str], "tuple[str, str] | None"]
 
 
 class ClientException(Exception):
@@ -286,6 +291,37 @@ class BatchModel:
         """CancelJob: only jobs not yet started; STARTING/RUNNING jobs are not affected."""
         return self._stop(body, "cancelled")
 
+    def terminate_jobs(self, body: Json, refuse: StopRule | None = None) -> Json:
+        """TerminateJobs: TerminateJob for up to 50 ids, answered job by job (HTTP 200 even when some
+        fail); ids Batch cannot find count as processed. `refuse` gives a job its own error."""
+        return self._stop_many(body, "terminated", refuse)
+
+    def cancel_jobs(self, body: Json, refuse: StopRule | None = None) -> Json:
+        """CancelJobs: CancelJob for up to 50 ids, answered job by job, as TerminateJobs."""
+        return self._stop_many(body, "cancelled", refuse)
+
+    def _stop_many(self, body: Json, kind: str, refuse: StopRule | None) -> Json:
+        ids = body.get("jobs")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= BULK_STOP:
+            raise ClientException(f"jobs: between 1 and {BULK_STOP} job ids are required")
+        if not body.get("reason") or len(str(body["reason"])) > 1024:
+            raise ClientException("reason is required, at most 1024 characters")
+        successful: list[str] = []
+        errors: list[Json] = []
+        with self.lock:
+            self.tick()
+            for job_id in (str(i) for i in ids):
+                refusal = refuse(job_id) if refuse else None
+                if refusal is not None:
+                    errors.append({"job": job_id, "code": refusal[0], "message": refusal[1]})
+                    continue
+                job = self.jobs.get(job_id)
+                if job is not None:
+                    self._ask_all(job, str(body["reason"]), kind)
+                successful.append(job_id)  # an id Batch cannot find counts as processed
+            self.tick()
+        return {"successful": successful, "errors": errors}
+
     def _stop(self, body: Json, kind: str) -> Json:
         if not body.get("reason"):
             raise ClientException("reason is required")
@@ -294,10 +330,13 @@ class BatchModel:
             job = self.jobs.get(str(body.get("jobId", "")))
             if job is None:
                 raise ClientException(f"Job {body.get('jobId')} not found")
-            for target in [job, *(self.jobs[c] for c in job.children if c in self.jobs)]:
-                self._ask_to_stop(target, str(body["reason"]), kind)
+            self._ask_all(job, str(body["reason"]), kind)
             self.tick()
         return {}
+
+    def _ask_all(self, job: Job, reason: str, kind: str) -> None:
+        for target in [job, *(self.jobs[c] for c in job.children if c in self.jobs)]:
+            self._ask_to_stop(target, reason, kind)
 
     def _ask_to_stop(self, job: Job, reason: str, kind: str) -> None:
         if job.status in FINAL or job.children:

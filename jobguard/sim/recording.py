@@ -65,6 +65,10 @@ def _batch(action: str, raw: bytes, answer: bytes, batch: Any, account: str, reg
         return calls
     if action in ("batch:TerminateJob", "batch:CancelJob"):
         return [Call(action, f"{prefix}:job/{body.get('jobId', '')}")]
+    if action in ("batch:TerminateJobs", "batch:CancelJobs"):
+        # No IAM action of their own: authorised as TerminateJob / CancelJob on each job of the call.
+        single = action[:-1]
+        return [Call(single, f"{prefix}:job/{job_id}") for job_id in body.get("jobs") or []]
     if action == "batch:UpdateJobQueue":
         queue = str(body.get("jobQueue", ""))
         return [Call(action, queue if queue.startswith("arn:") else f"{prefix}:job-queue/{queue}")]

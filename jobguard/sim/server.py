@@ -26,7 +26,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from .batch import BatchModel, ClientException, Timing
+from .batch import BatchModel, ClientException, StopRule, Timing
 from .recording import Call, calls_of
 
 Json = dict[str, Any]
@@ -51,6 +51,9 @@ _MODEL_PATHS = {
     "/v1/deregisterjobdefinition": "deregister_job_definition",
     "/v1/describejobdefinitions": "describe_job_definitions",
 }
+# The bulk stop calls: answered by the model as real Batch answers them, or (bulk_stop False) passed
+# on to moto, which does not know them (it answers HTTP 500), as an older endpoint would not.
+_BULK_STOP_PATHS = {"/v1/terminatejobs": "terminate_jobs", "/v1/canceljobs": "cancel_jobs"}
 # Compute environment calls moto answers, completed by the model (BatchModel.compute_environment_answer).
 _COMPUTE_ENVIRONMENT_PATHS = {
     "/v1/createcomputeenvironment": "CreateComputeEnvironment",
@@ -58,6 +61,8 @@ _COMPUTE_ENVIRONMENT_PATHS = {
     "/v1/deletecomputeenvironment": "DeleteComputeEnvironment",
     "/v1/describecomputeenvironments": "DescribeComputeEnvironments",
 }
+# Every call that asks Batch to stop jobs, one at a time or in bulk.
+STOP_ACTIONS = frozenset({"batch:TerminateJob", "batch:TerminateJobs", "batch:CancelJob", "batch:CancelJobs"})
 _CONDITIONAL_WRITES = frozenset(
     {"s3:PutObject", "s3:DeleteObject", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:TransactWriteItems"}
 )
@@ -110,12 +115,20 @@ class SimulatedAWS:
         self.fault: FaultRule | None = None
         self.after: AfterHook | None = None
         self.refuse_event: EventRule | None = None
+        self.bulk_stop = True  # False: TerminateJobs / CancelJobs unknown, as in moto
+        self.refuse_stop: StopRule | None = None  # a per-job error in a TerminateJobs / CancelJobs answer
         self.limits: dict[str, RateLimit] = {}
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.recorded: list[Call] = []
         self.published: list[Json] = []
+
+    @property
+    def stop_calls(self) -> int:
+        """Calls that asked Batch to stop jobs (TerminateJob(s), CancelJob(s)), whatever their answer."""
+        with self._count_lock:
+            return sum(self.calls[a] for a in STOP_ACTIONS)
 
     def __enter__(self) -> SimulatedAWS:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -236,6 +249,9 @@ class SimulatedAWS:
             method = _MODEL_PATHS.get(path)
             if method is not None:
                 return self._model(start_response, lambda: getattr(self.batch, method)(json.loads(raw or b"{}")))
+            bulk = _BULK_STOP_PATHS.get(path)
+            if bulk is not None and self.bulk_stop:
+                return self._model(start_response, lambda: getattr(self.batch, bulk)(json.loads(raw or b"{}"), self.refuse_stop))
             if path.startswith("/v1/tags/"):
                 arn = urllib.parse.unquote(path[len("/v1/tags/") :])
                 if ":job/" in arn or ":job-definition/" in arn:
@@ -378,6 +394,8 @@ def _batch_action(path: str) -> str:
         "listjobs": "ListJobs",
         "terminatejob": "TerminateJob",
         "canceljob": "CancelJob",
+        "terminatejobs": "TerminateJobs",
+        "canceljobs": "CancelJobs",
         "registerjobdefinition": "RegisterJobDefinition",
         "deregisterjobdefinition": "DeregisterJobDefinition",
         "describejobdefinitions": "DescribeJobDefinitions",
