@@ -258,7 +258,7 @@ def test_a_paused_writer_holding_the_folder_lock_stops_others_within_lock_timeou
     assert 10 <= waited < 60, waited
     assert "the store folder's lock has been held for over 10 s by jobguard pid" in result.err
     assert f"pid {holder.pid} on " in result.err
-    assert aws.calls["batch:TerminateJob"] == 0 and not any(aws.batch.jobs[j].terminated for j in jobs)
+    assert aws.stop_calls == 0 and not any(aws.batch.jobs[j].terminated for j in jobs)
     assert run("drain", "--store", folder.as_uri(), "--queue", "work", "--deploy-id", "d9").code == 0  # the lock is free again
 
 

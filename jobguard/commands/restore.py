@@ -326,14 +326,11 @@ class _Restore:
             return
         reason = f"jobguard: drained for deploy {self.manifest.deploy_id}"
 
-        def stop(record: JobRecord) -> None:
-            self.ctx.manifests.fence()
-            try:
-                self.ctx.batch.terminate(record.job_id, reason)
-            except JobCallError as exc:
-                self.ctx.report.warning(f"{record.job_name} [{record.job_id}]: {exc}; waiting for it to stop anyway")
-
-        self.ctx.aws.parallel(stop, records)
+        self.ctx.manifests.fence()
+        failed = self.ctx.batch.terminate_many({r.job_id: r.queue for r in records}, reason)
+        for record in records:
+            if record.job_id in failed:
+                self.ctx.report.warning(f"{record.job_name} [{record.job_id}]: {failed[record.job_id]}; waiting for it to stop anyway")
 
     @staticmethod
     def _running(state: JobState | None) -> bool:
