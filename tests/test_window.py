@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from jobguard.domain.manifest import LATE
+from jobguard.domain.manifest import LATE, WATCHED, JobRecord
+from jobguard.domain.policies import ABANDON, APP_RETRIES, WAIT, Policy
+from jobguard.domain.window import ACTIVE, KILLED, OWN, SUCCEEDED, decide, judge
 from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import configure, load_manifest, overlapping, records, replacements_of
@@ -257,3 +260,127 @@ def test_an_app_submitting_through_a_queue_deletion_sees_refusals_and_loses_noth
     assert all("not in ENABLED state" in r or "does not exist" in r for r in app.refused)
     assert "frozen" in restored.out or "ENABLED again" in restored.out
     _accounted(aws, app)
+
+
+# -- the rule: what Batch says of a job the deploy killed (pure) -------------------------------
+
+HOST = "Host EC2 (instance i-0e234208f6fc9291f) terminated."
+
+
+@pytest.mark.parametrize(
+    ("job", "kind"),
+    [
+        ({"status": "FAILED", "statusReason": HOST}, KILLED),
+        ({"status": "FAILED", "statusReason": HOST, "attempts": [{"container": {"exitCode": 143}}]}, KILLED),  # SIGTERM'd on the way down
+        ({"status": "FAILED", "statusReason": "Job queue deleted"}, KILLED),
+        ({"status": "FAILED", "statusReason": "Essential container in task exited", "container": {"exitCode": 1}}, OWN),
+        ({"status": "FAILED", "statusReason": "Essential container in task exited", "attempts": [{"container": {"exitCode": 2}}]}, OWN),
+        ({"status": "FAILED", "statusReason": "Job attempt duration exceeded timeout"}, OWN),
+        ({"status": "FAILED", "statusReason": "Terminated by user"}, OWN),  # a person or the app called TerminateJob
+        ({"status": "FAILED", "statusReason": "jobguard: drained for deploy d0"}, OWN),
+        ({"status": "FAILED"}, OWN),
+        ({"status": "FAILED", "statusReason": "Dependent Job failed", "dependsOn": [{"jobId": "a"}]}, OWN),
+        ({"status": "SUCCEEDED", "statusReason": HOST}, SUCCEEDED),
+        ({"status": "RUNNING"}, ACTIVE),
+        ({"status": "RUNNABLE"}, ACTIVE),
+    ],
+)
+def test_the_rule(job: dict[str, Any], kind: str) -> None:
+    assert judge(job).kind == kind
+
+
+def test_the_rule_in_context() -> None:
+    ended = {"status": "FAILED", "statusReason": "", "dependsOn": []}
+    assert judge(ended, queue_gone=True).kind == KILLED  # its queue is gone: no exit code, no timeout: the deletion
+    assert judge({**ended, "container": {"exitCode": 1}}, queue_gone=True).kind == OWN
+    dependent = {"status": "FAILED", "statusReason": "Dependent Job failed", "dependsOn": [{"jobId": "a:3"}]}
+    assert judge(dependent, killed={"a"}).kind == KILLED  # its dependency (an array) was killed by the deploy
+    assert "depended on a" in judge(dependent, killed={"a"}).why
+
+
+def _late_record(**changes: Any) -> JobRecord:
+    record = JobRecord(
+        "j1", "arn:aws:batch:us-east-1:123456789012:job/j1", "late-1", "work", "proc:1", "FAILED", {}, WATCHED, "restore", {}
+    )
+    return replace(record, reason=LATE, **changes)
+
+
+@pytest.mark.parametrize(
+    ("policies", "engine", "replaced", "words"),
+    [
+        ((), None, True, "its host was taken away"),
+        ((Policy(APP_RETRIES, queue="work"),), None, False, "policy app-retries"),
+        ((Policy(ABANDON),), None, False, "policy abandon"),
+        ((Policy(WAIT),), None, False, "policy wait"),
+        ((), ("nextflow", "task"), False, "left to nextflow"),
+        ((Policy("resubmit", engine="nextflow"),), ("nextflow", "task"), True, "its host was taken away"),  # a policy wins
+    ],
+)
+def test_the_one_decision(policies: tuple[Policy, ...], engine: tuple[str, str] | None, replaced: bool, words: str) -> None:
+    record = _late_record(engine=engine[0], engine_role=engine[1]) if engine else _late_record()
+    decision = decide(record, judge({"status": "FAILED", "statusReason": HOST}), policies, ())
+    assert decision.replace is replaced and words in decision.why
+    assert not decide(record, judge({"status": "FAILED", "container": {"exitCode": 1}}), policies, ()).replace  # never on its own
+
+
+# -- the simulation models what an apply does to running work ------------------------------------
+
+
+def _environment(seed: Seeder, queue: str = "work") -> str:
+    (described,) = seed.batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
+    return str(described["computeEnvironmentOrder"][0]["computeEnvironment"])
+
+
+@pytest.mark.parametrize("terminate", [True, False])
+def test_an_infrastructure_update_ends_running_jobs_only_with_terminate_jobs_on_update(
+    aws: SimulatedAWS, seed: Seeder, terminate: bool
+) -> None:
+    _world(seed)
+    running, queued = _late(seed, "r", "RUNNING"), _late(seed, "q", "RUNNABLE")
+    seed.batch.update_compute_environment(
+        computeEnvironment=_environment(seed),
+        computeResources={"instanceTypes": ["m7i.large"]},
+        updatePolicy={"terminateJobsOnUpdate": terminate, "jobExecutionTimeoutMinutes": 30},
+    )
+    if terminate:
+        _until(lambda: _status(aws, running) == "FAILED")
+        assert aws.batch.detail(aws.batch.jobs[running])["statusReason"].startswith("Host EC2 (instance i-")
+    else:
+        time.sleep(aws.batch.timing.stop_seconds + 0.1)
+        assert _status(aws, running) == "RUNNING"
+    assert _status(aws, queued) == "RUNNABLE"
+
+
+def test_a_retry_strategy_that_retries_host_terminations_runs_the_job_again(aws: SimulatedAWS, seed: Seeder) -> None:
+    seed.queue("work")
+    seed.definition(
+        "proc",
+        retryStrategy={
+            "attempts": 3,
+            "evaluateOnExit": [{"onStatusReason": "Host EC2*", "action": "RETRY"}, {"onReason": "*", "action": "EXIT"}],
+        },
+    )
+    job = _late(seed, "nf-task", "RUNNING")
+    _replace_compute_environment(seed, "work")
+    _until(lambda: _status(aws, job) == "RUNNABLE")  # Batch runs it again: it never ends FAILED
+    (attempt,) = aws.batch.detail(aws.batch.jobs[job])["attempts"]
+    assert attempt["statusReason"].startswith("Host EC2 (instance i-")
+
+
+def test_a_deleted_queue_ends_its_jobs_about_16_a_second_and_refuses_submissions_first(aws: SimulatedAWS, seed: Seeder) -> None:
+    _world(seed)
+    environment = _environment(seed)
+    jobs = [_late(seed, f"q{i}", "RUNNABLE") for i in range(40)]
+    with pytest.raises(ClientError, match="DISABLED"):
+        seed.batch.delete_job_queue(jobQueue="work")
+    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")
+    with pytest.raises(ClientError, match="ENABLED"):
+        seed.batch.submit_job(jobName="refused", jobQueue="work", jobDefinition="proc")
+    started = time.monotonic()
+    seed.batch.delete_job_queue(jobQueue="work")
+    ended = sum(_status(aws, j) == "FAILED" for j in jobs)
+    assert ended <= 16 * (time.monotonic() - started) + 2  # about 16 a second, not all at once
+    _until(lambda: all(_status(aws, j) == "FAILED" for j in jobs))
+    assert time.monotonic() - started >= 2.0  # 40 jobs at ~16 a second
+    seed.queue("work", compute_environment=environment)  # made again under its name (the same ARN): it does not list the old queue's jobs
+    assert seed.batch.list_jobs(jobQueue="work", jobStatus="FAILED")["jobSummaryList"] == []
