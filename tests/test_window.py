@@ -8,8 +8,11 @@ its own, succeeded or still runs is never touched.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,8 @@ from jobguard.domain.policies import ABANDON, APP_RETRIES, WAIT, Policy
 from jobguard.domain.window import ACTIVE, KILLED, OWN, SUCCEEDED, decide, judge
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import configure, load_manifest, overlapping, records, replacements_of
+from .conftest import TABLE, configure, create_table, load_manifest, overlapping, records, replacements_of, run_process
+from .test_faults import CHANGING
 
 
 def _until(check: Any, bound: float = 10.0) -> None:
@@ -384,3 +388,145 @@ def test_a_deleted_queue_ends_its_jobs_about_16_a_second_and_refuses_submissions
     assert time.monotonic() - started >= 2.0  # 40 jobs at ~16 a second
     seed.queue("work", compute_environment=environment)  # made again under its name (the same ARN): it does not list the old queue's jobs
     assert seed.batch.list_jobs(jobQueue="work", jobStatus="FAILED")["jobSummaryList"] == []
+
+
+# -- bad input: one clear line, an exit code, nothing else changed --------------------------------
+
+
+def _killed_late_job(aws: SimulatedAWS, seed: Seeder, store: str, run: Any, *drain: str) -> str:
+    """Drain `work`, then a late job that the apply's compute-environment replacement kills; its id."""
+    _world(seed)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1", *drain).code == 0
+    running = _late(seed, "late-running", "RUNNING")
+    _replace_compute_environment(seed, "work")
+    _until(lambda: _status(aws, running) == "FAILED")
+    time.sleep(aws.batch.timing.list_lag_seconds)
+    return running
+
+
+def test_a_late_job_whose_definition_was_deregistered(aws: SimulatedAWS, seed: Seeder, store: str, run) -> None:
+    running = _killed_late_job(aws, seed, store, run)
+    seed.batch.deregister_job_definition(jobDefinition="proc:1")
+    submitted = aws.calls["batch:SubmitJob"]
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 1
+    (line,) = [line for line in restored.err.splitlines() if running in line]
+    assert line == f"error: late-running [{running}]: job definition proc has no ACTIVE revision"
+    assert aws.calls["batch:SubmitJob"] == submitted and running not in replacements_of(aws)
+    assert records(store, seed, "d1")[running]["outcome"] == "failed"  # owed: the next restore tries again
+    seed.definition("proc")
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert len(replacements_of(aws)[running]) == 1
+
+
+def test_a_queue_that_no_longer_exists(aws: SimulatedAWS, seed: Seeder, store: str, run) -> None:
+    _killed_late_job(aws, seed, store, run)
+    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")
+    seed.batch.delete_job_queue(jobQueue="work")  # the apply deleted it for good
+    before = load_manifest(store, seed, "d1")["window"]
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 1
+    said = [line for line in restored.err.splitlines() if "jobs submitted to it during the deploy cannot be listed" in line]
+    assert said == [
+        "error: queue work: no longer exists: the jobs submitted to it during the deploy cannot be listed "
+        "(run the apply under `jobguard run`, or freeze the queue, so none is lost)"
+    ]
+    assert load_manifest(store, seed, "d1")["window"] == before  # not swept: nothing else changed
+    assert not replacements_of(aws)
+
+
+def test_a_deploy_whose_drain_never_finished(aws: SimulatedAWS, seed: Seeder, store: str, run) -> None:
+    _world(seed)
+    process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+
+    def kill(action: str, count: int) -> None:
+        if action == "batch:TerminateJob":
+            with suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+
+    aws.after = kill
+    process.wait(timeout=60)
+    aws.after = None
+    assert process.returncode == -signal.SIGKILL
+    assert "drained" not in load_manifest(store, seed, "d1")["window"]
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert restored.err.count("drain never finished") == 1
+    assert "warning: deploy d1: its drain never finished; the deploy window is swept from when it began" in restored.err
+    assert "swept" in load_manifest(store, seed, "d1")["window"]
+
+
+# -- kill -9 of restore at every call of its sweep, then a rerun -----------------------------------
+
+
+def _restore_killed_at(aws: SimulatedAWS, k: int, where: str, deploy: str, every_call: bool) -> tuple[Any, int]:
+    """Run restore as a workflow step would, and kill -9 it right after its k-th kill point (tests/test_faults.py);
+    the process, and how many SubmitJob calls it had made by then."""
+    pid: list[int] = []
+    calls, points, submits = [0], [0], [0]
+    lock = threading.Lock()
+
+    def after(action: str, count: int) -> None:
+        with lock:
+            if not pid:
+                return
+            calls[0] += 1
+            submits[0] += action == "batch:SubmitJob"
+            if not (every_call or calls[0] == 1 or action in CHANGING) or points[0] >= k:
+                return
+            points[0] += 1
+            hit = points[0] == k
+        if hit:
+            with suppress(ProcessLookupError):
+                os.kill(pid[0], signal.SIGKILL)
+
+    aws.after = after
+    process = run_process("restore", "--store", where, "--deploy-id", deploy)
+    with lock:
+        pid.append(process.pid)
+    process.wait(timeout=120)
+    aws.after = None
+    return process, submits[0]
+
+
+@pytest.mark.slow
+def test_kill_9_of_restore_at_every_call_to_its_last_submit_then_a_rerun_replaces_each_late_job_once(
+    aws: SimulatedAWS, seed: Seeder, store: str, run, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(workdir, "lock-ttl: 1\nlease-ttl: 1\nstop-timeout: 10\n")
+    monkeypatch.setattr("jobguard.adapters.lease._WAIT_STEP", 0.1)
+    seed.queue("work")
+    seed.definition("proc")
+    kind = store.split(":")[0]
+    k, kills = 1, 0
+    while True:
+        where = f"{store}-{k}" if kind != "dynamodb" else f"dynamodb://{TABLE}-{k}"
+        if kind == "dynamodb":
+            create_table(seed, f"{TABLE}-{k}")
+        deploy = f"d{k}"
+        drained = seed.job(jobName=f"k{k}-drained", jobQueue="work", jobDefinition="proc")
+        assert run("drain", "--store", where, "--queue", "work", "--deploy-id", deploy).code == 0
+        late = _late(seed, f"k{k}-late", "RUNNING")
+        after = seed.job(status="PENDING", age=0, jobName=f"k{k}-after", jobQueue="work", jobDefinition="proc", dependsOn=[{"jobId": late}])
+        _replace_compute_environment(seed, "work")
+        _until(lambda: _status(aws, late) == "FAILED" and _status(aws, after) == "FAILED")  # noqa: B023
+        time.sleep(aws.batch.timing.list_lag_seconds)
+        process, submits = _restore_killed_at(aws, k, where, deploy, every_call=kind == "file")
+        if process.returncode != -signal.SIGKILL:  # it made fewer calls than that: the sweep is over
+            assert process.returncode == 0, process.stderr.read()
+            break
+        kills += 1
+        rerun = run("restore", "--store", where, "--deploy-id", deploy)
+        assert rerun.code == 0, f"kill at point {k}: {rerun.err}"
+        found = replacements_of(aws)
+        assert {j: len(found.get(j, [])) for j in (drained, late, after)} == {drained: 1, late: 1, after: 1}, f"kill at point {k}"
+        assert aws.batch.jobs[found[after][0]].request["dependsOn"] == [{"jobId": found[late][0]}]
+        assert overlapping(aws) == []
+        submitted = aws.calls["batch:SubmitJob"]
+        assert run("restore", "--store", where, "--deploy-id", deploy).code == 0
+        assert aws.calls["batch:SubmitJob"] == submitted
+        if submits >= 3:  # killed after its last SubmitJob: what is left (saves, leases) is tests/test_faults.py's
+            break
+        k += 1
+    print(f"\nkill -9 of restore on {kind}: {kills} kill points, each followed by a rerun and a second restore")
+    assert kills >= 8, f"restore was killed only {kills} times"
