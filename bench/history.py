@@ -11,6 +11,11 @@
     one. The next restore must look each up before it sends anything again; counted: its
     ListJobs and DescribeJobs calls (and the SubmitJobs, which must be N/2), for N = 300, 3 000.
 
+(c) The deploy window's sweep (issue 23): a deploy that drained Q queues (nothing running), then
+    L late jobs per queue submitted during it (half succeeded, half killed by the apply taking
+    their compute environment away), then restore. Counted: its Batch calls by action, and per
+    queue; L = 0 is a quiet deploy's no-op restore.
+
 Figures are call counts, not timings: they do not depend on the machine.
 """
 
@@ -40,7 +45,7 @@ from jobguard.sim import Seeder, SimulatedAWS, Timing
 TABLE = "jobguard-manifests"
 BUCKET = "jobguard-manifests"
 STORE_METHODS = ("load", "save", "deploy_ids", "read", "write", "delete", "keys")
-CONFIG = "lock-ttl: 5\nlease-ttl: 60\nlookup-window: 0\nrate: 1000\nburst: 1000\nretry:\n  initial-wait: 0.001\n  max-wait: 0.01\n"
+CONFIG = "lock-ttl: 5\nlease-ttl: 60\nlookup-window: 1\nrate: 1000\nburst: 1000\nretry:\n  initial-wait: 0.001\n  max-wait: 0.01\n"
 
 STORE_OPERATIONS: Counter[str] = Counter()
 
@@ -220,6 +225,47 @@ def lookup_after_killed_restore(aws: SimulatedAWS, sizes: list[int]) -> list[dic
     return rows
 
 
+def window_sweep(aws: SimulatedAWS, queues: list[int], late: list[int]) -> list[dict[str, object]]:
+    """(c): the calls of restore's deploy-window sweep (file store), by queues and late jobs per queue."""
+    rows: list[dict[str, object]] = []
+    for count in queues:
+        for per_queue in late:
+            with _world(aws, "file") as (seed, store):
+                names = [f"w{i}" for i in range(count)]
+                for name in names:
+                    seed.queue(name)
+                seed.definition("proc")
+                _check(*_jobguard("drain", "--store", store, *[f"--queue={n}" for n in names], "--deploy-id", "d1"), "drain")
+                killed = 0
+                for name in names:
+                    for index in range(per_queue):  # straight into the simulation: seeding through the API is slow
+                        job_id = str(aws.batch.submit_job({"jobName": f"late{index}", "jobQueue": name, "jobDefinition": "proc"})["jobId"])
+                        aws.batch.set_status(job_id, "RUNNING" if index % 2 else "SUCCEEDED")
+                        killed += index % 2
+                    aws.batch.lose_hosts(f"{name}-ce")  # the apply: instant timing, they end at once
+                aws.batch.tick()
+                before = Counter(aws.calls)
+                _check(*_jobguard("restore", "--store", store, "--deploy-id", "d1"), "restore")
+                calls = Counter(aws.calls)
+                calls.subtract(before)
+                batch = {a.split(":", 1)[1]: n for a, n in calls.items() if a.startswith("batch:") and n}
+                rows.append(
+                    {
+                        "queues": count,
+                        "late jobs": count * per_queue,
+                        "killed": killed,
+                        "ListJobs": batch.get("ListJobs", 0),
+                        "DescribeJobs": batch.get("DescribeJobs", 0),
+                        "DescribeJobQueues": batch.get("DescribeJobQueues", 0),
+                        "SubmitJob": batch.get("SubmitJob", 0),
+                        "all Batch calls": sum(batch.values()),
+                        "Batch calls per queue": round(sum(batch.values()) / count, 2),
+                    }
+                )
+                print(rows[-1], file=sys.stderr)
+    return rows
+
+
 def _table(rows: list[dict[str, object]]) -> str:
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -232,15 +278,21 @@ def main_bench(argv: list[str] | None = None) -> None:
     parser.add_argument("--deploys", default="1,100,1000", help="past deploys in the store (default 1,100,1000)")
     parser.add_argument("--jobs", default="300,3000", help="same-named jobs for the lookup (default 300,3000)")
     parser.add_argument("--stores", default="file,s3,dynamodb", help="store kinds for (a)")
+    parser.add_argument("--window-queues", default="1,5,20", help="queues drained for (c) (default 1,5,20)")
+    parser.add_argument("--window-late", default="0,200", help="late jobs per queue for (c) (default 0,200)")
     args = parser.parse_args(argv)
     _count_store_operations()
     with SimulatedAWS(Timing.instant()) as aws, aws.environment():
         idle = idle_restore(aws, args.stores.split(","), [int(n) for n in args.deploys.split(",")])
-        lookup = lookup_after_killed_restore(aws, [int(n) for n in args.jobs.split(",")])
+        lookup = lookup_after_killed_restore(aws, [int(n) for n in args.jobs.split(",")]) if args.jobs else []
+        window = window_sweep(aws, [int(n) for n in args.window_queues.split(",")], [int(n) for n in args.window_late.split(",")])
     print("(a) a restore with nothing to do\n")
     print(_table(idle))
-    print("\n(b) the lookup after a killed restore\n")
-    print(_table(lookup))
+    if lookup:
+        print("\n(b) the lookup after a killed restore\n")
+        print(_table(lookup))
+    print("\n(c) the deploy window's sweep\n")
+    print(_table(window))
 
 
 if __name__ == "__main__":
