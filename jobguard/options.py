@@ -7,6 +7,7 @@ from when it is wrong. The result is a frozen `Options`; nothing else reads flag
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import math
 import re
 import reprlib
@@ -445,6 +446,20 @@ def _check_together(options: Options) -> None:
         raise ConfigError("retry.max-wait: must be at least retry.initial-wait")
     if options.lease.lease_ttl < options.lease.holder_ttl:
         raise ConfigError("lease-ttl: must be at least lock-ttl (a deploy's lease outlives each run's hold)")
+    _check_policy_engines(options)
+
+
+def _check_policy_engines(options: Options) -> None:
+    """A policy's `engine:` must name an engine some rule recognises (a typo would silently match nothing)."""
+    known = sorted({f"{rule.engine}:{rule.role}" for rule in options.engines})
+    for index, policy in enumerate(options.policies):
+        if policy.engine is not None and not any(
+            fnmatch.fnmatchcase(key, policy.engine) or fnmatch.fnmatchcase(key.split(":", 1)[0], policy.engine) for key in known
+        ):
+            raise ConfigError(
+                f"policies[{index}].engine: {_shown(policy.engine)} matches no engine of the rules "
+                f"(known: {', '.join(known) or 'none: engines.builtin is false and no rules are given'})"
+            )
 
 
 def _shown(value: Any) -> str:

@@ -372,3 +372,10 @@ def test_kill_9_of_drain_at_every_call_never_doubles_an_engine_task(
         k += 1
     print(f"\nkill -9 of drain with engine jobs: {kills} kill points, no engine task replaced")
     assert kills >= 8
+
+
+def test_a_policy_naming_an_unknown_engine_is_refused(aws: SimulatedAWS, run: Any, workdir: Path) -> None:
+    _config(workdir, {"policies": [{"engine": "nextfow", "action": "resubmit"}]})
+    result = run("drain", "--queue", QUEUE)
+    assert result.code == 2, result.err
+    assert "policies[0].engine: 'nextfow' matches no engine of the rules (known: flyte:task, metaflow:task, nextflow:head" in result.err
