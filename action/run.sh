@@ -2,14 +2,22 @@
 # The composite action's step: install jobguard from the action's own checkout into a virtual
 # environment under RUNNER_TEMP (once per job), turn the JOBGUARD_* inputs into flags, run it.
 # Inputs arrive only through the environment: nothing here is expanded by the workflow engine.
+# The `run` input (command: run) is split into words like a POSIX shell splits them, and never
+# evaluated by a shell: no variables, substitutions, globs, pipes, redirections or `&&`.
 set -euo pipefail
 
 fail() { echo "::error title=jobguard::$1"; exit 2; }
 
 case "${JOBGUARD_COMMAND:-}" in
-  drain|restore|status) ;;
-  *) fail "input 'command' must be drain, restore or status, not '${JOBGUARD_COMMAND:-}'" ;;
+  drain|restore|status|run) ;;
+  *) fail "input 'command' must be drain, restore, status or run, not '${JOBGUARD_COMMAND:-}'" ;;
 esac
+if [ "$JOBGUARD_COMMAND" = run ]; then
+  [ -n "${JOBGUARD_RUN:-}" ] || fail "command: run needs the deploy's command in input 'run' (e.g. terraform apply -auto-approve tfplan)"
+  [ "${JOBGUARD_DRY_RUN:-false}" = false ] || fail "input 'dry-run' is not for command: run (run a drain with dry-run: true instead)"
+elif [ -n "${JOBGUARD_RUN:-}" ]; then
+  fail "input 'run' is only for command: run, not '$JOBGUARD_COMMAND'"
+fi
 boolean() {
   case "$2" in
     ""|true|false) ;;
@@ -52,7 +60,7 @@ given --deploy-id "${JOBGUARD_DEPLOY_ID:-}"
 given --signing-key "${JOBGUARD_SIGNING_KEY:-}"
 [ "${JOBGUARD_UNSIGNED:-false}" = true ] && args+=(--unsigned)
 case "$JOBGUARD_COMMAND" in
-  drain|restore)
+  drain|restore|run)
     each --queue "${JOBGUARD_QUEUES:-}"
     given --lock-timeout "${JOBGUARD_LOCK_TIMEOUT:-}"
     given --stop-timeout "${JOBGUARD_STOP_TIMEOUT:-}"
@@ -67,15 +75,41 @@ case "$JOBGUARD_COMMAND" in
     [ "${JOBGUARD_DRY_RUN:-false}" = true ] && args+=(--dry-run)
     ;;
 esac
-if [ "$JOBGUARD_COMMAND" = drain ]; then
+if [ "$JOBGUARD_COMMAND" = drain ] || [ "$JOBGUARD_COMMAND" = run ]; then
   given --plan "${JOBGUARD_PLAN:-}"
   given --grace "${JOBGUARD_GRACE:-}"
   [ "${JOBGUARD_FREEZE:-}" = true ] && args+=(--freeze)
   [ "${JOBGUARD_FREEZE:-}" = false ] && args+=(--no-freeze)
 fi
-if [ "$JOBGUARD_COMMAND" = restore ]; then
+if [ "$JOBGUARD_COMMAND" = restore ] || [ "$JOBGUARD_COMMAND" = run ]; then
   given --job-definition "${JOBGUARD_JOB_DEFINITION:-}"
 fi
 [ "$JOBGUARD_COMMAND" = status ] && [ "${JOBGUARD_WATCH:-false}" = true ] && args+=(--watch)
+if [ "$JOBGUARD_COMMAND" = run ]; then
+  # Words, NUL-separated, from Python's shlex (POSIX rules); shell operators are refused, not run.
+  words="$(mktemp)"
+  "$venv/bin/python" -c '
+import os, shlex, sys
+line = os.environ["JOBGUARD_RUN"].strip()
+def fail(why):
+    sys.exit(why)  # to stderr, exit status 1
+if "\n" in line or "\r" in line:
+    fail("one command on one line; for several, write a script and name it here")
+try:
+    words = shlex.split(line)
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    operators = [t for t in lexer if t and set(t) <= set("();<>|&")]
+except ValueError as exc:
+    fail(f"cannot split it into words ({exc})")
+if operators:
+    fail(f"{operators[0]} is shell syntax, and the command is not run by a shell; write a script and name it here")
+sys.stdout.write("".join(w + "\0" for w in words))
+' > "$words" 2> "$words.why" || { why="$(cat "$words.why")"; rm -f "$words" "$words.why"; fail "input run: $why"; }
+  command_words=()
+  while IFS= read -r -d '' word; do command_words+=("$word"); done < "$words"
+  rm -f "$words" "$words.why"
+  args+=(-- "${command_words[@]}")
+fi
 
 exec "$venv/bin/jobguard" "${args[@]}"

@@ -20,10 +20,12 @@ from .adapters.batch import Batch
 from .adapters.eventbridge import publish
 from .adapters.signing import Signer, default_key_file, open_signer
 from .adapters.stores import Store, open_store
+from .commands.child import check_command
 from .commands.context import Context
-from .commands.drain import drain
+from .commands.drain import Drained, drain
 from .commands.manifests import Manifests
-from .commands.restore import restore
+from .commands.restore import Restored, restore
+from .commands.run import Steps, run
 from .commands.status import replacements, status, watch
 from .domain.manifest import FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, CredentialsError, JobguardError, UsageError
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         return sub
 
-    def lease_flags(sub: argparse.ArgumentParser) -> None:
+    def lease_flags(sub: argparse.ArgumentParser, dry_run: bool = True) -> None:
         sub.add_argument("--lock-timeout", metavar="SECONDS", help="wait this long for another run's deploy lease (default 300)")
         sub.add_argument("--stop-timeout", metavar="DURATION", help="wait this long for stopped jobs to end (default 180s)")
         sub.add_argument(
@@ -73,26 +75,42 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--event-bus", metavar="NAME", help="publish one EventBridge event per job to this bus")
         sub.add_argument("--events-file", metavar="PATH", help="append one JSON line per job event to this file")
-        sub.add_argument("--dry-run", action="store_const", const="true", help="list what would be done; change nothing")
+        if dry_run:
+            sub.add_argument("--dry-run", action="store_const", const="true", help="list what would be done; change nothing")
+
+    def drain_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--queue", dest="queues", action="append", metavar="NAME", help="job queue name or ARN jobguard may act on (repeatable)"
+        )
+        sub.add_argument("--plan", metavar="PLAN.json", help="`terraform show -json` output: drain only the queues it puts at risk")
+        sub.add_argument("--grace", metavar="DURATION", help="drain queued jobs, then let running ones finish this long (90s, 30m, 1h)")
+        sub.add_argument("--freeze", action="store_const", const="true", help="disable the queues for the deploy; restore enables them")
+        sub.add_argument(
+            "--no-freeze", dest="freeze", action="store_const", const="false", help="do not disable even the queues the plan deletes"
+        )
+
+    def job_definition_flag(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--job-definition", metavar="latest|recorded", help="newest ACTIVE revision (default), or the recorded one while ACTIVE"
+        )
 
     drain_cmd = command("drain", "record, stop and wait for every active job of the queues at risk")
-    drain_cmd.add_argument(
-        "--queue", dest="queues", action="append", metavar="NAME", help="job queue name or ARN jobguard may act on (repeatable)"
-    )
-    drain_cmd.add_argument("--plan", metavar="PLAN.json", help="`terraform show -json` output: drain only the queues it puts at risk")
-    drain_cmd.add_argument("--grace", metavar="DURATION", help="drain queued jobs, then let running ones finish this long (90s, 30m, 1h)")
-    drain_cmd.add_argument("--freeze", action="store_const", const="true", help="disable the queues for the deploy; restore enables them")
-    drain_cmd.add_argument(
-        "--no-freeze", dest="freeze", action="store_const", const="false", help="do not disable even the queues the plan deletes"
-    )
+    drain_flags(drain_cmd)
     lease_flags(drain_cmd)
 
     restore_cmd = command("restore", "resubmit drained jobs on the queues and job definitions in place now")
     restore_cmd.add_argument("--queue", dest="queues", action="append", metavar="NAME", help="only submit to these queues (repeatable)")
-    restore_cmd.add_argument(
-        "--job-definition", metavar="latest|recorded", help="newest ACTIVE revision (default), or the recorded one while ACTIVE"
-    )
+    job_definition_flag(restore_cmd)
     lease_flags(restore_cmd)
+
+    run_cmd = command("run", "drain, run COMMAND (the apply) while watching the queues at risk, then restore, whatever its exit")
+    drain_flags(run_cmd)
+    job_definition_flag(run_cmd)
+    lease_flags(run_cmd, dry_run=False)
+    run_cmd.add_argument(
+        "--watch-interval", metavar="DURATION", help="seconds between two looks at the queues while COMMAND runs (default 2s)"
+    )
+    run_cmd.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]", help="the deploy's command, after --")
 
     status_cmd = command("status", "show the open deploys and where their replacements are now")
     status_cmd.add_argument("--all", action="store_const", const="true", help="every manifest in the store, not only open deploys")
@@ -110,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 _FLAG_KEYS = (
     "store", "queues", "deploy-id", "dry-run", "job-definition", "json", "all", "plan", "grace", "freeze", "stop-timeout",
     "notify", "event-bus", "events-file", "interval", "timeout", "watch", "lock-timeout", "signing-key", "unsigned",
+    "watch-interval",
 )  # fmt: skip
 
 
@@ -142,6 +161,10 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
         from .demo import run_demo
 
         return run_demo(report, main)
+    argv: list[str] = []
+    if args.command == "run":  # checked first: a command that cannot start drains nothing
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        check_command(argv)
     given = {key: getattr(args, key.replace("-", "_"), None) for key in _FLAG_KEYS}
     options = resolve(args.config, parse_flags({k: v for k, v in given.items() if v is not None}))
     in_actions = os.environ.get("GITHUB_ACTIONS") == "true"
@@ -150,9 +173,11 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
         # The same check as --deploy-id: it names files and keys. Set but empty is a broken
         # environment, not "no run": restore would take every open deploy, drain make up a new one.
         run_id = parse_deploy_id(os.environ["GITHUB_RUN_ID"], "GITHUB_RUN_ID (environment)")
-    if args.command == "drain":
+    if args.command in ("drain", "run"):
         deploy_id = options.deploy_id or run_id or _new_deploy_id()
         ctx = build_context(options, report, creating=True)
+        if args.command == "run":
+            return run(ctx, deploy_id, argv, Steps(lambda result: _drained(ctx, result), lambda result: _restored(ctx, result, deploy_id)))
         return _drain(ctx, deploy_id)
     ctx = build_context(options, report, creating=False)
     if args.command == "restore":
@@ -225,6 +250,10 @@ def _drain(ctx: Context, deploy_id: str) -> int:
         result = drain(ctx, deploy_id)
     finally:
         ctx.events.deliver()
+    return _drained(ctx, result)
+
+
+def _drained(ctx: Context, result: Drained) -> int:
     if ctx.options.dry_run:
         return 0
     return _finish(ctx, "drain", [result.manifest], result.facts, failed=result.problems)
@@ -235,6 +264,10 @@ def _restore(ctx: Context, deploy_id: str | None, named: bool) -> int:
         result = restore(ctx, deploy_id, named)
     finally:
         ctx.events.deliver()
+    return _restored(ctx, result, deploy_id, named)
+
+
+def _restored(ctx: Context, result: Restored, deploy_id: str | None, named: bool = False) -> int:
     if not result.manifests:
         scope = f" for deploy {deploy_id} (it drained nothing, and adopted nothing)" if deploy_id and not named else ""
         ctx.report.line(f"jobguard restore: nothing to restore{scope} in {ctx.store.location()}")

@@ -144,8 +144,14 @@ def test_failures_are_annotated_and_fail_the_step(runner_temp: Path, workdir: Pa
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
-        ({"command": "explode"}, "input 'command' must be drain, restore or status"),
+        ({"command": "explode"}, "input 'command' must be drain, restore, status or run"),
         ({"command": "drain", "dry_run": "yes"}, "input 'dry-run' must be true or false"),
+        ({"command": "run"}, "command: run needs the deploy's command in input 'run'"),
+        ({"command": "drain", "run": "terraform apply"}, "input 'run' is only for command: run, not 'drain'"),
+        ({"command": "run", "run": "terraform apply tfplan && echo done", "queues": "work"}, "input run: && is shell syntax"),
+        ({"command": "run", "run": "echo $(touch pwned)", "queues": "work"}, "input run: ( is shell syntax"),
+        ({"command": "run", "run": "terraform apply\nterraform output", "queues": "work"}, "input run: one command on one line"),
+        ({"command": "run", "run": "echo 'unclosed", "queues": "work"}, "input run: cannot split it into words"),
     ],
 )
 def test_bad_inputs_fail_with_an_annotation(
@@ -213,3 +219,18 @@ def test_notify_input_masks_webhooks(runner_temp: Path, workdir: Path, aws: Simu
     assert [h["text"] for h in Hook.received] == [
         "jobguard drain, deploy 4242: 2 jobs: 2 terminated\n  run: https://github.com/org/pipeline/actions/runs/4242"
     ]
+
+
+@pytest.mark.slow
+def test_run_through_the_action(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
+    jobs = _seed(seed)
+    apply = workdir / "apply.py"
+    apply.write_text("import sys\nprint('applying', sys.argv[1:])\nsys.exit(3)\n")
+    store = f"file://{workdir}/manifests"
+    line = f"{sys.executable} '{apply}' -input=false tfplan \"a b\" $GITHUB_RUN_ID '$(id)'"  # words, never a shell's
+    process, outputs, summary = run_step(runner_temp, workdir, aws, command="run", store=store, queues="work\netl", run=line)
+    assert process.returncode == 3, process.stderr  # the command's
+    assert "applying ['-input=false', 'tfplan', 'a b', '$GITHUB_RUN_ID', '$(id)']" in process.stdout
+    assert outputs["deploy-id"] == "4242" and outputs["resubmitted"] == "3" and outputs["failed"] == "0"
+    assert set(json.loads(outputs["replacements"])) == set(jobs)
+    assert "3 jobs: 3 terminated" in summary and "3 jobs: 3 resubmitted" in summary

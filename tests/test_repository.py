@@ -67,7 +67,8 @@ def test_dependabot_schema() -> None:
 
 
 def test_shellcheck() -> None:
-    _run(_tool("shellcheck"), *map(str, ROOT.glob("action/*.sh")), ".ci/run", "tools/install.sh", "tools/refresh-lock")
+    scripts = [*ROOT.glob("action/*.sh"), *ROOT.glob("examples/*/*.sh")]
+    _run(_tool("shellcheck"), *map(str, scripts), ".ci/run", "tools/install.sh", "tools/refresh-lock")
 
 
 @pytest.mark.parametrize("path", [ROOT / "action.yml", *WORKFLOWS], ids=lambda p: p.name)

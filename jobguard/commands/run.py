@@ -1,0 +1,149 @@
+"""`jobguard run -- COMMAND`: the two steps around an apply as one process, for any CI or a shell.
+
+1. drain, exactly as `jobguard drain` (leases, plan, policies), but the leases stay held by this
+   process (renewed by their heartbeat) for as long as the command runs: a long apply never looks
+   like a deploy that died, and no other run takes the queues meanwhile;
+2. COMMAND, with jobguard's environment and terminal (child.py), while the watcher (watcher.py)
+   records every job submitted to the queues at risk before the apply can take its queue away;
+   not started when the drain did not finish cleanly (its jobs are restored, as a workflow's
+   `if: always()` restore step does after a failed drain);
+3. restore of this deploy, whatever the command's exit: the jobs drained, and the late jobs the
+   apply killed, each exactly once.
+
+The exit code is the command's when it failed, else jobguard's own. The first SIGINT/SIGTERM is
+passed on and waited for; a second one, or a kill, leaves the deploy open: the line printed before
+anything happens says how to restore it by hand.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..adapters.lease import Leases, lease_scope
+from ..errors import JobguardError
+from ..options import DEFAULT_STORE
+from . import child
+from .context import Context
+from .drain import Drained, drain
+from .restore import Restored, restore
+from .watcher import Watcher
+
+DRAINING, RUNNING, RESTORING = "draining", "running", "restoring"
+
+
+@dataclass
+class Steps:
+    """What the CLI does after each step (counts, job summary, outputs, notifications): the step's exit code."""
+
+    drained: Callable[[Drained], int]
+    restored: Callable[[Restored], int]
+
+
+def run(ctx: Context, deploy_id: str, argv: Sequence[str], steps: Steps) -> int:
+    """Drain, run `argv` while watching the queues at risk, restore; the exit code (see the module)."""
+    return _Run(ctx, deploy_id, list(argv), steps).go()
+
+
+def restore_hint(ctx: Context, deploy_id: str) -> str:
+    """The command that restores this deploy by hand."""
+    store = "" if ctx.options.store == DEFAULT_STORE else f" --store {ctx.options.store}"
+    return f"jobguard restore --deploy-id {deploy_id}{store}"
+
+
+class _Run:
+    def __init__(self, ctx: Context, deploy_id: str, argv: list[str], steps: Steps) -> None:
+        self.ctx, self.deploy_id, self.argv, self.steps = ctx, deploy_id, argv, steps
+        self.leases = Leases(ctx.store, deploy_id, ctx.options.lease, ctx.report.notice, lease_scope(ctx.account, ctx.region))
+        self.signals = child.Signals(on_first=self._first_signal)
+        self.phase = DRAINING
+        self.hint = restore_hint(ctx, deploy_id)
+
+    def go(self) -> int:
+        report = self.ctx.report
+        report.line(f"jobguard run: deploy {self.deploy_id}, manifest {self.ctx.store.uri(self.deploy_id)}")
+        report.line(f"if jobguard is stopped before it restores, restore by hand: {self.hint}")
+        with self.signals:
+            try:
+                return self._steps()
+            except child.Interrupted as stop:
+                self.leases.release(keep_for_deploy=True)  # the deploy keeps its queues; a restore by hand takes them at once
+                report.error(f"interrupted twice ({stop}): deploy {self.deploy_id} left open; the command may still be running")
+                report.hint(f"once it has ended: {self.hint}")
+                return stop.exit_code
+
+    def _steps(self) -> int:
+        drained, drain_code = self._drain()
+        if drained is None and not self.leases.held:
+            return drain_code  # it failed before it took a queue: nothing was drained, nothing to restore
+        command_code: int | None = None
+        if self.signals.received:
+            self.ctx.report.line("jobguard run: the command was not started (stopped by a signal); restoring")
+        elif drained is None or drain_code:
+            self.ctx.report.error(f"the command was not started: the drain did not finish cleanly (exit {drain_code}); restoring")
+        else:
+            command_code = self._command(drained)
+        restore_code = self._restore()
+        return command_code or drain_code or restore_code
+
+    def _drain(self) -> tuple[Drained | None, int]:
+        try:
+            try:
+                result = drain(self.ctx, self.deploy_id, self.leases)
+            finally:
+                self.ctx.events.deliver()
+        except JobguardError as exc:
+            return None, self._said(exc)
+        return result, self.steps.drained(result)
+
+    def _command(self, drained: Drained) -> int:
+        self.phase = RUNNING
+        manifest = drained.manifest
+        queues = list(dict.fromkeys([*manifest.queues, *manifest.queue_successors.values()]))
+        watcher = Watcher(self.ctx, manifest, queues, self.ctx.options.watch_interval)
+        watcher.start()
+        try:
+            try:
+                process = child.start(self.argv, self.signals)
+            except OSError as exc:  # gone, or changed, since it was checked
+                self.ctx.report.error(f"run: command {self.argv[0]!r}: {exc.strerror or exc}")
+                return child.NOT_FOUND if isinstance(exc, FileNotFoundError) else child.NOT_EXECUTABLE
+            code = child.exit_code(process.wait())
+        except child.Interrupted:
+            watcher.stop(final=False)
+            raise
+        watcher.stop()
+        said = f"ended with exit code {code}" if code else "succeeded"
+        self.ctx.report.line(f"jobguard run: the command {said}; restoring deploy {self.deploy_id}")
+        return code
+
+    def _restore(self) -> int:
+        self.phase = RESTORING
+        try:
+            try:
+                result = restore(self.ctx, self.deploy_id, named=False, leases=self.leases)
+            finally:
+                self.ctx.events.deliver()
+        except JobguardError as exc:
+            self.leases.release(keep_for_deploy=False)  # as a restore that fails lets them go
+            code = self._said(exc)
+            self.ctx.report.hint(f"restore again when the cause is fixed: {self.hint}")
+            return code
+        self.leases.release(keep_for_deploy=False)
+        return self.steps.restored(result)
+
+    def _said(self, exc: JobguardError) -> int:
+        self.ctx.report.error(str(exc))
+        if exc.hint:
+            self.ctx.report.hint(exc.hint)
+        return exc.exit_code
+
+    def _first_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        then = {
+            DRAINING: "the command will not be started; the drain finishes, then this deploy is restored",
+            RUNNING: "passed to the command; waiting for it to end (Terraform saves its state), then restoring",
+            RESTORING: "finishing the restore",
+        }[self.phase]
+        self.ctx.report.line(f"jobguard run: {name}: {then} (a second signal leaves the deploy open)")

@@ -1,0 +1,131 @@
+"""`jobguard run`'s watcher: while the deploy's command runs, the queues at risk are looked at again
+and again, and each job created on them since the drain began that no manifest holds is recorded as
+submitted (WATCHED, `window.watch`) before the apply can take its queue away.
+
+Why a watcher, when restore sweeps the deploy window anyway: a queue the apply deletes and creates
+again under its name keeps its ARN, but no listing of the new queue can be trusted to show the old
+one's jobs, and a deleted queue lists nothing at all. Only what was seen before the deletion can be
+brought back; the watcher also notes each queue it sees missing or DELETING, so that restore knows
+that queue's jobs were ended by the deploy even when a queue of the same name is back by then.
+
+One loop for one concern, paced (as nomad's drainer keeps one watcher per concern): describe and
+list each queue, describe what is new, record it; then wait out the rest of the interval. Its calls
+go through the same paced Batch adapter as every other call, so it stays inside the run's per-action
+rate budget, and a slow look is never followed by a burst of catching up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..domain.manifest import DELETED, OPENED, Manifest
+from ..errors import JobguardError, LeaseError
+from .context import Context
+from .window import CLOCK_MARGIN_MS, watch
+
+Json = dict[str, Any]
+GONE = ("DELETING", "DELETED")
+
+
+@dataclass
+class Watcher:
+    """Watches `queues` (by name: a queue made again under its name is watched too) for new jobs."""
+
+    ctx: Context
+    manifest: Manifest
+    queues: list[str]
+    interval: float
+    skip: set[str] = field(default_factory=set)  # job ids other open deploys owe: theirs, not late jobs of this deploy
+    recorded: int = 0
+    looks: int = 0
+    stopped_by: str | None = None  # why it stopped watching early (it lost the deploy's lease)
+    _said: dict[str, str] = field(default_factory=dict)  # queue -> the last problem said about it (said once)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @property
+    def since_ms(self) -> int:
+        """Jobs created after this (Batch's clock, ms) are looked at: from a margin before the drain began."""
+        return int(self.manifest.window.get(OPENED, 0)) - CLOCK_MARGIN_MS
+
+    def start(self) -> None:
+        """Look now, then every `interval` seconds, on a thread of its own, until `stop`."""
+        if not self.queues:
+            return
+        names = ", ".join(self.queues)
+        self.ctx.report.line(f"watching {names} every {self.interval:g} s: each job submitted meanwhile is recorded as submitted")
+        self._thread = threading.Thread(target=self._loop, name="jobguard-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, final: bool = True) -> None:
+        """Stop the loop; with `final`, look once more (a job submitted in the command's last moments). Say what was seen."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        if final and self.stopped_by is None:
+            self.look()
+        self.ctx.report.line(f"watched {self.looks} times: {self.recorded} jobs submitted during the command recorded")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.look()
+            if self.stopped_by is not None:
+                return
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def look(self) -> None:
+        """One look at every queue; a queue that cannot be looked at now is said once and looked at again next time."""
+        self.looks += 1
+        try:
+            found: dict[str, Json] = {}
+            for name in self.queues:
+                found.update(self._new_on(name))
+            details = self.ctx.batch.describe(found)
+            self.recorded += len(watch(self.ctx, self.manifest, [details[i] for i in found if i in details]))
+        except LeaseError as exc:  # another run took the deploy's queues over: it owns them now
+            self.stopped_by = str(exc)
+            self.ctx.report.error(f"stopped watching: {exc}")
+        except JobguardError as exc:  # AWS or the store failed after retries: the next look tries again
+            self._say("*", f"watching: {exc}; looking again in {self.interval:g} s")
+
+    def _new_on(self, name: str) -> dict[str, Json]:
+        """Summaries of the jobs created on queue `name` since the drain began that nobody has recorded."""
+        try:
+            queue = self.ctx.batch.queue(name)
+            if queue is None or queue.status in GONE:
+                # Seen gone: its jobs end (DeleteJobQueue), and a queue made again under the name will not list them.
+                if name not in self.manifest.window.get(DELETED, []):
+                    self.manifest.note_deleted_queues([name])
+                    self.ctx.manifests.save(self.manifest)
+                    self.ctx.report.line(f"queue {name}: {'deleted' if queue is None else queue.status} during the command")
+                return {}
+            summaries = self.ctx.batch.list_created_after(name, self.since_ms)
+        except LeaseError:
+            raise
+        except JobguardError as exc:
+            self._say(name, f"queue {name}: cannot be looked at now ({exc}); looking again in {self.interval:g} s")
+            return {}
+        self._said.pop(name, None)
+        opened = int(self.manifest.window.get(OPENED, 0))
+        return {
+            str(s["jobId"]): s
+            for s in summaries
+            if str(s["jobId"]) not in self.manifest.jobs and str(s["jobId"]) not in self.skip and not _ended_before(s, opened)
+        }
+
+    def _say(self, key: str, text: str) -> None:
+        if self._said.get(key) != text:
+            self._said[key] = text
+            self.ctx.report.notice(text)
+
+
+def _ended_before(summary: Json, opened_ms: int) -> bool:
+    """A job that had ended before the drain began (listed only because of the clock margin): not the deploy's."""
+    stopped = summary.get("stoppedAt")
+    return isinstance(stopped, int) and stopped < opened_ms - CLOCK_MARGIN_MS // 2
