@@ -379,3 +379,23 @@ def test_a_policy_naming_an_unknown_engine_is_refused(aws: SimulatedAWS, run: An
     result = run("drain", "--queue", QUEUE)
     assert result.code == 2, result.err
     assert "policies[0].engine: 'nextfow' matches no engine of the rules (known: flyte:task, metaflow:task, nextflow:head" in result.err
+
+
+def test_the_engines_retry_during_the_drain_is_not_stopped_again(seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path) -> None:
+    """Nextflow submits its retry of a task drain stopped while the deploy's drain is still going (here:
+    before the workflow's drain step is run again): stopping it too would spend its last retry."""
+    jobs = _world(seed, (NEXTFLOW_TASK, ORDINARY))
+    store = f"file://{workdir}/m"
+    assert run("drain", "--queue", QUEUE, "--store", store, "--deploy-id", "d1").code == 0
+    retry = seed.job(age=0, jobQueue=QUEUE, **NEXTFLOW_TASK.submit)  # Nextflow saw its task FAILED (143)
+    late_ordinary = seed.job(age=0, jobQueue=QUEUE, **{**ORDINARY.submit, "jobName": "late-report"})
+    time.sleep(aws.batch.timing.list_lag_seconds)  # ListJobs shows a job this long after it was made
+    again = run("drain", "--queue", QUEUE, "--store", store, "--deploy-id", "d1")
+    assert again.code == 0, again.err
+    assert not aws.batch.jobs[retry].terminated and aws.batch.jobs[late_ordinary].terminated
+    stored = records(store, seed, "d1")
+    assert stored[retry]["outcome"] == "kept" and stored[retry]["error"] is None
+    assert stored[retry]["note"].startswith("submitted by nextflow after the drain began")
+    assert "nextflow tasks: 2: 1: left to nextflow: stopped, not resubmitted" in again.out and "1: left running, not stopped" in again.out
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert set(replacements_of(aws)) == {jobs[ORDINARY.key], late_ordinary}

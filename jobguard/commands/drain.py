@@ -36,6 +36,7 @@ from ..domain.manifest import (
     FAILED,
     FINISHED,
     KEPT,
+    OPENED,
     RECORDED,
     SKIPPED,
     TERMINATED,
@@ -384,7 +385,7 @@ class _Drain:
                 # Queued passes leave to the final pass, after the grace period, the jobs under the wait
                 # policy and the arrays whose children have started (running, although their parent is PENDING).
                 running = {str(j["jobId"]) for j in jobs if children_in(j, STARTED)}
-                left = {r.job_id for r in records if r.job_id in running or self._action(r) == WAIT}
+                left = {r.job_id for r in records if r.job_id in running or self._action(r) == WAIT or self._engine_retry(r)}
                 self.not_queued |= left
                 records = [r for r in records if r.job_id not in left]
             dependents = self._dependents({r.job_id for r in records if r.outcome == RECORDED})
@@ -451,7 +452,12 @@ class _Drain:
         if self._action(record) == WAIT:
             self.problems += 1
             return record.moved_to(KEPT, DRAIN, error=f"policy wait: still {record.status_at_drain} after the grace period; not stopped")
-        return record
+        retry = self._engine_retry(record)
+        return record.moved_to(KEPT, DRAIN, note=retry) if retry else record
+
+    def _engine_retry(self, record: JobRecord) -> str | None:
+        decision = engines.decide(record, self.ctx.options.policies, self.ctx.options.engines)
+        return engines.engine_retry(record, decision, self.manifest.window.get(OPENED))
 
     def _action(self, record: JobRecord) -> str:
         return engines.decide(record, self.ctx.options.policies, self.ctx.options.engines).action

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .manifest import RECORDED, SKIPPED, JobRecord
+from .manifest import KEPT, RECORDED, SKIPPED, JobRecord
 from .policies import ABANDON, ACTIONS, APP_RETRIES, NOT_RESUBMITTED, RESUBMIT, WAIT, Policy, chosen_by_policy
 from .submission import containers_of
 
@@ -151,6 +151,22 @@ def left_to_engine(record: JobRecord) -> str:
     return outcome_text(ABANDON, record.engine, record.engine_role)
 
 
+def engine_retry(record: JobRecord, decision: Decision, opened_ms: int | None) -> str | None:
+    """Why drain leaves running an engine's task created after the drain began, else None.
+
+    It is the engine's own retry of a task drain stopped (or new work it submitted meanwhile):
+    stopping it too would spend the engine's next retry (nf-core allows one) and end its run.
+    Created-at is Batch's clock, `opened_ms` the store's: a skew of minutes only moves the line.
+    """
+    late = opened_ms is not None and record.created_at is not None and record.created_at >= opened_ms
+    if not late or record.engine_role != TASK or decision.action != ABANDON or decision.by_policy:
+        return None
+    return (
+        f"submitted by {record.engine} after the drain began (its retry of a stopped task, or new work): left running, "
+        f"not stopped again; it is {record.engine}'s to retry if the deploy kills it"
+    )
+
+
 def not_resubmitted(record: JobRecord, policies: tuple[Policy, ...], rules: Iterable[EngineRule], stage: str) -> JobRecord | None:
     """The `skipped` record of a stopped job jobguard must not bring back (its engine's task, or a policy
     abandon / app-retries), else None. Drain asks when the job ends; restore asks again for a job a drain
@@ -192,16 +208,19 @@ def groups(records: Iterable[JobRecord], policies: tuple[Policy, ...], rules: It
         return []
     lines = []
     for (engine, role), members in sorted(found.items(), key=lambda item: item[0] == ("", "")):
-        actions = Counter(decide(r, policies, rules).action for r in members)
+        texts = Counter(_said(r, decide(r, policies, rules).action) for r in members)
         done = Counter(r.outcome for r in members if r.outcome != RECORDED)
-        said = "; ".join(
-            f"{'' if len(actions) == 1 else f'{count}: '}{outcome_text(action, engine or None, role or None)}"
-            for action, count in actions.items()
-        )
+        said = "; ".join(f"{'' if len(texts) == 1 else f'{count}: '}{text}" for text, count in texts.items())
         who = f"{engine} {role}s" if engine else "other jobs"
         outcomes = f" [{', '.join(f'{n} {o}' for o, n in done.items())}]" if done else ""
         lines.append(f"{who}: {len(members)}: {said}{outcomes}")
     return lines
+
+
+def _said(record: JobRecord, action: str) -> str:
+    if record.outcome == KEPT and action != WAIT:  # not stopped after all: an engine's retry, or a line resubmitted too often
+        return "left running, not stopped"
+    return outcome_text(action, record.engine, record.engine_role)
 
 
 def _glob(value: str, pattern: str | None) -> bool:
