@@ -22,7 +22,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,7 +44,7 @@ from ..domain.manifest import (
     JobRecord,
     Manifest,
 )
-from ..domain.plan import MAX_PLAN_BYTES, read_plan, risks
+from ..domain.plan import MAX_PLAN_BYTES, Risk, exposure, read_plan, risks
 from ..domain.policies import WAIT
 from ..errors import JobCallError, UsageError
 from .context import Context, github_origin
@@ -66,6 +66,13 @@ class Target:
     reason: str
     successor: str | None = None
     deleted: bool = False  # the plan deletes (or replaces) the queue itself
+    every_job: bool = True  # False: the queue stays, only its instances go (STARTING/RUNNING jobs at risk)
+    grace_minutes: int = 0  # an update that lets running jobs finish first: for this long
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """The statuses whose jobs are at risk (PENDING without every_job: array parents whose children run)."""
+        return LIFECYCLE if self.every_job else ("PENDING", *STARTED)
 
 
 @dataclass
@@ -99,9 +106,8 @@ def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list
     assert ctx.options.plan is not None
     path = Path(ctx.options.plan)
     body = _read_plan_file(path)
-    reasons: dict[str, str] = {}
+    found: dict[str, list[Risk]] = {}
     successors: dict[str, str] = {}
-    deleted: set[str] = set()
     facts: list[str] = []
     every: list[Queue] | None = None
     for risk in risks(read_plan(body, str(path)), ctx.options.triggers):
@@ -116,17 +122,20 @@ def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list
             names = []
         for name in names:
             if name in queues:
-                reasons.setdefault(name, risk.reason)
+                found.setdefault(name, []).append(risk)
                 if risk.successor and risk.queue == name:
                     successors[name] = risk.successor
-                if risk.queue == name:
-                    deleted.add(name)
             else:
                 facts.append(f"queue {name}: at risk ({risk.reason}) but not one of the configured queues: left alone")
     for name in queues:
-        if name not in reasons:
+        if name not in found:
             facts.append(f"queue {name}: not at risk: the plan deletes, replaces or rebuilds nothing it runs on")
-    return [Target(queues[n], r, successors.get(n), n in deleted) for n, r in reasons.items()], facts
+    targets = []
+    for name, its in found.items():
+        exposed = exposure(its)
+        deleted = any(r.queue_goes and r.queue == name for r in its)
+        targets.append(Target(queues[name], exposed.reason, successors.get(name), deleted, exposed.every_job, exposed.grace_minutes))
+    return targets, facts
 
 
 def _read_plan_file(path: Path) -> bytes:
@@ -163,7 +172,7 @@ def drain(ctx: Context, deploy_id: str, leases: Leases | None = None) -> Drained
         ctx.report.line("the plan puts none of the configured queues at risk: nothing to drain")
     for target in targets:
         if target.reason != "configured":
-            ctx.report.line(f"queue {target.queue.name}: at risk: {target.reason}")
+            ctx.report.line(f"queue {target.queue.name}: at risk: {target.reason}{_scope(target)}")
     if ctx.options.dry_run:
         return _dry_run(ctx, deploy_id, targets, facts)
     _check_stored(ctx, deploy_id)
@@ -196,13 +205,57 @@ def _check_stored(ctx: Context, deploy_id: str) -> None:
 def _dry_run(ctx: Context, deploy_id: str, targets: list[Target], facts: list[str]) -> Drained:
     manifest = ctx.manifests.new(deploy_id, github_origin())
     for target in targets:
-        ids = [s["jobId"] for status in LIFECYCLE for s in ctx.batch.list_jobs(target.queue.arn, status)]
-        ctx.report.line(f"queue {target.queue.name}: {len(ids)} active jobs would be drained")
+        ids = exposed_ids(ctx, target, LIFECYCLE, lambda job_id: False)
+        what = "active jobs" if target.every_job else "started jobs (their instances go)"
+        ctx.report.line(f"queue {target.queue.name}: {len(ids)} {what} would be drained")
         for summary_id in ids[:50]:
             ctx.report.line(f"  would drain  {summary_id}")
         for line in _planned_engines(ctx, target.queue.name, ids):
             ctx.report.line(f"  {line}")
+        left = left_queued(ctx, target, set(ids))
+        if left is not None:
+            ctx.report.line(left)
     return Drained(manifest, facts)
+
+
+def _scope(target: Target) -> str:
+    if target.every_job:
+        return ""
+    if target.grace_minutes:
+        return f"; its running jobs get {target.grace_minutes} minutes to finish, then are drained; queued jobs stay"
+    return "; only its started jobs are drained, queued jobs stay"
+
+
+def exposed_ids(ctx: Context, target: Target, statuses: tuple[str, ...], known: Callable[[str], bool]) -> list[str]:
+    """Ids of the target's jobs in `statuses` that the plan puts at risk, in listing order; `known` ids left out.
+
+    Where only instances go, a PENDING job is at risk only as an array parent whose children have
+    started (Batch keeps the parent PENDING while they run); the PENDING jobs that depend on a job
+    drained are found as dependents, in every queue.
+    """
+    ids: list[str] = []
+    parents: list[str] = []
+    for status in (s for s in statuses if s in target.statuses):
+        for summary in ctx.batch.list_jobs(target.queue.arn, status):
+            job_id = str(summary["jobId"])
+            if known(job_id):
+                continue
+            if target.every_job or status in STARTED:
+                ids.append(job_id)
+            elif (summary.get("arrayProperties") or {}).get("size"):
+                parents.append(job_id)
+    if parents:
+        details = ctx.batch.describe(parents)
+        ids += [p for p in parents if p in details and children_in(details[p], STARTED)]
+    return ids
+
+
+def left_queued(ctx: Context, target: Target, taken: set[str]) -> str | None:
+    """Where only instances go: how many queued jobs stay where they are (one listing of each queued status)."""
+    if target.every_job:
+        return None
+    left = {str(s["jobId"]) for status in QUEUED for s in ctx.batch.list_jobs(target.queue.arn, status)} - taken
+    return f"queue {target.queue.name}: {len(left)} queued jobs left queued: Batch runs them on the new environment"
 
 
 def _planned_engines(ctx: Context, queue: str, ids: list[str]) -> list[str]:
@@ -271,7 +324,7 @@ class _Drain:
         )
         self._freeze(self._to_freeze(targets))
         reasons = {t.queue.name: t.reason for t in targets}
-        if self.ctx.options.grace > 0:
+        if any(self._grace_of(t) > 0 for t in targets):
             self._passes(targets, QUEUED, reasons, final=False)
             self._grace(targets)
         self._passes(targets, LIFECYCLE, reasons, final=True)
@@ -284,6 +337,11 @@ class _Drain:
             if len(self.stopping) > stopped:
                 self.stopping = self.stopping[stopped:]  # those still running were reported once already
                 self._wait_for_stops()
+        for target in targets:
+            left = left_queued(self.ctx, target, set(self.manifest.jobs))
+            if left is not None:
+                self.ctx.report.line(left)
+                self.facts.append(left)
         self.facts.append(close_drain(self.ctx, self.manifest, self.manifest.frozen_queues))
         self.ctx.report.line(self.facts[-1])
         self.ctx.manifests.save(self.manifest)
@@ -356,14 +414,16 @@ class _Drain:
     def _list(self, targets: list[Target], statuses: tuple[str, ...], skip: set[str]) -> dict[str, str]:
         """New job id -> queue name, listing each queue's statuses in lifecycle order."""
 
+        def known(job_id: str) -> bool:
+            return job_id in self.manifest.jobs or job_id in self.owner or job_id in skip
+
         def listed(target: Target) -> list[tuple[str, str]]:
-            return [(s["jobId"], target.queue.name) for status in statuses for s in self.ctx.batch.list_jobs(target.queue.arn, status)]
+            return [(job_id, target.queue.name) for job_id in exposed_ids(self.ctx, target, statuses, known)]
 
         found: dict[str, str] = {}
         for pairs in self.ctx.aws.parallel(listed, targets):
             for job_id, queue in pairs:
-                if job_id not in self.manifest.jobs and job_id not in self.owner and job_id not in skip:
-                    found.setdefault(job_id, queue)
+                found.setdefault(job_id, queue)
         return found
 
     def _late_dependents(self) -> None:
@@ -580,30 +640,42 @@ class _Drain:
             self.ctx.report.line(f"queue {queue.name}: disabled for the deploy; restore enables it again")
             self.facts.append(f"queue {queue.name}: frozen (disabled) until restore")
 
+    def _grace_of(self, target: Target) -> float:
+        """A queue's grace period: --grace, or longer where the plan's update lets running jobs run longer."""
+        return max(self.ctx.options.grace, target.grace_minutes * 60.0)
+
     def _grace(self, targets: list[Target]) -> None:
-        """Give running jobs (and jobs whose policy is wait) the grace period to finish."""
-        running: list[str] = []
+        """Give running jobs (and jobs whose policy is wait) their queue's grace period to finish."""
+        started = time.monotonic()
+        deadlines: dict[str, float] = {}  # job id -> when its grace period ends
         for target in targets:
-            running += [s["jobId"] for status in LIFECYCLE for s in self.ctx.batch.list_jobs(target.queue.arn, status)]
-        running = [i for i in dict.fromkeys(running) if i not in self.manifest.jobs and i not in self.owner]
-        if not running:
+            grace = self._grace_of(target)
+            if grace <= 0:
+                continue
+            for job_id in exposed_ids(self.ctx, target, LIFECYCLE, lambda i: i in self.manifest.jobs or i in self.owner):
+                deadlines.setdefault(job_id, started + grace)
+        if not deadlines:
             return
-        grace = self.ctx.options.grace
-        self.ctx.report.line(f"waiting up to {grace:g} s for {len(running)} running jobs to finish")
-        deadline = time.monotonic() + grace
+        grace = max(deadlines.values()) - started
+        self.ctx.report.line(f"waiting up to {grace:g} s for {len(deadlines)} running jobs to finish")
         poll, said = 0.5, time.monotonic()
-        waiting = running
-        while waiting and time.monotonic() < deadline:
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        active = set(deadlines)  # as last seen
+        while True:
+            waiting = [i for i in active if deadlines[i] > time.monotonic()]
+            if not waiting:
+                break
+            time.sleep(min(poll, max(0.0, min(deadlines[i] for i in waiting) - time.monotonic())))
             poll = min(15.0, poll * 1.5)
             states = self.ctx.batch.states(waiting)
-            waiting = [i for i in waiting if i in states and states[i].active]
+            active -= {i for i in waiting if i not in states or not states[i].active}
             if time.monotonic() - said >= 30:
-                self.ctx.report.notice(f"{len(waiting)} jobs still running; {deadline - time.monotonic():.0f} s of the grace period left")
+                left = max((deadlines[i] for i in active), default=time.monotonic()) - time.monotonic()
+                self.ctx.report.notice(f"{len(active)} jobs still running; {max(0.0, left):.0f} s of the grace period left")
                 said = time.monotonic()
-        self.finished_in_grace = len(running) - len(waiting)
+        self.finished_in_grace = len(deadlines) - len(active)
         if self.finished_in_grace:
             self.facts.append(f"{self.finished_in_grace} jobs finished within the grace period ({grace:g} s): nothing to resubmit")
+        waiting = list(active)
         self.ctx.report.line(
             f"grace period over: {len(waiting)} jobs still active" if waiting else "every running job finished within the grace period"
         )

@@ -1,11 +1,23 @@
 """Read a Terraform plan (`terraform show -json PLANFILE`) and say which Batch work it puts at risk.
 
-At risk: a job queue deleted or replaced (a renamed queue is replaced); a compute environment
-deleted or replaced; an EC2/Spot compute environment given an *infrastructure update* (any change
-of its compute resources other than min/max/desired vCPUs, which replaces its instances); any
-resource the user lists as a trigger (then every configured queue). Not at risk: a new
-job-definition revision (running jobs keep theirs), a scaling-only change, and any in-place update
-of a Fargate compute environment (AWS replaces no running task; new jobs get the new settings).
+Two kinds of risk, because the apply does two different things to a queue's jobs:
+
+- The queue goes (deleted or replaced; a renamed queue is replaced), or a resource the user lists
+  as a trigger changes (then every configured queue, as nobody knows what it does): every active
+  job of the queue is at risk.
+- The queue stays but instances are taken away from it: a compute environment deleted or
+  replaced, removed from the queue's compute_environment_order, or given an *infrastructure
+  update* (any change of an EC2/Spot environment's compute resources other than min/max/desired
+  vCPUs, which replaces its instances). Only the jobs placed on instances die: STARTING and
+  RUNNING jobs (an array parent counts while its children run), and the jobs PENDING on them,
+  which Batch fails with them. Queued jobs stay in the queue and run on the new instances. An
+  infrastructure update whose update_policy has terminate_jobs_on_update false lets running jobs
+  finish for up to job_execution_timeout_minutes (AWS's defaults: false, 30 minutes) before it
+  replaces their instances: that is their grace period.
+
+Not at risk: a new job-definition revision (running jobs keep theirs), a scaling-only change, and
+any in-place update of a Fargate compute environment (AWS replaces no running task; new jobs get
+the new settings).
 """
 
 from __future__ import annotations
@@ -23,6 +35,11 @@ INFRASTRUCTURE_FIELDS = ("compute_resources", "type", "compute_environment_name"
 MAX_PLAN_BYTES = 512 * 1024 * 1024
 
 
+# AWS's defaults for a compute environment's update policy (UpdatePolicy, Batch API reference).
+DEFAULT_TERMINATE_ON_UPDATE = False
+DEFAULT_JOB_EXECUTION_TIMEOUT_MINUTES = 30
+
+
 @dataclass(frozen=True)
 class Risk:
     """One change in the plan that puts queues at risk, and why."""
@@ -33,6 +50,39 @@ class Risk:
     compute_environment: str | None = None  # a compute environment at risk, by ARN or name
     every_queue: bool = False  # a trigger: every configured queue is at risk
     successor: str | None = None  # a job queue replaced under a new name: the new name
+    instances_only: bool = False  # the queue stays; only the jobs on its instances are at risk
+    grace_minutes: int = 0  # instances_only: running jobs may finish for this long first (an update that keeps them)
+
+    @property
+    def queue_goes(self) -> bool:
+        """The queue itself is deleted or replaced."""
+        return self.queue is not None and not self.instances_only
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What a plan does to one queue's jobs, all its risks taken together."""
+
+    reason: str
+    every_job: bool = True  # every active job is at risk; False: only those on instances (STARTING, RUNNING)
+    grace_minutes: int = 0  # not every_job: running jobs may finish for this long before their instances go
+
+
+def exposure(found: list[Risk]) -> Exposure:
+    """The broadest of a queue's risks: a queue that goes wins over instances taken away, and
+    instances taken at once over an update that lets running jobs finish (which of the queue's
+    environments runs a job cannot be told from the job); of several such updates, the shortest
+    grace period."""
+    if not found:
+        raise ValueError("exposure of no risk")
+    whole = [r for r in found if not r.instances_only]
+    if whole:
+        return Exposure(whole[0].reason)
+    at_once = [r for r in found if r.grace_minutes <= 0]
+    if at_once:
+        return Exposure(at_once[0].reason, every_job=False)
+    shortest = min(found, key=lambda r: r.grace_minutes)
+    return Exposure(shortest.reason, every_job=False, grace_minutes=shortest.grace_minutes)
 
 
 @dataclass(frozen=True)
@@ -85,16 +135,17 @@ def _change(entry: Any, where: str) -> Change:
 
 
 def risks(changes: list[Change], triggers: tuple[str, ...]) -> list[Risk]:
-    """Every change that puts Batch work at risk."""
+    """Every change that puts Batch work at risk. A trigger puts every job of every configured queue
+    at risk, even where the change itself would take only instances away (the user said so)."""
     found: list[Risk] = []
     for change in changes:
         if set(change.actions) <= {"no-op", "read"}:
             continue
         risk = _risk(change)
-        if risk is None and any(fnmatch.fnmatchcase(change.address, p) for p in triggers):
-            risk = Risk(change.address, f"{change.address} will be {_verb(change.actions)} and is a trigger", every_queue=True)
         if risk is not None:
             found.append(risk)
+        if (risk is None or risk.instances_only) and any(fnmatch.fnmatchcase(change.address, p) for p in triggers):
+            found.append(Risk(change.address, f"{change.address} will be {_verb(change.actions)} and is a trigger", every_queue=True))
     return found
 
 
@@ -107,6 +158,8 @@ def _risk(change: Change) -> Risk | None:
         if isinstance(new, str) and new and new != name:
             return Risk(address, f"{address} will be replaced and renamed {new}", queue=name, successor=new)
         return Risk(address, f"{address} will be {_verb(actions)}", queue=name)
+    if change.kind == "aws_batch_job_queue" and "update" in actions:
+        return _order_risk(change)
     if change.kind != "aws_batch_compute_environment":
         return None
     for side, values in (("before", before), ("after", after)):
@@ -116,12 +169,73 @@ def _risk(change: Change) -> Risk | None:
     if environment is None and ("delete" in actions or "update" in actions):
         raise UsageError(f"{change.where}.change.before: no arn or compute_environment_name: cannot tell which compute environment changes")
     if "delete" in actions:
-        return Risk(address, f"{address} will be {_verb(actions)}", compute_environment=environment)
+        return Risk(address, f"{address} will be {_verb(actions)}", compute_environment=environment, instances_only=True)
     if "update" in actions and not _fargate(before) and _replaces_instances(before, after):
-        terminate = any(isinstance(p, dict) and p.get("terminate_jobs_on_update") for p in _list(after.get("update_policy")))
-        how = "terminates running jobs" if terminate else "replaces instances once running jobs end or time out"
-        return Risk(address, f"{address} gets an infrastructure update that {how}", compute_environment=environment)
+        terminate, minutes = _update_policy(change)
+        if terminate:
+            return Risk(
+                address,
+                f"{address} gets an infrastructure update that terminates running jobs",
+                compute_environment=environment,
+                instances_only=True,
+            )
+        return Risk(
+            address,
+            f"{address} gets an infrastructure update that lets running jobs run up to {minutes} minutes, then replaces their instances",
+            compute_environment=environment,
+            instances_only=True,
+            grace_minutes=minutes,
+        )
     return None
+
+
+def _order_risk(change: Change) -> Risk | None:
+    """A queue kept, with compute environments taken out of its order: their instances are no longer its."""
+    name = change.before.get("name")
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"{change.where}.change.before.name: expected the job queue's name, got {type(name).__name__}")
+    removed = sorted(_environments(change.before, change.where, "before") - _environments(change.after, change.where, "after"))
+    if not removed:
+        return None
+    names = ", ".join(e.rsplit("/", 1)[-1] for e in removed)
+    return Risk(change.address, f"{change.address} will lose compute environment {names} from its order", queue=name, instances_only=True)
+
+
+def _environments(queue: dict[str, Any], where: str, side: str) -> set[str]:
+    """The compute environments of a queue's order (compute_environment_order, or the provider's
+    older compute_environments list), by name: the order names ARNs, a plan may name either."""
+    found: set[str] = set()
+    for entry in _list(queue.get("compute_environment_order")):
+        value = entry.get("compute_environment") if isinstance(entry, dict) else None
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"{where}.change.{side}.compute_environment_order: expected compute_environment strings")
+        if value:
+            found.add(value.rsplit("/", 1)[-1])
+    for value in _list(queue.get("compute_environments")):
+        if isinstance(value, str) and value:
+            found.add(value.rsplit("/", 1)[-1])
+    return found
+
+
+def _update_policy(change: Change) -> tuple[bool, int]:
+    """(terminate_jobs_on_update, job_execution_timeout_minutes) the update runs under: the plan's
+    new update_policy; else the one the environment has; else AWS's defaults."""
+    for side, values in (("after", change.after), ("before", change.before)):
+        policies = [p for p in _list(values.get("update_policy")) if isinstance(p, dict)]
+        if not policies:
+            continue
+        terminate, minutes = policies[0].get("terminate_jobs_on_update"), policies[0].get("job_execution_timeout_minutes")
+        if terminate is not None and not isinstance(terminate, bool):
+            raise UsageError(f"{change.where}.change.{side}.update_policy[0].terminate_jobs_on_update: expected true or false")
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 1):
+            raise UsageError(
+                f"{change.where}.change.{side}.update_policy[0].job_execution_timeout_minutes: expected a whole number of minutes"
+            )
+        return (
+            DEFAULT_TERMINATE_ON_UPDATE if terminate is None else terminate,
+            DEFAULT_JOB_EXECUTION_TIMEOUT_MINUTES if minutes is None else minutes,
+        )
+    return DEFAULT_TERMINATE_ON_UPDATE, DEFAULT_JOB_EXECUTION_TIMEOUT_MINUTES
 
 
 def _identifier(before: dict[str, Any]) -> str | None:
