@@ -16,7 +16,7 @@ import yaml
 
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import overlapping, records, replacements_of, run_process
+from .conftest import configure, overlapping, records, replacements_of, run_process
 
 DEFINITION = {
     "image": "busybox",
@@ -106,9 +106,13 @@ def _world(seed: Seeder) -> str:
     return seed.job(jobName="nightly", jobQueue="work", jobDefinition="proc")
 
 
-def _wait_for(path: Path, seconds: float = 60) -> str:
+def _wait_for(path: Path, seconds: float = 60, process: subprocess.Popen[str] | None = None) -> str:
+    """The file's text once it exists (bounded); fails at once if `process` ends first."""
     deadline = time.monotonic() + seconds
     while not path.exists():
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"jobguard ended ({process.returncode}) before {path.name}:\n{out}\n{err}")
         assert time.monotonic() < deadline, f"{path.name} never appeared"
         time.sleep(0.05)
     return path.read_text()
@@ -213,7 +217,7 @@ def _started(seed: Seeder, workdir: Path, apply_py: Path, store: str, *steps: st
         "run", "--store", store, "--queue", "work", "--deploy-id", "d1", "--watch-interval", "0.5",
         "--", sys.executable, str(apply_py), store, *steps,
     )  # fmt: skip
-    _wait_for(workdir / "ready")
+    _wait_for(workdir / "ready", process=process)
     return process
 
 
@@ -260,6 +264,34 @@ def test_sigterm_is_passed_to_the_command_and_waited_for_then_restored(
 
 
 @pytest.mark.slow
+def test_a_signal_during_the_drain_stops_it_restores_and_starts_no_command(
+    seed: Seeder, run: Any, aws: SimulatedAWS, apply_py: Path, workdir: Path
+) -> None:
+    running = _world(seed)
+    queued = seed.job(status="RUNNABLE", jobName="queued", jobQueue="work", jobDefinition="proc")
+    store = f"file://{workdir}/manifests"
+    log = workdir / "jobguard.out"
+    with log.open("w") as out:  # queued jobs drained at once, then a long grace period for the running one
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobguard", "run", "--store", store, "--queue", "work", "--deploy-id", "d1", "--grace", "10m",
+             "--", sys.executable, str(apply_py), store, "exit-0"],
+            stdout=out, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "running jobs to finish" not in log.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()  # at once, not after the grace period
+    assert not (workdir / "done").exists()  # never started
+    assert "SIGTERM: the drain stops here and the command will not be started" in log.read_text()
+    assert _exactly_once(aws, [queued]) == ([], [])  # what the drain stopped is back
+    assert running not in replacements_of(aws) and aws.batch.jobs[running].status == "RUNNING"  # never stopped
+    again = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2", "--lock-timeout", "0")  # the queue is free again
+    assert again.code == 0, again.err
+
+
+@pytest.mark.slow
 def test_a_second_signal_leaves_the_deploy_open_with_a_hint(
     seed: Seeder, run: Any, aws: SimulatedAWS, apply_py: Path, workdir: Path
 ) -> None:
@@ -280,6 +312,30 @@ def test_a_second_signal_leaves_the_deploy_open_with_a_hint(
     result = run("restore", "--store", store, "--deploy-id", "d1")
     assert result.code == 0, result.err
     assert _exactly_once(aws, [drained]) == ([], [])
+
+
+@pytest.mark.slow
+def test_the_watcher_looks_within_the_rate_budget(seed: Seeder, aws: SimulatedAWS, apply_py: Path, workdir: Path) -> None:
+    _world(seed)
+    seed.queue("other")
+    configure(workdir, "rate: 4\nburst: 2\n")  # jobguard's budget per Batch action...
+    aws.rate, aws.burst = 5.0, 5.0  # ...just under what the (simulated) account allows: AWS throttles above it
+    store = f"file://{workdir}/manifests"
+    process = run_process(
+        "run", "--store", store, "--queue", "work", "--queue", "other", "--deploy-id", "d1", "--watch-interval", "0.1",
+        "--", sys.executable, str(apply_py), store, "ready",
+    )  # fmt: skip
+    _wait_for(workdir / "ready", process=process)
+    before, started = dict(aws.calls), time.monotonic()
+    time.sleep(3)  # the apply runs: the watcher looks as often as its budget lets it
+    listed = aws.calls["batch:ListJobs"] - before.get("batch:ListJobs", 0)
+    described = aws.calls["batch:DescribeJobQueues"] - before.get("batch:DescribeJobQueues", 0)
+    elapsed = time.monotonic() - started
+    (workdir / "go").write_text("")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert 4 <= listed <= 4 * elapsed + 2 + 1 and described <= 4 * elapsed + 2 + 1  # paced: at most rate x time + burst
+    assert sum(aws.throttled.values()) == 0
 
 
 def test_the_simulated_delete_job_queue_ends_its_jobs_and_a_new_queue_of_the_name_does_not_list_them(

@@ -113,6 +113,14 @@ class Batch:
         answer = self._call("describe_job_queues", f"describe job queue {name_or_arn}", jobQueues=[name_or_arn])
         return next((_queue(q) for q in answer.get("jobQueues", [])), None)
 
+    def queues_named(self, names: Iterable[str]) -> dict[str, Queue]:
+        """The queues of these names (or ARNs) that exist, by name: one call per 100."""
+        found: dict[str, Queue] = {}
+        for chunk in chunks(list(dict.fromkeys(names)), DESCRIBE_BATCH):
+            answer = self._call("describe_job_queues", f"describe {len(chunk)} job queues", jobQueues=chunk)
+            found.update((queue.name, queue) for queue in map(_queue, answer.get("jobQueues", [])))
+        return found
+
     def queues(self) -> list[Queue]:
         """Every job queue of the account and region."""
         found: list[Queue] = []

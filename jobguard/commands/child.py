@@ -33,8 +33,9 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 NOT_FOUND, NOT_EXECUTABLE = 127, 126  # what a shell returns for a command it cannot run
 
 
-class Interrupted(Exception):
-    """A second signal: stop waiting, leave the deploy open."""
+class Interrupted(BaseException):
+    """A signal that stops what jobguard is doing now (a second one: leave the deploy open). A
+    BaseException, as KeyboardInterrupt is: no `except Exception` on the way may swallow it."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -69,8 +70,9 @@ def check_command(argv: Sequence[str]) -> str:
 
 @dataclass
 class Signals:
-    """SIGINT/SIGTERM while installed: the first calls `on_first` (and is passed on to the command, if
-    one runs), the second raises `Interrupted`. Use as a context manager; the previous handlers come back."""
+    """SIGINT/SIGTERM while installed: each is passed on to the command, if one runs; the first calls
+    `on_first` (which may raise `Interrupted`), the second raises `Interrupted`. Use as a context
+    manager; the previous handlers come back."""
 
     on_first: Callable[[int], None]
     received: list[int] = field(default_factory=list)

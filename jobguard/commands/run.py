@@ -10,9 +10,10 @@
 3. restore of this deploy, whatever the command's exit: the jobs drained, and the late jobs the
    apply killed, each exactly once.
 
-The exit code is the command's when it failed, else jobguard's own. The first SIGINT/SIGTERM is
-passed on and waited for; a second one, or a kill, leaves the deploy open: the line printed before
-anything happens says how to restore it by hand.
+The exit code is the command's when it failed, else jobguard's own. The first SIGINT/SIGTERM stops
+a drain (what it stopped is restored, nothing else is started), or is passed on to the command and
+waited for; a second one, or a kill, leaves the deploy open: the line printed before anything
+happens says how to restore it by hand.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ def run(ctx: Context, deploy_id: str, argv: Sequence[str], steps: Steps) -> int:
 
 def restore_hint(ctx: Context, deploy_id: str) -> str:
     """The command that restores this deploy by hand."""
-    store = "" if ctx.options.store == DEFAULT_STORE else f" --store {ctx.options.store}"
-    return f"jobguard restore --deploy-id {deploy_id}{store}"
+    options = ctx.options
+    store = "" if options.store == DEFAULT_STORE else f" --store {options.store}"
+    key = " --unsigned" if options.unsigned else f" --signing-key {options.signing_key}" if options.signing_key else ""
+    return f"jobguard restore --deploy-id {deploy_id}{store}{key}"
 
 
 class _Run:
@@ -95,6 +98,8 @@ class _Run:
                 self.ctx.events.deliver()
         except JobguardError as exc:
             return None, self._said(exc)
+        except child.Interrupted as stop:  # the first signal, during the drain: what it stopped is restored now
+            return None, stop.exit_code
         return result, self.steps.drained(result)
 
     def _command(self, drained: Drained) -> int:
@@ -104,15 +109,14 @@ class _Run:
         watcher = Watcher(self.ctx, manifest, queues, self.ctx.options.watch_interval)
         watcher.start()
         try:
-            try:
-                process = child.start(self.argv, self.signals)
-            except OSError as exc:  # gone, or changed, since it was checked
-                self.ctx.report.error(f"run: command {self.argv[0]!r}: {exc.strerror or exc}")
-                return child.NOT_FOUND if isinstance(exc, FileNotFoundError) else child.NOT_EXECUTABLE
-            code = child.exit_code(process.wait())
+            code = child.exit_code(child.start(self.argv, self.signals).wait())
         except child.Interrupted:
             watcher.stop(final=False)
             raise
+        except OSError as exc:  # gone, or changed, since it was checked
+            watcher.stop(final=False)
+            self.ctx.report.error(f"run: command {self.argv[0]!r}: {exc.strerror or exc}")
+            return child.NOT_FOUND if isinstance(exc, FileNotFoundError) else child.NOT_EXECUTABLE
         watcher.stop()
         said = f"ended with exit code {code}" if code else "succeeded"
         self.ctx.report.line(f"jobguard run: the command {said}; restoring deploy {self.deploy_id}")
@@ -141,9 +145,13 @@ class _Run:
 
     def _first_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
+        from_terminal = self.signals.terminal_group and signum == signal.SIGINT
+        told = "the command got it from the terminal" if from_terminal else "passed to the command"
         then = {
-            DRAINING: "the command will not be started; the drain finishes, then this deploy is restored",
-            RUNNING: "passed to the command; waiting for it to end (Terraform saves its state), then restoring",
+            DRAINING: "the drain stops here and the command will not be started; what it stopped is restored",
+            RUNNING: f"{told}; waiting for it to end (Terraform saves its state), then restoring",
             RESTORING: "finishing the restore",
         }[self.phase]
         self.ctx.report.line(f"jobguard run: {name}: {then} (a second signal leaves the deploy open)")
+        if self.phase == DRAINING:  # drain is safe to stop anywhere (as a kill would), and nothing runs yet
+            raise child.Interrupted(signum)

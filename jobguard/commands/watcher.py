@@ -8,10 +8,12 @@ one's jobs, and a deleted queue lists nothing at all. Only what was seen before 
 brought back; the watcher also notes each queue it sees missing or DELETING, so that restore knows
 that queue's jobs were ended by the deploy even when a queue of the same name is back by then.
 
-One loop for one concern, paced (as nomad's drainer keeps one watcher per concern): describe and
-list each queue, describe what is new, record it; then wait out the rest of the interval. Its calls
-go through the same paced Batch adapter as every other call, so it stays inside the run's per-action
-rate budget, and a slow look is never followed by a burst of catching up.
+One loop for one concern, paced (as nomad's drainer keeps one watcher per concern): describe the
+queues (one call), list each for jobs created since its last look (less a margin for ListJobs' lag),
+describe what is new, record it; then wait out the rest of the interval. A look costs one call per
+queue and page of new jobs, not the whole apply's jobs again. Its calls go through the same paced
+Batch adapter as every other call, so it stays inside the run's per-action rate budget, and a slow
+look is never followed by a burst of catching up.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..adapters.batch import Queue
 from ..domain.manifest import DELETED, OPENED, Manifest
 from ..errors import JobguardError, LeaseError
 from .context import Context
@@ -28,6 +31,9 @@ from .window import CLOCK_MARGIN_MS, watch
 
 Json = dict[str, Any]
 GONE = ("DELETING", "DELETED")
+# A job reaches ListJobs seconds after it is created (its consistency is not documented): each look
+# lists from this long before the previous one began, by Batch's own clock.
+LAG_MS = 60_000
 
 
 @dataclass
@@ -38,18 +44,18 @@ class Watcher:
     manifest: Manifest
     queues: list[str]
     interval: float
-    skip: set[str] = field(default_factory=set)  # job ids other open deploys owe: theirs, not late jobs of this deploy
     recorded: int = 0
     looks: int = 0
     stopped_by: str | None = None  # why it stopped watching early (it lost the deploy's lease)
     _said: dict[str, str] = field(default_factory=dict)  # queue -> the last problem said about it (said once)
+    _since: dict[str, int] = field(default_factory=dict)  # queue -> list jobs created after this (ms, Batch's clock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     @property
-    def since_ms(self) -> int:
-        """Jobs created after this (Batch's clock, ms) are looked at: from a margin before the drain began."""
-        return int(self.manifest.window.get(OPENED, 0)) - CLOCK_MARGIN_MS
+    def opened_ms(self) -> int:
+        """When the drain began (the store's clock, ms)."""
+        return int(self.manifest.window.get(OPENED, 0))
 
     def start(self) -> None:
         """Look now, then every `interval` seconds, on a thread of its own, until `stop`."""
@@ -82,10 +88,12 @@ class Watcher:
     def look(self) -> None:
         """One look at every queue; a queue that cannot be looked at now is said once and looked at again next time."""
         self.looks += 1
+        began = int(self.ctx.aws.server_time("batch") * 1000)
         try:
             found: dict[str, Json] = {}
+            existing = self.ctx.batch.queues_named(self.queues)
             for name in self.queues:
-                found.update(self._new_on(name))
+                found.update(self._new_on(name, existing.get(name), began))
             details = self.ctx.batch.describe(found)
             self.recorded += len(watch(self.ctx, self.manifest, [details[i] for i in found if i in details]))
         except LeaseError as exc:  # another run took the deploy's queues over: it owns them now
@@ -94,10 +102,9 @@ class Watcher:
         except JobguardError as exc:  # AWS or the store failed after retries: the next look tries again
             self._say("*", f"watching: {exc}; looking again in {self.interval:g} s")
 
-    def _new_on(self, name: str) -> dict[str, Json]:
+    def _new_on(self, name: str, queue: Queue | None, began: int) -> dict[str, Json]:
         """Summaries of the jobs created on queue `name` since the drain began that nobody has recorded."""
         try:
-            queue = self.ctx.batch.queue(name)
             if queue is None or queue.status in GONE:
                 # Seen gone: its jobs end (DeleteJobQueue), and a queue made again under the name will not list them.
                 if name not in self.manifest.window.get(DELETED, []):
@@ -105,19 +112,16 @@ class Watcher:
                     self.ctx.manifests.save(self.manifest)
                     self.ctx.report.line(f"queue {name}: {'deleted' if queue is None else queue.status} during the command")
                 return {}
-            summaries = self.ctx.batch.list_created_after(name, self.since_ms)
+            since = self._since.get(name, self.opened_ms - CLOCK_MARGIN_MS)
+            summaries = self.ctx.batch.list_created_after(name, since)
         except LeaseError:
             raise
         except JobguardError as exc:
             self._say(name, f"queue {name}: cannot be looked at now ({exc}); looking again in {self.interval:g} s")
             return {}
         self._said.pop(name, None)
-        opened = int(self.manifest.window.get(OPENED, 0))
-        return {
-            str(s["jobId"]): s
-            for s in summaries
-            if str(s["jobId"]) not in self.manifest.jobs and str(s["jobId"]) not in self.skip and not _ended_before(s, opened)
-        }
+        self._since[name] = max(since, began - LAG_MS)
+        return {str(s["jobId"]): s for s in summaries if str(s["jobId"]) not in self.manifest.jobs and not _ended_before(s, self.opened_ms)}
 
     def _say(self, key: str, text: str) -> None:
         if self._said.get(key) != text:
