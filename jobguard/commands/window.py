@@ -152,6 +152,9 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
         ctx.report.warning(f"deploy {manifest.deploy_id}: its drain never finished; the deploy window is swept from when it began")
     listed: dict[str, Json] = {}
     unreachable = []
+    elsewhere = sorted(q for q in manifest.queues if q not in queues and q not in frozen)
+    for name in elsewhere:  # another deploy holds it, or a matrix leg restores it: that restore sweeps it
+        ctx.report.line(f"queue {name}: not swept by this restore: the deploy window stays open until a restore of it does")
     for name in sorted(q for q in manifest.queues if q in queues and q not in frozen):
         queue = ctx.batch.queue(name)
         if queue is None:
@@ -189,7 +192,7 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     _report(ctx, manifest, late, details, verdicts)
     if not ctx.options.dry_run:
         watch(ctx, manifest, [details[i] for i, v in verdicts.items() if v.killed], stage=RESTORE)
-        if not unreachable:
+        if not unreachable and not elsewhere:
             manifest.stamp_window("found", {k: swept.found[k] for k in (KILLED, OWN, SUCCEEDED, ACTIVE) if swept.found[k]})
             manifest.stamp_window(SWEPT, closed)
         ctx.manifests.save(manifest)
