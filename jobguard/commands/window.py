@@ -150,46 +150,21 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     opened = int(manifest.window[OPENED])
     if DRAINED not in manifest.window:
         ctx.report.warning(f"deploy {manifest.deploy_id}: its drain never finished; the deploy window is swept from when it began")
-    listed: dict[str, Json] = {}
-    unreachable = []
     elsewhere = sorted(q for q in manifest.queues if q not in queues and q not in frozen)
     for name in elsewhere:  # another deploy holds it, or a matrix leg restores it: that restore sweeps it
         ctx.report.line(f"queue {name}: not swept by this restore: the deploy window stays open until a restore of it does")
-    for name in sorted(q for q in manifest.queues if q in queues and q not in frozen):
-        queue = ctx.batch.queue(name)
-        if queue is None:
-            unreachable.append(name)
-            continue
-        for summary in ctx.batch.list_created_after(queue.arn, opened - CLOCK_MARGIN_MS):
-            created = int(summary.get("createdAt") or 0)
-            if created <= closed:
-                listed[str(summary["jobId"])] = summary
-    for name in sorted(set(manifest.window.get(DELETED, [])) & set(manifest.queues) - set(frozen) - set(unreachable)):
-        ctx.report.warning(
-            f"queue {name}: deleted during the deploy and made again: the jobs submitted to the old queue meanwhile cannot be "
-            "listed (only those `jobguard run` recorded are judged); freeze the queues the plan deletes (the default)"
-        )
-    for name in unreachable:
-        swept.problems += 1
-        ctx.report.error(
-            f"queue {name}: no longer exists: the jobs submitted to it during the deploy cannot be listed "
-            "(run the apply under `jobguard run`, or freeze the queue, so none is lost)"
-        )
+    listed, unreachable = _listed(ctx, manifest, sorted(q for q in manifest.queues if q in queues and q not in frozen), closed)
+    _warn_deleted(ctx, manifest, frozen, unreachable)
+    swept.problems += len(unreachable)
     made = {r.replacement_id for r in manifest if r.replacement_id}
-    late = {i: s for i, s in listed.items() if i not in manifest.jobs and i not in made and _ended_after(s, opened)}
+    late = {i: s for i, s in listed.items() if i not in manifest.jobs and i not in made}
     failed = [i for i, s in late.items() if s.get("status") == "FAILED"]
     details = {i: j for i, j in ctx.batch.describe(failed).items() if not _ours(manifest, j)}
-    killed = _killed(manifest)
-    verdicts = _judged(details, killed, lambda job_id: False)
-    for job_id, summary in late.items():
-        if job_id in details:
-            kind = verdicts[job_id].kind
-        elif job_id in failed:
-            continue  # one of this deploy's replacements (its mark says so)
-        else:
-            kind = judge(summary).kind
-        swept.found[kind] += 1
-    _report(ctx, manifest, late, details, verdicts)
+    late = {i: s for i, s in late.items() if i in details or i not in failed}  # less this deploy's own replacements
+    verdicts = _judged(details, _killed(manifest), lambda job_id: False)
+    verdicts.update({i: judge(s) for i, s in late.items() if i not in verdicts})
+    swept.found.update(v.kind for v in verdicts.values())
+    _report(ctx, late, verdicts)
     if not ctx.options.dry_run:
         watch(ctx, manifest, [details[i] for i, v in verdicts.items() if v.killed], stage=RESTORE)
         if not unreachable and not elsewhere:
@@ -199,6 +174,38 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     swept.facts.append(window_line(manifest.deploy_id, {OPENED: opened, SWEPT: closed, "found": dict(swept.found)}) or "")
     ctx.report.line(swept.facts[-1])
     return swept
+
+
+def _listed(ctx: Context, manifest: Manifest, names: list[str], closed: int) -> tuple[dict[str, Json], list[str]]:
+    """Summaries of the jobs created on `names` in the window, by id; and the queues that no longer exist.
+
+    The listing starts CLOCK_MARGIN_MS before drain began: a job created in that margin was listed by
+    drain itself (it is in the manifest), or had ended before it (then only one the deploy could not
+    have killed, or one a spot interruption took just before, is judged too).
+    """
+    listed: dict[str, Json] = {}
+    unreachable = []
+    for name in names:
+        queue = ctx.batch.queue(name)
+        if queue is None:
+            unreachable.append(name)
+            ctx.report.error(
+                f"queue {name}: no longer exists: the jobs submitted to it during the deploy cannot be listed "
+                "(run the apply under `jobguard run`, or freeze the queue, so none is lost)"
+            )
+            continue
+        for summary in ctx.batch.list_created_after(queue.arn, int(manifest.window[OPENED]) - CLOCK_MARGIN_MS):
+            if int(summary.get("createdAt") or 0) <= closed:  # a job created once restore began is not late
+                listed[str(summary["jobId"])] = summary
+    return listed, unreachable
+
+
+def _warn_deleted(ctx: Context, manifest: Manifest, frozen: set[str], unreachable: list[str]) -> None:
+    for name in sorted(set(manifest.window.get(DELETED, [])) & set(manifest.queues) - frozen - set(unreachable)):
+        ctx.report.warning(
+            f"queue {name}: deleted during the deploy and made again: the jobs submitted to the old queue meanwhile cannot be "
+            "listed (only those `jobguard run` recorded are judged); freeze the queues the plan deletes (the default)"
+        )
 
 
 def _judged(details: dict[str, Json], killed: set[str], queue_gone: Callable[[str], bool]) -> dict[str, Verdict]:
@@ -228,22 +235,14 @@ def _ours(manifest: Manifest, job: Json) -> bool:
     return mark is not None and mark.deploy_id == manifest.deploy_id
 
 
-def _ended_after(summary: Json, opened: int) -> bool:
-    """Not a job that had ended before drain began (listed only because of the clock margin)."""
-    stopped = summary.get("stoppedAt")
-    return not isinstance(stopped, int) or stopped >= opened - CLOCK_MARGIN_MS // 2
-
-
-def _report(ctx: Context, manifest: Manifest, late: dict[str, Json], details: dict[str, Json], verdicts: dict[str, Verdict]) -> None:
+def _report(ctx: Context, late: dict[str, Json], verdicts: dict[str, Verdict]) -> None:
+    """One line per late job left alone (SHOWN of each kind, then a count); the killed ones are told as they are recorded."""
     said: Counter[str] = Counter()
     for job_id, summary in late.items():
-        verdict = verdicts.get(job_id) or judge(summary)
-        if verdict.killed or said[verdict.kind] >= SHOWN:
-            said[verdict.kind] += 1
-            continue  # the killed ones are told as they are recorded
+        verdict = verdicts[job_id]
         said[verdict.kind] += 1
-        name = summary.get("jobName", "")
-        ctx.report.line(f"  late job     {name} [{job_id}]: {verdict.why}: left alone")
+        if not verdict.killed and said[verdict.kind] <= SHOWN:
+            ctx.report.line(f"  late job     {summary.get('jobName', '')} [{job_id}]: {verdict.why}: left alone")
     for kind, count in said.items():
         if kind != KILLED and count > SHOWN:
             ctx.report.line(f"  ... and {count - SHOWN} more late jobs {KIND_WORDS[kind]}: left alone")
