@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -399,3 +400,51 @@ def test_the_engines_retry_during_the_drain_is_not_stopped_again(seed: Seeder, a
     assert "nextflow tasks: 2: 1: left to nextflow: stopped, not resubmitted" in again.out and "1: left running, not stopped" in again.out
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     assert set(replacements_of(aws)) == {jobs[ORDINARY.key], late_ordinary}
+
+
+# The apply under `jobguard run`: the engine and an application submit a job each while it runs,
+# then the apply replaces the queue (Batch ends every job of a deleted queue).
+ENGINE_APPLY = """\
+import json, os, subprocess, sys, time
+import boto3
+
+store, queue = sys.argv[1], sys.argv[2]
+batch = boto3.client("batch")
+ids = [batch.submit_job(jobQueue=queue, **request)["jobId"] for request in json.loads(os.environ["LATE_JOBS"])]
+open("late.json", "w").write(json.dumps(ids))
+deadline = time.monotonic() + 60
+while not all(i in subprocess.run(
+    [sys.executable, "-m", "jobguard", "status", "--store", store, "--deploy-id", "d1", "--json"], capture_output=True, text=True
+).stdout for i in ids):
+    assert time.monotonic() < deadline, "the watcher never recorded the late jobs"
+    time.sleep(0.2)
+(described,) = batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
+batch.update_job_queue(jobQueue=queue, state="DISABLED")
+batch.delete_job_queue(jobQueue=queue)
+time.sleep(1.5)
+batch.create_job_queue(jobQueueName=queue, state="ENABLED", priority=1, computeEnvironmentOrder=described["computeEnvironmentOrder"])
+"""
+
+
+@pytest.mark.slow
+def test_jobguard_run_never_replaces_an_engine_task_the_apply_killed(
+    seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drained = _world(seed, (NEXTFLOW_TASK, ORDINARY))
+    (workdir / "apply.py").write_text(ENGINE_APPLY)
+    late = [{**NEXTFLOW_TASK.submit, "jobName": "RNASEQ_QUANT_late"}, {**ORDINARY.submit, "jobName": "late-report"}]
+    monkeypatch.setenv("LATE_JOBS", json.dumps(late))
+    store = f"file://{workdir}/m"
+    result = run(
+        "run", "--store", store, "--queue", QUEUE, "--deploy-id", "d1", "--watch-interval", "0.5",
+        "--", sys.executable, str(workdir / "apply.py"), store, QUEUE,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    late_task, late_report = json.loads((workdir / "late.json").read_text())
+    replaced = replacements_of(aws)
+    assert set(replaced) == {drained[ORDINARY.key], late_report} and all(len(v) == 1 for v in replaced.values())
+    stored = records(store, seed, "d1")
+    assert stored[late_task]["engine"] == "nextflow" and stored[late_task]["outcome"] == "skipped"
+    assert "left to nextflow" in stored[late_task]["note"]
+    assert stored[drained[NEXTFLOW_TASK.key]]["note"].startswith("left to nextflow")
+    assert not overlapping(aws)
