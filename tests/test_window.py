@@ -547,3 +547,14 @@ def test_a_restore_of_some_queues_leaves_the_window_open_for_the_others(aws: Sim
     restored = run("restore", "--store", store, "--deploy-id", "d1", "--queue", "work", "--queue", "other")
     assert restored.code == 0, restored.err
     assert len(replacements_of(aws)[late]) == 1 and "swept" in load_manifest(store, seed, "d1")["window"]
+
+
+def test_a_plan_that_puts_nothing_at_risk_opens_no_window(aws: SimulatedAWS, seed: Seeder, store: str, run, workdir: Path) -> None:
+    _world(seed)
+    change = {"actions": ["update"], "before": {"bucket": "b"}, "after": {"bucket": "b"}}
+    bucket = {"address": "aws_s3_bucket.b", "type": "aws_s3_bucket", "change": change}
+    (workdir / "plan.json").write_text(json.dumps({"format_version": "1.2", "resource_changes": [bucket]}))
+    drained = run("drain", "--store", store, "--queue", "work", "--plan", "plan.json", "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert "deploy window" not in drained.out
+    assert run("status", "--store", store).out.startswith("no deploys")  # nothing left open for a restore that may never come

@@ -303,7 +303,8 @@ class _Drain:
 
     # -- the steps -----------------------------------------------------------------------
     def go(self, targets: list[Target]) -> None:
-        open_window(self.ctx, self.manifest)
+        if targets:  # nothing at risk: no window to sweep (and nothing keeps the deploy open)
+            open_window(self.ctx, self.manifest)
         self.manifest.note_deleted_queues(t.queue.name for t in targets if t.deleted)
         self._load_others()
         for target in targets:
@@ -342,9 +343,10 @@ class _Drain:
             if left is not None:
                 self.ctx.report.line(left)
                 self.facts.append(left)
-        self.facts.append(close_drain(self.ctx, self.manifest, self.manifest.frozen_queues))
-        self.ctx.report.line(self.facts[-1])
-        self.ctx.manifests.save(self.manifest)
+        if targets:
+            self.facts.append(close_drain(self.ctx, self.manifest, self.manifest.frozen_queues))
+            self.ctx.report.line(self.facts[-1])
+            self.ctx.manifests.save(self.manifest)
         self._tell_engines()
 
     def _tell_engines(self) -> None:
