@@ -69,6 +69,14 @@ for step in steps:
         batch.create_job_queue(
             jobQueueName=queue_name, state="ENABLED", priority=1, computeEnvironmentOrder=queue["computeEnvironmentOrder"]
         )
+    elif step == "rename-queue":  # the plan renames the queue: Terraform creates the new one, deletes the old
+        (queue,) = batch.describe_job_queues(jobQueues=[queue_name])["jobQueues"]
+        batch.create_job_queue(
+            jobQueueName=queue_name + "-v2", state="ENABLED", priority=1, computeEnvironmentOrder=queue["computeEnvironmentOrder"]
+        )
+        batch.update_job_queue(jobQueue=queue_name, state="DISABLED")
+        batch.delete_job_queue(jobQueue=queue_name)
+        time.sleep(float(os.environ.get("DELETION_SECONDS", "0")))
     elif step == "new-revision":
         batch.register_job_definition(jobDefinitionName="proc", type="container", containerProperties=DEFINITION)
     elif step == "ready":  # tell the test, then wait for it (bounded)

@@ -71,7 +71,8 @@ class _Run:
             try:
                 return self._steps()
             except child.Interrupted as stop:
-                self.leases.release(keep_for_deploy=True)  # the deploy keeps its queues; a restore by hand takes them at once
+                # The deploy keeps its queues (the command may still run); a restore by hand takes them at once.
+                self.leases.release(keep_for_deploy=True, raise_errors=False)
                 report.error(f"interrupted twice ({stop}): deploy {self.deploy_id} left open; the command may still be running")
                 report.hint(f"once it has ended: {self.hint}")
                 return stop.exit_code
@@ -130,11 +131,15 @@ class _Run:
             finally:
                 self.ctx.events.deliver()
         except JobguardError as exc:
-            self.leases.release(keep_for_deploy=False)  # as a restore that fails lets them go
+            self.leases.release(keep_for_deploy=False, raise_errors=False)  # as a restore that fails lets them go
             code = self._said(exc)
             self.ctx.report.hint(f"restore again when the cause is fixed: {self.hint}")
             return code
-        self.leases.release(keep_for_deploy=False)
+        try:
+            self.leases.release(keep_for_deploy=False)
+        except JobguardError as exc:  # restored, but a queue's lease is still held: the next deploy would wait for it
+            failed = self._said(exc)
+            return self.steps.restored(result) or failed
         return self.steps.restored(result)
 
     def _said(self, exc: JobguardError) -> int:
