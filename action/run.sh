@@ -36,7 +36,13 @@ if [ ! -x "$venv/bin/jobguard" ]; then
   # Exactly the tested versions, each file checked against its hash; nothing resolved at deploy time.
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
     -r "${GITHUB_ACTION_PATH:?GITHUB_ACTION_PATH is not set}/requirements/runtime.txt"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation "$GITHUB_ACTION_PATH"
+  # Built from a copy under RUNNER_TEMP: a build writes build/ and jobguard.egg-info beside its sources,
+  # and the action's folder may be read-only, or kept with a stale build/ whose modules would be installed.
+  source="$RUNNER_TEMP/jobguard-source"
+  rm -rf "$source" && mkdir -p "$source"
+  cp -R "$GITHUB_ACTION_PATH/pyproject.toml" "$GITHUB_ACTION_PATH/README.md" "$GITHUB_ACTION_PATH/jobguard" "$source/"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation "$source"
+  rm -rf "$source"
   echo "::endgroup::"
 fi
 

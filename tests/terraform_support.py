@@ -108,7 +108,7 @@ def terraform_available() -> str | None:
     if shutil.which("terraform") is None:
         return "terraform is not on PATH"
     if find_mirror() is None:
-        return f"no filesystem mirror of {PROVIDER} (set TF_PROVIDER_MIRROR, or see DESIGN.md 'What can run here')"
+        return f"no filesystem mirror of {PROVIDER} (set TF_PROVIDER_MIRROR; README: Quick start)"
     return None
 
 

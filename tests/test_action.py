@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,32 @@ ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 SECRET = "hunter2-do-not-print"
 
 
+# What the runner puts in the action's folder that the step uses (a copy: see _action_path).
+ACTION_FILES = ("action.yml", "action", "pyproject.toml", "README.md", "jobguard", "requirements")
+
+
 @pytest.fixture(scope="module")
 def runner_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One RUNNER_TEMP for the module: jobguard is installed into it once, as in one job."""
-    return tmp_path_factory.mktemp("runner-temp")
+    """One RUNNER_TEMP for the module: jobguard is installed into it once, as in one job. Beside it,
+    the action's folder (_action_path): a copy, under a name with spaces, like a runner's download."""
+    job = tmp_path_factory.mktemp("job")
+    action = _action_path(job / "runner-temp")
+    action.mkdir(parents=True)
+    for name in ACTION_FILES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, action / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, action / name)
+    (job / "runner-temp").mkdir()
+    return job / "runner-temp"
+
+
+def _action_path(runner_temp: Path) -> Path:
+    return runner_temp.parent / "actions dir" / "org" / "jobguard" / "v1"
+
+
+def _files(folder: Path) -> set[Path]:
+    return {path.relative_to(folder) for path in folder.rglob("*") if "__pycache__" not in path.parts}
 
 
 def _expression(value: str, inputs: dict[str, str]) -> str:
@@ -58,7 +81,7 @@ def run_step(
         **aws.env(),
         **{k: _expression(str(v), inputs) for k, v in step["env"].items()},
         "GITHUB_ACTIONS": "true",
-        "GITHUB_ACTION_PATH": str(ROOT),
+        "GITHUB_ACTION_PATH": str(_action_path(runner_temp)),
         "RUNNER_TEMP": str(runner_temp),
         "GITHUB_OUTPUT": str(output),
         "GITHUB_STEP_SUMMARY": str(summary),
@@ -234,3 +257,14 @@ def test_run_through_the_action(runner_temp: Path, workdir: Path, aws: Simulated
     assert outputs["deploy-id"] == "4242" and outputs["resubmitted"] == "3" and outputs["failed"] == "0"
     assert set(json.loads(outputs["replacements"])) == set(jobs)
     assert "3 jobs: 3 terminated" in summary and "3 jobs: 3 resubmitted" in summary
+
+
+def test_the_install_leaves_the_actions_folder_as_it_was(runner_temp: Path, workdir: Path, aws: SimulatedAWS) -> None:
+    """The action's folder may be read-only, or kept between jobs: a build/ or *.egg-info left there
+    would be installed, stale, by a later job (build/lib keeps modules that a newer version removed)."""
+    action = _action_path(runner_temp)
+    before = _files(action)
+    status, _, _ = run_step(runner_temp, workdir, aws, command="status", store=f"file://{workdir}/m")
+    assert (runner_temp / "jobguard-venv" / "bin" / "jobguard").exists(), status.stdout + status.stderr
+    assert _files(action) == before
+    assert not (runner_temp / "jobguard-source").exists()

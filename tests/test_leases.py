@@ -6,6 +6,7 @@ never both take a job."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import signal
@@ -21,6 +22,8 @@ import pytest
 from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.lease import Leases, LeaseSettings, lease_scope, read_lease
 from jobguard.adapters.stores import Store, open_store
+from jobguard.adapters.stores.file import FileStore
+from jobguard.errors import LeaseError
 from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT, REGION
 
@@ -229,6 +232,7 @@ _HOLD_FOLDER_LOCK = """
 import sys, time
 from pathlib import Path
 from jobguard.adapters.stores.file import FileStore
+from jobguard.errors import LeaseError
 store = FileStore(Path(sys.argv[1]))
 with store._locked(store.folder / "leases" / "x.json"):
     print("held", flush=True)
@@ -333,3 +337,20 @@ def test_a_holder_that_exited_but_was_not_reaped_yet_is_gone() -> None:
         assert module._process_gone(record)  # exited, not yet waited for
     finally:
         child.wait()
+
+
+def test_a_finished_writer_is_never_named_as_the_holder(workdir: Path) -> None:
+    """The folder lock names its holder only while held: a later holder that wrote no name (an older
+    jobguard) is "another process", not the finished writer, whose pid may belong to anything by then."""
+    store = FileStore(workdir / "named", lock_timeout=0)
+    store.write("leases/x.json", b"{}", None)
+    assert (store.folder / ".lock").read_bytes() == b""
+    fd = os.open(store.folder / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held, by a holder that names nobody
+        store.lock_wait = 0.2
+        with pytest.raises(LeaseError, match=r"held for over 0\.2 s by another process; nothing was written"):
+            store.write("leases/y.json", b"{}", None)
+    finally:
+        os.close(fd)
+    assert store.read("leases/y.json") is None

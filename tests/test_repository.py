@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -79,3 +80,14 @@ def test_third_party_actions_pinned_with_version_comment(path: Path) -> None:
             continue
         assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match.group(1)), line
         assert re.search(r"#\s*v?\d+(\.\d+)*", match.group(2)), f"no version comment: {line}"
+
+
+def test_the_lock_refresh_starts_ci_on_its_pull_request() -> None:
+    """A pull request opened with GITHUB_TOKEN starts no workflow run (GitHub's 'Triggering a workflow
+    from a workflow'): the refresh dispatches ci.yml on its branch, which ci.yml must accept."""
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    assert "workflow_dispatch" in ci[True]  # YAML 1.1 reads the key `on` as True
+    refresh = yaml.safe_load((ROOT / ".github" / "workflows" / "refresh-lock.yml").read_text())
+    (job,) = refresh["jobs"].values()
+    assert job["permissions"].get("actions") == "write"
+    assert 'gh workflow run ci.yml --ref "$branch"' in job["steps"][-1]["run"]

@@ -36,7 +36,7 @@ from jobguard.domain import schema as jobguard_schema
 from jobguard.domain.manifest import JobRecord, Manifest
 from jobguard.errors import ManifestError
 from tools import submission_schema
-from tools.lockfile import LOCKS, read_lock
+from tools.lockfile import LOCKS, pinned_version
 
 Json = dict[str, Any]
 FOLDER = Path(__file__).parent.parent / "jobguard" / "domain" / "schemas"
@@ -365,7 +365,7 @@ def test_schemas_use_only_what_the_code_implements() -> None:
 def test_submission_schema_is_what_the_locked_botocore_generates() -> None:
     """The schema is generated from the botocore of the lock: a fresh install from the lock passes; a
     new SubmitJob member arrives with a refreshed lock (tools/refresh-lock), as a diff of this file."""
-    locked = read_lock(LOCKS / "runtime.txt")["botocore"].version
+    locked = pinned_version(LOCKS / "runtime.txt", "botocore")
     if botocore.__version__ != locked:  # noise, not a change of SubmitJob: say so rather than show a diff
         pytest.fail(f"botocore {botocore.__version__} is installed, the lock has {locked}: install with `bash tools/install.sh`")
     checked_in = (FOLDER / "submission.schema.json").read_text()

@@ -25,7 +25,7 @@ import pytest
 
 from tests import terraform_support as tf
 from tests.iam_eval import allowed, granted_actions, grants, s3_get_object_allowed_when_missing
-from tools.lockfile import read_lock
+from tools.lockfile import pinned_version
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "terraform"
@@ -268,7 +268,7 @@ def test_readme_lists_every_input_and_output() -> None:
 # checkov, pinned, in its own virtual environment
 # ---------------------------------------------------------------------------------------------
 CHECKOV_LOCK = ROOT / "requirements" / "checkov.txt"
-CHECKOV_VERSION = read_lock(CHECKOV_LOCK)["checkov"].version
+CHECKOV_VERSION = pinned_version(CHECKOV_LOCK, "checkov")
 
 
 def _checkov() -> str:

@@ -4,12 +4,14 @@ pip-audit reads every pinned, hashed requirement of requirements/*.txt (nothing 
 resolved) and asks the registry's vulnerability data about each. Exit 1 when a locked version has
 a known vulnerability. Where the vulnerability service cannot be reached (an offline or
 mirror-only machine), the audit is skipped with that reason printed, exit 0: the scheduled lock
-refresh runs it where the service answers.
+refresh runs it where the service answers. Anything else that keeps pip-audit from auditing (it
+crashed, it is missing, its report is not one) fails, exit 2: a broken audit is not a skipped one.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,10 +22,17 @@ from .lockfile import LOCKS
 
 FILES = ("test.txt", "checkov.txt")  # test.txt holds runtime.txt and demo.txt; checkov.txt is its own world
 TIMEOUT = 300
+# How pip-audit ends when the vulnerability service cannot be reached: requests' exception, uncaught.
+UNREACHABLE = re.compile(r"^requests\.exceptions\.\w+: ")
+
+
+class AuditError(Exception):
+    """pip-audit could not audit, for a reason other than the service not answering."""
 
 
 def audit(path: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """The audited dependencies of one lock file, or the reason nothing could be audited."""
+    """The audited dependencies of one lock file, or the reason nothing could be audited (AuditError
+    when pip-audit failed for another reason)."""
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.json"
         command = [sys.executable, "-m", "pip_audit", "--disable-pip", "--require-hashes", "-r", str(path)]
@@ -33,19 +42,37 @@ def audit(path: Path) -> tuple[list[dict[str, Any]], str | None]:
             return [], f"pip-audit did not finish within {TIMEOUT} s"
         if not report.exists():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return [], f"pip-audit failed: {last}"
-        dependencies: list[dict[str, Any]] = json.loads(report.read_text()).get("dependencies", [])
+            if UNREACHABLE.match(last):
+                return [], f"the vulnerability service cannot be reached ({last})"
+            raise AuditError(f"pip-audit exited {done.returncode} without a report: {last}")
+        dependencies = _dependencies(report.read_text())
     audited = [d for d in dependencies if "skip_reason" not in d]
     if not audited and dependencies:
         return [], f"the vulnerability service answered for none of {len(dependencies)} packages ({dependencies[0]['skip_reason']})"
     return audited, None
 
 
+def _dependencies(text: str) -> list[dict[str, Any]]:
+    """The report's `dependencies`, each with a name (AuditError for anything else)."""
+    try:
+        dependencies = json.loads(text).get("dependencies")
+    except (ValueError, AttributeError):
+        dependencies = None
+    if not isinstance(dependencies, list) or not all(isinstance(d, dict) and "name" in d for d in dependencies):
+        raise AuditError(f"pip-audit's report is not a list of dependencies: {text[:200]!r}")
+    return dependencies
+
+
 def main() -> int:
     """Audit every lock file; print one line per finding, or why the audit was skipped."""
-    found = 0
+    found = failed = 0
     for name in FILES:
-        audited, skipped = audit(LOCKS / name)
+        try:
+            audited, skipped = audit(LOCKS / name)
+        except AuditError as exc:
+            print(f"lock audit of requirements/{name}: FAILED: {exc}")
+            failed += 1
+            continue
         if skipped:
             print(f"lock audit of requirements/{name}: SKIPPED: {skipped}")
             continue
@@ -56,7 +83,7 @@ def main() -> int:
                 print(f"requirements/{name}: {dependency['name']} {dependency['version']}: {vuln['id']} (fixed in {fixes})")
         found += len(vulnerable)
         print(f"lock audit of requirements/{name}: {len(audited)} packages, {len(vulnerable)} with known vulnerabilities")
-    return 1 if found else 0
+    return 2 if failed else 1 if found else 0
 
 
 if __name__ == "__main__":

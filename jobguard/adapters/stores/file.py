@@ -188,7 +188,14 @@ class FileStore:
             raise StoreError(f"{self.folder}: cannot use the store folder ({_reason(exc)})") from None
         try:
             self._lock(fd)
-            yield
+            try:
+                yield
+            finally:
+                # The name is there only while its process holds the lock: left behind, it would name a
+                # finished process (perhaps its pid reused) to the waiter of a holder that wrote no name
+                # (an older jobguard, or one paused between taking the lock and naming itself).
+                with suppress(OSError):
+                    os.ftruncate(fd, 0)
         finally:
             os.close(fd)
 
