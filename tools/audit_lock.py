@@ -31,7 +31,8 @@ class AuditError(Exception):
 
 
 def audit(path: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """The audited dependencies of one lock file, or the reason nothing could be audited (AuditError
+    """The dependencies of one lock file as pip-audit reported them (each audited, or with its
+    `skip_reason`), or the reason nothing could be audited (AuditError
     when pip-audit failed for another reason)."""
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.json"
@@ -46,10 +47,9 @@ def audit(path: Path) -> tuple[list[dict[str, Any]], str | None]:
                 return [], f"the vulnerability service cannot be reached ({last})"
             raise AuditError(f"pip-audit exited {done.returncode} without a report: {last}")
         dependencies = _dependencies(report.read_text())
-    audited = [d for d in dependencies if "skip_reason" not in d]
-    if not audited and dependencies:
+    if dependencies and all("skip_reason" in d for d in dependencies):
         return [], f"the vulnerability service answered for none of {len(dependencies)} packages ({dependencies[0]['skip_reason']})"
-    return audited, None
+    return dependencies, None
 
 
 def _dependencies(text: str) -> list[dict[str, Any]]:
@@ -68,7 +68,7 @@ def main() -> int:
     found = failed = 0
     for name in FILES:
         try:
-            audited, skipped = audit(LOCKS / name)
+            dependencies, skipped = audit(LOCKS / name)
         except AuditError as exc:
             print(f"lock audit of requirements/{name}: FAILED: {exc}")
             failed += 1
@@ -76,6 +76,8 @@ def main() -> int:
         if skipped:
             print(f"lock audit of requirements/{name}: SKIPPED: {skipped}")
             continue
+        audited = [d for d in dependencies if "skip_reason" not in d]
+        missed = [d for d in dependencies if "skip_reason" in d]  # each one visible: not audited is not clean
         vulnerable = [d for d in audited if d.get("vulns")]
         for dependency in vulnerable:
             for vuln in dependency["vulns"]:
@@ -83,6 +85,8 @@ def main() -> int:
                 print(f"requirements/{name}: {dependency['name']} {dependency['version']}: {vuln['id']} (fixed in {fixes})")
         found += len(vulnerable)
         print(f"lock audit of requirements/{name}: {len(audited)} packages, {len(vulnerable)} with known vulnerabilities")
+        for dependency in missed:
+            print(f"lock audit of requirements/{name}: NOT AUDITED: {dependency['name']}: {dependency['skip_reason']}")
     return 2 if failed else 1 if found else 0
 
 
