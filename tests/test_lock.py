@@ -301,4 +301,4 @@ def test_install_refuses_a_venv_of_a_python_too_old_for_the_tests(tmp_path: Path
     done = subprocess.run(
         ["bash", "tools/install.sh"], cwd=tmp_path, env={**os.environ, "PYTHON": str(old)}, capture_output=True, text=True
     )
-    assert done.returncode == 2 and "the tests need Python 3.11 or newer" in done.stderr
+    assert done.returncode == 2 and f"tools/install.sh: {old} is missing or older than Python 3.11, which the tests need" in done.stderr

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # one of a .venv already there (made earlier, perhaps by another Python), are both checked.
 python="${PYTHON:-python3}"
 new_enough() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2> /dev/null; }
-new_enough "$python" || { echo "tools/install.sh: the tests need Python 3.11 or newer (jobguard itself runs on 3.10+); set PYTHON=python3.11" >&2; exit 2; }
+new_enough "$python" || { echo "tools/install.sh: $python is missing or older than Python 3.11, which the tests need (jobguard itself runs on 3.10+); set PYTHON=python3.11" >&2; exit 2; }
 if [ -e .venv ] && ! new_enough .venv/bin/python; then
   echo "tools/install.sh: .venv is not a virtual environment of Python 3.11 or newer; remove it (rm -rf .venv) and run this again" >&2
   exit 2
