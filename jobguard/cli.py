@@ -26,7 +26,7 @@ from .commands.drain import Drained, drain
 from .commands.manifests import Manifests
 from .commands.restore import Restored, restore
 from .commands.run import Steps, run
-from .commands.status import replacements, status, watch
+from .commands.status import check, replacements, status, watch
 from .domain.manifest import FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, CredentialsError, JobguardError, UsageError
 from .options import DEFAULT_STORE, Options, parse_flags, resolve
@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     status_cmd.add_argument(
         "--watch", action="store_const", const="true", help="follow the replacements until they finish; exit 1 if any failed"
     )
+    status_cmd.add_argument(
+        "--check",
+        action="store_const",
+        const="true",
+        help="find replacements made twice (a paused run) and stop all but the recorded one; exit 1 if a job is owed again",
+    )
     status_cmd.add_argument("--interval", metavar="SECONDS", help="--watch: seconds between looks (default 30)")
     status_cmd.add_argument("--timeout", metavar="SECONDS", help="--watch: give up (exit 1) after this long")
 
@@ -127,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _FLAG_KEYS = (
     "store", "queues", "deploy-id", "dry-run", "job-definition", "json", "all", "plan", "grace", "freeze", "stop-timeout",
-    "notify", "event-bus", "events-file", "interval", "timeout", "watch", "lock-timeout", "signing-key", "unsigned",
+    "notify", "event-bus", "events-file", "interval", "timeout", "watch", "check", "lock-timeout", "signing-key", "unsigned",
     "watch-interval",
 )  # fmt: skip
 
@@ -186,6 +192,11 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     # In Actions, status looks at the run's own deploy first (a step after restore follows its replacements).
     if options.watch:
         return watch(ctx, options.deploy_id, preferred=run_id)
+    if options.check:
+        try:
+            return check(ctx, options.deploy_id, preferred=run_id)
+        finally:
+            ctx.events.deliver()
     return status(ctx, options.deploy_id, preferred=run_id)
 
 

@@ -69,6 +69,7 @@ class Options:
     timeout: float | None = None
     watch: bool = False
     watch_interval: float = 2.0  # run: seconds between two looks of the watcher at the queues at risk
+    check: bool = False
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     aws: AwsSettings = field(default_factory=AwsSettings)
 
@@ -327,6 +328,7 @@ KEYS: dict[str, tuple[str, Parser]] = {
     "all": ("all", boolean),
     "watch": ("watch", boolean),
     "watch-interval": ("watch_interval", duration(0.1)),
+    "check": ("check", boolean),
     "interval": ("interval", number(0.1, 86400)),
     "timeout": ("timeout", number(0, 7 * 86400, low_open=True)),
     "lock-timeout": ("lock_timeout", number(0, 86400)),

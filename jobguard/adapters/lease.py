@@ -297,6 +297,12 @@ class Leases:
         )
 
     # -- proving the hold ------------------------------------------------------------------
+    def proven(self, queue: str) -> float:
+        """The monotonic time up to which this run is shown to have held `queue`: when its last successful write was sent."""
+        with self._lock:
+            held = self.held.get(queue)
+            return held.sent if held is not None else 0.0
+
     def confirm(self) -> float:
         """Renew every lease now: once this returns, no other run took a queue over since the previous renewal.
 

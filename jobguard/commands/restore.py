@@ -17,11 +17,11 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..adapters.aws import chunks
-from ..adapters.batch import JobState
+from ..adapters.batch import JobState, Queue
 from ..adapters.lease import Leases, lease_is_live, lease_scope, read_lease
 from ..domain import engines
 from ..domain.manifest import (
@@ -38,9 +38,9 @@ from ..domain.manifest import (
     JobRecord,
     Manifest,
 )
-from ..domain.tags import mark_of
-from ..errors import JobCallError, ManifestError, UsageError
+from ..errors import JobCallError, LeaseError, ManifestError, UsageError
 from .context import Context
+from .doubles import Unconfirmed, contested, marked_jobs, reconcile, usable
 from .manifests import ForeignManifestError
 from .requests import Hold, Planned, Requests, Waiting
 from .window import settle, sweep
@@ -80,7 +80,7 @@ def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | N
         ctx.manifests.fence = ctx.aws.guard = held.check
         # Read again under the leases: another run may have moved them on while we waited.
         fresh = [m for m in (ctx.manifests.load(c.deploy_id) for c in candidates) if m is not None]
-        _restore_all(ctx, fresh, queues, result)
+        _restore_all(ctx, fresh, queues, result, held)
         result.manifests = fresh
     finally:
         if leases is None:
@@ -90,7 +90,7 @@ def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | N
     return result
 
 
-def _restore_all(ctx: Context, manifests: list[Manifest], queues: set[str], result: Restored) -> None:
+def _restore_all(ctx: Context, manifests: list[Manifest], queues: set[str], result: Restored, leases: Leases) -> None:
     """Each manifest in turn, oldest first. A job whose dependency another of them owes (a later deploy
     drained the replacement it depends on, or the other way round) waits for that one, and is looked
     at again once the others are done, as long as each round makes progress."""
@@ -100,7 +100,8 @@ def _restore_all(ctx: Context, manifests: list[Manifest], queues: set[str], resu
         for manifest in manifests:
             if only is not None and not only.get(manifest.deploy_id):
                 continue
-            run = _Restore(ctx, manifest, queues, manifests, result, defer=True, only=None if only is None else only[manifest.deploy_id])
+            deferred = None if only is None else only[manifest.deploy_id]
+            run = _Restore(ctx, manifest, queues, manifests, result, defer=True, only=deferred, leases=leases)
             run.run()
             if run.deferred:
                 left[manifest.deploy_id] = run.deferred
@@ -109,7 +110,7 @@ def _restore_all(ctx: Context, manifests: list[Manifest], queues: set[str], resu
         only = left
     for manifest in manifests:  # no more progress: what still waits is held, with its reason
         if left.get(manifest.deploy_id):
-            _Restore(ctx, manifest, queues, manifests, result, only=left[manifest.deploy_id]).run()
+            _Restore(ctx, manifest, queues, manifests, result, only=left[manifest.deploy_id], leases=leases).run()
 
 
 def _candidates(ctx: Context, deploy_id: str | None, named: bool, result: Restored) -> list[Manifest]:
@@ -219,6 +220,7 @@ class _Restore:
         result: Restored,
         defer: bool = False,
         only: set[str] | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.ctx, self.manifest, self.queues, self.result = ctx, manifest, queues, result
         self.elsewhere = {r.job_id: r for m in manifests if m is not manifest for r in m}
@@ -228,6 +230,9 @@ class _Restore:
         self.only = only  # look again at these jobs only (deferred by an earlier look of this run)
         self.deferred: set[str] = set()
         self.earlier: dict[str, str] = {}  # original -> the replacement an earlier, interrupted run made (one lookup)
+        self.unconfirmed = Unconfirmed(ctx, manifest, leases)  # jobs made since this run last proved it holds its queues
+        self.contested: set[str] = set()  # originals a SubmitJob of another run (or a lost answer) may also have replaced
+        self.queue_of: Callable[[str], Queue | None] = ctx.batch.queue
 
     def run(self) -> None:
         dry = " (dry run)" if self.ctx.options.dry_run else ""
@@ -245,6 +250,8 @@ class _Restore:
             self._refresh(owed)
             owed = self._originals(owed)
             self._waves(owed)
+            if not self.ctx.options.dry_run:
+                self._reconcile()
         if self.manifest.changed and not self.ctx.options.dry_run:
             self.ctx.manifests.save(self.manifest)
 
@@ -383,8 +390,11 @@ class _Restore:
         """Dependencies first; jobs whose dependencies are held are held too."""
         pending = {r.job_id: r for r in records}
         requests = Requests(self.ctx.batch, self.ctx.options, self.states, self.elsewhere.get)
+        self.queue_of = requests.queue
         if not self.ctx.options.dry_run:  # once for every page: listing a name's jobs per page would cost pages x jobs
-            self.earlier = self._look_up(requests, [r for r in records if SUBMITTING in r.times])
+            interrupted = contested(records)
+            self.contested |= {r.job_id for r in interrupted}
+            self.earlier = self._look_up(requests, interrupted)
         while pending:
             wave = [r for r in pending.values() if not set(r.dependency_jobs) & set(pending)] or list(pending.values())
             for page in chunks(wave, SUBMIT_PAGE):
@@ -428,7 +438,6 @@ class _Restore:
         self.manifest.put(r for r, _, _ in planned)
         self.ctx.manifests.save(self.manifest)
         found = {r.job_id: self.earlier[r.job_id] for r, _, before in planned if before and r.job_id in self.earlier}
-        unsure: list[tuple[JobRecord, Planned, float]] = []
         to_send = []
         for record, plan, _ in planned:
             if record.job_id in found:
@@ -437,12 +446,23 @@ class _Restore:
                 )
             else:
                 to_send.append((record, plan))
+        try:
+            self._send_all(requests, to_send)
+            self.unconfirmed.confirm()
+        except LeaseError:
+            self.unconfirmed.cancel()  # another run took over: what this run made since it last proved its hold is a double
+            raise
+        self.ctx.manifests.save(self.manifest)
+
+    def _send_all(self, requests: Requests, to_send: list[tuple[JobRecord, Planned]]) -> None:
+        """SubmitJob for each; a lost answer is looked up (over the lookup window) before the request is sent again."""
         for attempt in range(1, self.ctx.options.aws.retry.attempts + 1):
             outcomes = self.ctx.aws.parallel(lambda pair: self._send(*pair), to_send)
             unsure = [(r, p, t) for (r, p), (done, t) in zip(to_send, outcomes, strict=True) if not done]
             to_send = []
             if not unsure:
                 break
+            self.contested |= {r.job_id for r, _, _ in unsure}
             found = self._look_up(requests, [r for r, _, _ in unsure], since=min(t for _, _, t in unsure))
             for record, plan, _ in unsure:
                 if record.job_id in found:
@@ -462,7 +482,6 @@ class _Restore:
                     )
             if not to_send:
                 break
-        self.ctx.manifests.save(self.manifest)
 
     def _send(self, record: JobRecord, plan: Planned) -> tuple[bool, float]:
         """(done, when it was sent): done False means the answer was lost and the job may exist."""
@@ -476,6 +495,7 @@ class _Restore:
             self.result.problems += 1
             self._finish(record.moved_to(FAILED, RESTORE, error=str(exc)))
             return True, sent
+        self.unconfirmed.add(record, job_id)
         self._finish(record.moved_to(RESUBMITTED, RESTORE, replacement_id=job_id, replacement_job_definition=plan.definition))
         return True, sent
 
@@ -495,15 +515,11 @@ class _Restore:
         found: dict[str, str] = {}
         poll, said = 0.5, False
         while True:
-            for (queue, name), group in _by_name(wanted.values(), self.manifest.queue_successors).items():
-                if requests.queue(queue) is None:
-                    continue  # a queue the deploy deleted holds no replacement
-                candidates = [s["jobId"] for s in self.ctx.batch.list_named(queue, name)]
-                for job_id, job in self.ctx.batch.describe(candidates).items():
-                    mark = mark_of(job)
-                    if mark and mark.deploy_id == self.manifest.deploy_id and mark.original_id in group:
-                        found[mark.original_id] = job_id
-                        self.states[job_id] = JobState(str(job.get("status", "")))  # its dependents must know if it still runs
+            for original, jobs in marked_jobs(self.ctx, requests.queue, self.manifest, wanted.values()).items():
+                job_id = usable(jobs)  # never one stopped as a double
+                if job_id is not None:
+                    found[original] = job_id
+                    self.states[job_id] = JobState(str(jobs[job_id].get("status", "")))  # its dependents must know if it still runs
             wanted = {i: r for i, r in wanted.items() if i not in found}
             left = window - (time.monotonic() - start)
             if not wanted or left <= 0:
@@ -514,6 +530,15 @@ class _Restore:
             time.sleep(min(poll, left))
             poll = min(5.0, poll * 2)
 
+    def _reconcile(self) -> None:
+        """Leave one live replacement of each job another run (or a lost answer) may also have replaced (commands/doubles.py)."""
+        records = [self.manifest.jobs[i] for i in sorted(self.contested) if self.manifest.jobs[i].outcome == RESUBMITTED]
+        if not records:
+            return
+        done = reconcile(self.ctx, self.queue_of, self.manifest, records)
+        if done.reopened:  # the recorded replacement was stopped as a double and none other lives: submit again
+            self._waves(done.reopened)
+
     def _finish(self, record: JobRecord) -> None:
         with self.lock:
             self.manifest.put([record])
@@ -521,14 +546,3 @@ class _Restore:
             self.ctx.report.error(f"{record.job_name} [{record.job_id}]: {record.error}")
         self.ctx.report.job(record)
         self.ctx.events.add(self.manifest, [record])
-
-
-def _by_name(records: Iterable[JobRecord], successors: dict[str, str]) -> dict[tuple[str, str], set[str]]:
-    """Original ids by (queue, job name), for each queue a replacement may be on: the job's own and
-    the name the deploy gave that queue."""
-    groups: dict[tuple[str, str], set[str]] = {}
-    for record in records:
-        for queue in (record.queue, successors.get(record.queue)):
-            if queue:
-                groups.setdefault((queue, record.job_name), set()).add(record.job_id)
-    return groups

@@ -8,14 +8,17 @@ replacements until they finish.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
-from ..adapters.lease import LeaseRecord, lease_scope, lease_state, list_leases
-from ..domain.manifest import Manifest
+from ..adapters.lease import LeaseRecord, Leases, lease_scope, lease_state, list_leases
+from ..domain.manifest import RESUBMITTED, Manifest
 from ..errors import JobguardError, ManifestError, UsageError
 from ..output.summary import SUMMARY_BUDGET, counts_line, markdown, print_table
 from .context import Context
+from .doubles import reconcile
+from .requests import Requests
 
 FINAL = ("SUCCEEDED", "FAILED")
 
@@ -159,6 +162,50 @@ def _as_json(ctx: Context, manifest: Manifest, current: dict[str, str]) -> dict[
             for r in manifest
         ],
     }
+
+
+def check(ctx: Context, deploy_id: str | None, preferred: str | None = None) -> int:
+    """Find replacements made twice (a run paused mid-call; commands/doubles.py) and stop all but the one each
+    manifest records, under each deploy's leases; 1 when a job is owed again (its restore must run), 2 when a
+    manifest could not be read."""
+    manifests, problems = load_manifests(ctx, deploy_id, preferred)
+    owed = 0
+    for manifest in manifests:
+        if any(r.outcome == RESUBMITTED for r in manifest):
+            owed += _check_deploy(ctx, manifest.deploy_id)
+    for problem in problems:
+        ctx.report.error(problem)
+    return 2 if problems else 1 if owed else 0
+
+
+def _check_deploy(ctx: Context, deploy_id: str) -> int:
+    """Reconcile one deploy under its leases; how many of its jobs are owed again."""
+    leases = Leases(ctx.store, deploy_id, ctx.options.lease, ctx.report.notice, lease_scope(ctx.account, ctx.region))
+    try:
+        manifest = ctx.manifests.load(deploy_id)
+        if manifest is None:
+            return 0
+        leases.acquire(manifest.record_queues())
+        ctx.manifests.fence = ctx.aws.guard = leases.check
+        manifest = ctx.manifests.load(deploy_id) or manifest  # read again under the leases
+        queues = Requests(ctx.batch, ctx.options, {}, lambda _: None)
+        records = [r for r in manifest if r.outcome == RESUBMITTED]
+        done = reconcile(ctx, queues.queue, manifest, records)  # twice, lookup-window apart: ListJobs lags
+        if manifest.changed:
+            ctx.manifests.save(manifest)
+        ctx.report.line(f"deploy {deploy_id}: {len(records)} replacements checked, {len(done.stopped)} doubles stopped")
+        if done.reopened:
+            ctx.report.error(
+                f"deploy {deploy_id}: {len(done.reopened)} jobs are owed again (their replacement was stopped as a double): "
+                f"run `jobguard restore --store {ctx.store.location()} --deploy-id {deploy_id}`"
+            )
+        return len(done.reopened)
+    finally:
+        ctx.manifests.fence = lambda: None
+        ctx.aws.guard = None
+        # A deploy between its drain and restore keeps its queues for its apply; otherwise the leases go, as after a restore.
+        between = any(b is not None and b.deploy_id == deploy_id and b.holder_id is None for b in leases.before.values())
+        leases.release(keep_for_deploy=between, raise_errors=sys.exc_info()[0] is None)
 
 
 def watch(ctx: Context, deploy_id: str | None, preferred: str | None = None) -> int:

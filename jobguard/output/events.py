@@ -21,6 +21,7 @@ EVENT_VERSION = 1
 SOURCE = "jobguard"
 # Outcomes that are news to the job's owner; recorded/terminating/submitting are steps on the way.
 REPORTED = (TERMINATED, KEPT, FINISHED, RESUBMITTED, SKIPPED, FAILED)
+DOUBLE_CANCELLED = "double cancelled"  # a second replacement of one original, stopped (commands/doubles.py)
 
 
 def event(manifest: Manifest, record: JobRecord) -> dict[str, Any]:
@@ -74,6 +75,11 @@ class Events:
         """Note the news of these records (those whose outcome is news)."""
         if self.wanted:
             self.pending += [event(manifest, r) for r in records if r.outcome in REPORTED]
+
+    def double(self, manifest: Manifest, record: JobRecord, job_id: str, status: str | None) -> None:
+        """Note that `job_id`, a second replacement of the record's original, was stopped ("double cancelled")."""
+        if self.wanted:
+            self.pending.append({**event(manifest, record), "outcome": DOUBLE_CANCELLED, "double": {"job_id": job_id, "status": status}})
 
     def deliver(self) -> None:
         """Publish and write what was collected; report, never raise, on failure."""
