@@ -93,6 +93,14 @@ for step in steps:
         signal.signal(signal.SIGTERM, saving)
     elif step == "ignore-sigterm":
         signal.signal(signal.SIGTERM, lambda signum, frame: note("signals", signal.Signals(signum).name))
+    elif step.startswith(("touch:", "rm:", "sleep:")):  # touch:NAME, rm:NAME, sleep:SECONDS
+        verb, _, value = step.partition(":")
+        if verb == "sleep":
+            time.sleep(float(value))
+        elif verb == "touch":
+            note(value)
+        else:
+            os.remove(os.path.join(here, value))
     elif step.startswith("exit-"):
         note("done")
         sys.exit(int(step[len("exit-"):]))
@@ -156,6 +164,27 @@ def test_a_job_submitted_during_the_apply_to_a_queue_it_replaces_comes_back_once
     assert stored[late]["outcome"] == "resubmitted" and stored[drained]["outcome"] == "resubmitted"
     assert overlapping(aws) == []
     assert "queue work: deleted during the command" in result.out
+
+
+@pytest.mark.slow
+def test_the_watcher_rides_out_failing_listings(
+    seed: Seeder, run: Any, aws: SimulatedAWS, apply_py: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drained = _world(seed)
+    failing = workdir / "fail-listings"  # while it exists, every ListJobs fails (HTTP 500), retries and all
+    aws.fault = lambda action, n: (500, "InternalError") if action == "batch:ListJobs" and failing.exists() else None
+    monkeypatch.setenv("DELETION_SECONDS", "1.5")
+    store = f"file://{workdir}/manifests"
+    steps = ["touch:fail-listings", "late", "sleep:2", "rm:fail-listings", "wait-recorded", "replace-queue"]  # seen only after
+    result = run(
+        "run", "--store", store, "--queue", "work", "--deploy-id", "d1", "--watch-interval", "0.5",
+        "--", sys.executable, str(apply_py), store, *steps,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "queue work: cannot be looked at now" in result.err  # said once, not once a look
+    assert result.err.count("cannot be looked at now") == 1
+    late = (workdir / "late").read_text().strip()
+    assert _exactly_once(aws, [drained, late]) == ([], [])
 
 
 def test_a_failed_command_is_still_restored_and_its_exit_code_kept(
