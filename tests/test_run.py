@@ -329,6 +329,27 @@ def test_a_signal_during_the_drain_stops_it_restores_and_starts_no_command(
 
 
 @pytest.mark.slow
+def test_a_second_pipeline_on_the_same_queues_waits_and_starts_nothing(
+    seed: Seeder, run: Any, aws: SimulatedAWS, apply_py: Path, workdir: Path
+) -> None:
+    drained = _world(seed)
+    store = f"file://{workdir}/manifests"
+    first = _started(seed, workdir, apply_py, store, "ready")  # deploy d1 is in its apply
+    other = workdir / "other"
+    other.mkdir()
+    second = run(
+        "run", "--store", store, "--queue", "work", "--deploy-id", "d2", "--lock-timeout", "1",
+        "--", sys.executable, "-c", f"open({str(other / 'started')!r}, 'w')",
+    )  # fmt: skip
+    assert second.code == 3, second.err
+    assert "deploy d1" in second.err and not (other / "started").exists()
+    (workdir / "go").write_text("")
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert _exactly_once(aws, [drained]) == ([], [])
+
+
+@pytest.mark.slow
 def test_a_second_signal_leaves_the_deploy_open_with_a_hint(
     seed: Seeder, run: Any, aws: SimulatedAWS, apply_py: Path, workdir: Path
 ) -> None:
