@@ -22,8 +22,14 @@ from .lockfile import LOCKS
 
 FILES = ("test.txt", "checkov.txt")  # test.txt holds runtime.txt and demo.txt; checkov.txt is its own world
 TIMEOUT = 300
-# How pip-audit ends when the vulnerability service cannot be reached: requests' exception, uncaught.
-UNREACHABLE = re.compile(r"^requests\.exceptions\.\w+: ")
+# How pip-audit's last line reads when the vulnerability service cannot be reached or fails: its own
+# advice after a connect timeout, its ServiceError (an HTTP error other than 404), or requests'
+# exception left uncaught (connection refused, proxy, TLS, read timeout).
+UNREACHABLE = re.compile(
+    r"^(ERROR:pip_audit\._cli:Tip: your network may be blocking this service"
+    r"|pip_audit\._service\.interface\.(Service|Connection)Error\b"
+    r"|requests\.exceptions\.\w+: )"
+)
 
 
 class AuditError(Exception):
