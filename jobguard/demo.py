@@ -114,12 +114,17 @@ def _verdict(report: Reporter, aws: Any, codes: list[int], align: str, store: st
     from .domain.tags import mark_of
 
     replaced: dict[str, list[str]] = {}
+    stopped = set()
     for job in list(aws.batch.jobs.values()):
         if job.index is None:
             mark = mark_of(aws.batch.detail(job))
             if mark:
                 replaced.setdefault(mark.original_id, []).append(job.job_id)
-    exactly_once = len(replaced) == 5 and all(len(v) == 1 for v in replaced.values())
+            if job.terminated or job.cancelled:
+                stopped.add(job.job_id)
+    # The plan only replaces the compute environment: the started jobs and their dependents are
+    # drained, the queued array job is left queued (Batch runs it on the new environment).
+    exactly_once = bool(stopped) and set(replaced) == stopped and all(len(v) == 1 for v in replaced.values())
     detail = aws.batch.detail(aws.batch.jobs[replaced[align][0]]) if align in replaced else None
     ok = exactly_once and codes == [0, 0, 0, 0] and detail is not None and detail["jobDefinition"].endswith(":2")
     if detail is not None:
