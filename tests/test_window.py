@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import suppress
@@ -25,7 +26,7 @@ from jobguard.domain.policies import ABANDON, APP_RETRIES, WAIT, Policy
 from jobguard.domain.window import ACTIVE, KILLED, OWN, SUCCEEDED, decide, judge
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import TABLE, configure, create_table, load_manifest, overlapping, records, replacements_of, run_process
+from .conftest import TABLE, configure, create_table, load_manifest, overlapping, record_faults, records, replacements_of, run_process
 from .test_faults import CHANGING
 
 
@@ -209,6 +210,10 @@ def _accounted(aws: SimulatedAWS, app: App) -> None:
             doubled.append(job_id)
         elif not succeeded and (not replacements or aws.batch.jobs[replacements[0]].status != "SUCCEEDED"):
             lost.append(job_id)
+    replaced = sum(1 for j in app.submitted if found.get(j))
+    record_faults(runs=2, faults=0, jobs=len(app.submitted), lost=len(lost), doubled=len(doubled) + len(overlapping(aws)))
+    counts = f"{len(app.submitted)} jobs submitted, {replaced} replaced once, {len(app.refused)} refused"
+    print(f"\napp: {counts}; {len(lost)} lost, {len(doubled)} doubled", file=sys.__stderr__)
     assert (lost, doubled, overlapping(aws)) == ([], [], [])
 
 
@@ -525,6 +530,7 @@ def test_kill_9_of_restore_at_every_call_to_its_last_submit_then_a_rerun_replace
         submitted = aws.calls["batch:SubmitJob"]
         assert run("restore", "--store", where, "--deploy-id", deploy).code == 0
         assert aws.calls["batch:SubmitJob"] == submitted
+        record_faults(runs=3, faults=1, jobs=3, lost=0, doubled=0)  # what the asserts above established
         if submits >= 3:  # killed after its last SubmitJob: what is left (saves, leases) is tests/test_faults.py's
             break
         k += 1
