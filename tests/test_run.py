@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,46 @@ def test_the_watcher_rides_out_failing_listings(
     assert result.err.count("cannot be looked at now") == 1
     late = (workdir / "late").read_text().strip()
     assert _exactly_once(aws, [drained, late]) == ([], [])
+
+
+BURST = """\
+import boto3, os, sys, time
+batch = boto3.client("batch")
+count, seconds = int(sys.argv[1]), float(sys.argv[2])
+ids = []
+for i in range(count):  # the application, submitting all through the apply
+    ids.append(batch.submit_job(jobName=f"late-{i}", jobQueue="work", jobDefinition="proc")["jobId"])
+    time.sleep(seconds / count)
+open("late-ids", "w").write("\\n".join(ids))
+(queue,) = batch.describe_job_queues(jobQueues=["work"])["jobQueues"]
+batch.update_job_queue(jobQueue="work", state="DISABLED")  # SubmitJob refused from here on
+time.sleep(3)  # Terraform waits for the queue to be disabled (30 s before its first look) before it deletes it
+batch.delete_job_queue(jobQueue="work")
+time.sleep(count / 16 + 1)  # Batch ends a deleted queue's jobs at about 16 a second; Terraform waits for the deletion
+batch.create_job_queue(jobQueueName="work", state="ENABLED", priority=1, computeEnvironmentOrder=queue["computeEnvironmentOrder"])
+"""
+
+
+@pytest.mark.slow
+def test_a_hundred_jobs_submitted_through_the_apply_come_back_once_each(
+    seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    drained = _world(seed)
+    (workdir / "burst.py").write_text(BURST)
+    store = f"file://{workdir}/manifests"
+    result = run("run", "--store", store, "--queue", "work", "--deploy-id", "d1", "--", sys.executable, "burst.py", "100", "5")
+    assert result.code == 0, result.err
+    late = (workdir / "late-ids").read_text().split()
+    assert len(late) == 100 and _exactly_once(aws, [drained, *late]) == ([], [])
+    assert overlapping(aws) == []
+    stored = records(store, seed, "d1")
+    seen = sorted(
+        datetime.fromisoformat(stored[i]["times"]["watched"].replace("Z", "+00:00")).timestamp() - stored[i]["created_at"] / 1000
+        for i in late
+    )
+    with capsys.disabled():  # the figures docs and notes quote (watch-interval 2 s, ListJobs lag 0.3 s)
+        print(f"\nsubmitted -> recorded: median {seen[50]:.2f} s, max {seen[-1]:.2f} s over {len(seen)} jobs")
+    assert seen[-1] < 2.0 + 5  # one interval, plus a slow look under load
 
 
 def test_a_failed_command_is_still_restored_and_its_exit_code_kept(
