@@ -179,6 +179,11 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
         # The same check as --deploy-id: it names files and keys. Set but empty is a broken
         # environment, not "no run": restore would take every open deploy, drain make up a new one.
         run_id = parse_deploy_id(os.environ["GITHUB_RUN_ID"], "GITHUB_RUN_ID (environment)")
+    if args.command == "run" and options.dry_run:  # a dry drain stops nothing: the command would run unguarded
+        raise UsageError(
+            "run: dry-run is set (config file): it would run the command with nothing drained; nothing was done",
+            hint="see what a drain would take with `jobguard drain --dry-run`",
+        )
     if args.command in ("drain", "run"):
         deploy_id = options.deploy_id or run_id or _new_deploy_id()
         ctx = build_context(options, report, creating=True)

@@ -262,6 +262,16 @@ def test_a_command_that_cannot_run_drains_nothing(
     assert not (workdir / "manifests").exists()  # no manifest, no lease
 
 
+def test_dry_run_in_the_config_file_runs_no_command(seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path) -> None:
+    job = _world(seed)
+    configure(workdir, "dry-run: true\n")
+    marker = workdir / "ran"
+    result = run("run", "--store", f"file://{workdir}/m", "--queue", "work", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')")
+    assert result.code == 2 and "run: dry-run is set" in result.err
+    assert not marker.exists() and aws.calls["batch:TerminateJobs"] + aws.calls["batch:TerminateJob"] == 0
+    assert aws.batch.jobs[job].status == "RUNNING"
+
+
 def test_arguments_after_the_separator_reach_the_command_as_they_are(seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path) -> None:
     _world(seed)
     script = "import json, sys; open('argv.json', 'w').write(json.dumps(sys.argv[1:]))"
