@@ -354,3 +354,35 @@ def test_a_finished_writer_is_never_named_as_the_holder(workdir: Path) -> None:
     finally:
         os.close(fd)
     assert store.read("leases/y.json") is None
+
+
+def test_a_drain_that_cannot_hand_its_lease_on_fails_and_its_restore_goes_ahead(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apply must not run on queues no lease is shown to keep: drain exits 4; the workflow's restore
+    (always) then takes the lease its own drain left, and releases it."""
+    jobs = _world(seed, jobs=2)
+    monkeypatch.setattr("jobguard.adapters.lease._RELEASE_WAITS", (0.01,))
+    from jobguard.adapters.stores.dynamodb import DynamoDBStore
+    from jobguard.adapters.stores.file import FileStore
+    from jobguard.adapters.stores.s3 import S3Store
+    from jobguard.errors import StoreError
+
+    with monkeypatch.context() as down:
+        for kind in (FileStore, S3Store, DynamoDBStore):
+
+            def failing_write(self: Any, key: str, body: bytes, version: str | None, _write: Any = kind.write) -> str:
+                if key.startswith("leases/") and json.loads(body)["holder_id"] is None:
+                    raise StoreError(f"cannot write {key}: injected outage")
+                return str(_write(self, key, body, version))
+
+            down.setattr(kind, "write", failing_write)
+        drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    assert drained.code == 4, drained.err
+    assert "error: queue work: could not hand deploy d1's lease on to its apply; do not apply" in drained.err
+    # The drain ran in this test's process, which lives on: its hold lapses lock-ttl after its last renewal
+    # (a drain step's process has exited by the time the restore step runs: then at once).
+    restored = run("restore", "--store", store, "--deploy-id", "d1", "--lock-timeout", "10")
+    assert restored.code == 0, restored.err
+    assert read_lease(_store(store), "work", SCOPE) is None
+    assert {k: len(v) for k, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)
