@@ -48,7 +48,7 @@ def test_check_stops_a_second_replacement_and_keeps_the_recorded_one(
     assert "double cancelled" in checked.out and "1 doubles stopped" in checked.out
     aws.batch.advance_clock(1)
     assert _live(aws, original) == [record["replacement_id"]]
-    assert aws.batch.jobs[double].reason.startswith(DOUBLE_REASON)
+    assert (aws.batch.jobs[double].reason or "").startswith(DOUBLE_REASON)
     note = records(store, seed, "d1")[original]["note"]
     assert f"double {double} (RUNNABLE, the deploy's manifest records {record['replacement_id']}) stopped" in note
     shown = json.loads(run("status", "--store", store, "--deploy-id", "d1", "--json").out)
