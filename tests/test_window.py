@@ -7,6 +7,7 @@ its own, succeeded or still runs is never touched.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -21,9 +22,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from jobguard.cli import build_context
+from jobguard.commands.window import watch
 from jobguard.domain.manifest import LATE, WATCHED, JobRecord
 from jobguard.domain.policies import ABANDON, APP_RETRIES, WAIT, Policy
 from jobguard.domain.window import ACTIVE, KILLED, OWN, SUCCEEDED, decide, judge
+from jobguard.options import resolve
+from jobguard.output.report import Reporter
 from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import TABLE, configure, create_table, load_manifest, overlapping, record_faults, records, replacements_of, run_process
@@ -564,3 +569,28 @@ def test_a_plan_that_puts_nothing_at_risk_opens_no_window(aws: SimulatedAWS, see
     assert drained.code == 0, drained.err
     assert "deploy window" not in drained.out
     assert run("status", "--store", store).out.startswith("no deploys")  # nothing left open for a restore that may never come
+
+
+def test_late_jobs_watched_on_a_deleted_queue_are_waited_for_then_replaced(aws: SimulatedAWS, seed: Seeder, store: str, run) -> None:
+    """What `jobguard run`'s watcher records (window.watch) while the apply deletes and makes again a queue
+    it did not freeze: restore waits for Batch to end them (about 16 a second), then replaces each once."""
+    _world(seed)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1", "--no-freeze").code == 0
+    late = [_late(seed, f"late-{i}", "RUNNABLE") for i in range(40)]
+    ctx = build_context(resolve(None, {"store": store}), Reporter(out=io.StringIO(), err=io.StringIO()), creating=False)
+    manifest = ctx.manifests.load("d1")
+    assert manifest is not None
+    assert len(watch(ctx, manifest, list(ctx.batch.describe(late).values()))) == 40
+    assert watch(ctx, manifest, list(ctx.batch.describe(late).values())) == []  # watched twice: recorded once
+    environment = _environment(seed)
+    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")
+    seed.batch.delete_job_queue(jobQueue="work")
+    manifest.note_deleted_queues(["work"])  # the watcher saw it go
+    ctx.manifests.save(manifest)
+    seed.queue("work", compute_environment=environment)
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert "late jobs of deleted queues to end" in restored.out
+    found = replacements_of(aws)
+    assert {j: len(found.get(j, [])) for j in late} == dict.fromkeys(late, 1)
+    assert all("its queue was deleted" in r["reason"] for r in records(store, seed, "d1").values() if r["job_id"] in late)

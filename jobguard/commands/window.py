@@ -17,11 +17,13 @@ queue at risk after that is in no drain pass. Restore closes it:
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..adapters.batch import LIFECYCLE
 from ..domain.manifest import (
     DELETED,
     DRAIN,
@@ -99,6 +101,7 @@ def settle(ctx: Context, manifest: Manifest, records: list[JobRecord], finish: C
         return []
     details = ctx.batch.describe(r.job_id for r in records)
     gone = _gone_queues(ctx, {r.queue for r in records}) | set(manifest.window.get(DELETED, []))
+    details.update(_doomed_end(ctx, [r for r in records if r.queue in gone and _active(details.get(r.job_id))]))
     killed = _killed(manifest)
     verdicts = _judged(
         {r.job_id: details[r.job_id] for r in records if r.job_id in details}, killed, lambda job_id: manifest.jobs[job_id].queue in gone
@@ -218,6 +221,26 @@ def _judged(details: dict[str, Json], killed: set[str], queue_gone: Callable[[st
         if not more:
             return verdicts
         killed |= more
+
+
+def _doomed_end(ctx: Context, records: list[JobRecord]) -> dict[str, Json]:
+    """Jobs still active on a queue the deploy deleted: Batch ends them (about 16 a second), so wait for
+    that (up to stop-timeout) rather than judge them survivors. Their JobDetails as they are then."""
+    if not records:
+        return {}
+    bound = ctx.options.stop_timeout
+    ctx.report.line(f"waiting up to {bound:g} s for {len(records)} late jobs of deleted queues to end")
+    started, poll = time.monotonic(), 0.25
+    details = ctx.batch.describe(r.job_id for r in records)
+    while any(_active(details.get(r.job_id)) for r in records) and time.monotonic() - started < bound:
+        time.sleep(min(poll, max(0.0, bound - (time.monotonic() - started))))
+        poll = min(5.0, poll * 1.5)
+        details = ctx.batch.describe(r.job_id for r in records)
+    return details
+
+
+def _active(job: Json | None) -> bool:
+    return job is not None and str(job.get("status")) in LIFECYCLE
 
 
 def _killed(manifest: Manifest) -> set[str]:
