@@ -44,7 +44,7 @@ from jobguard.sim import Seeder, SimulatedAWS, Timing
 
 TABLE = "jobguard-manifests"
 BUCKET = "jobguard-manifests"
-STORE_METHODS = ("load", "save", "deploy_ids", "read", "write", "delete", "keys")
+STORE_METHODS = ("load", "version", "save", "deploy_ids", "read", "write", "delete", "keys")
 CONFIG = "lock-ttl: 5\nlease-ttl: 60\nlookup-window: 1\nrate: 1000\nburst: 1000\nretry:\n  initial-wait: 0.001\n  max-wait: 0.01\n"
 
 STORE_OPERATIONS: Counter[str] = Counter()

@@ -12,7 +12,7 @@ measured in the same run.
 
 `--row-limits N=RATE` raises the simulated limit (and jobguard's own `rate`, 96 % of it, as the
 defaults are 48 of AWS's 50) for the rows of N jobs: at 50 calls/s, 100 000 SubmitJob calls take
-33 minutes. Each row says the limit it ran at; "÷ N/limit" is against that row's limit.
+33 minutes. Each row says the limit it ran at; its floors are at that limit.
 
 "store B/job" is what drain and restore wrote to the (folder) store, in bytes per job: manifest
 heads, pages, leases and index entries, counted where the store writes them. "load" is the
@@ -20,8 +20,15 @@ machine's 1-minute load average when the row's operation ended (2 cores: above 2
 running too).
 
 drain waits until every job it stopped has ended: that wait is Batch's stop time, not jobguard's
-work, so the table shows it apart ("stop wait s"): "jobguard s" and "÷ N/limit" of drain count from
-its start to its last TerminateJob plus whatever follows the wait; restore has no such wait.
+work, so the table shows it apart ("stop wait s"): "jobguard s" and "÷ floor" of drain count from
+its start to its last stop call plus whatever follows the wait; restore has no such wait.
+
+The floors ("floor s"): restore's is N/limit s, one SubmitJob per job at the limit. drain stops in
+bulk (TerminateJobs, 50 jobs a call), so what it must call is its listing, its describing and its
+stopping: ceil(N/1000) + 4 ListJobs pages (one per status; a page needs the previous page's token,
+so each costs a round trip, `--latencies`), then every job described (DescribeJobs, 100 a call)
+before it is stopped (TerminateJobs, 50 a call), each at the limit: floor = (ceil(N/1000) + 4) x
+latency + (ceil(N/100) + ceil(N/50)) / limit.
 
 The loop is measured on min(N, --loop-sample) jobs and scaled to N (it is linear: one call after
 another); the table says so. Ratios are the figures to read: timings on shared machines are noisy.
@@ -30,6 +37,7 @@ another); the table says so. Ratios are the figures to read: timings on shared m
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import subprocess
@@ -39,6 +47,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from jobguard.domain.manifest import ACTIVE_STATUSES as ACTIVE
 from jobguard.domain.tags import mark_of
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim import Timing as BatchTiming
@@ -148,7 +157,10 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
         loop_drain = _process("bench.loop", ["drain", "loop", saved], env, str(folder))  # the loop never waits for the stops
         loop_restore = _process("bench.loop", ["restore", "loop", saved], env, str(folder))
         scale = count / sample
-    floor = count / limit
+    floors = {
+        "drain": (math.ceil(count / 1000) + len(ACTIVE) - 1) * latency + (math.ceil(count / 100) + math.ceil(count / 50)) / limit,
+        "restore": count / limit,
+    }
     rows = []
     for name, measured, loop, throttled, waited in (
         ("drain", drain, loop_drain, drain_429, stops.wait),
@@ -163,7 +175,8 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
                 "op": name,
                 "seconds": measured.seconds,
                 "stop_wait": waited,
-                "floor_ratio": measured.seconds / floor,
+                "floor": floors[name],
+                "floor_ratio": measured.seconds / floors[name],
                 "loop_seconds": loop_seconds,
                 "loop_ratio": loop_seconds / measured.seconds,
                 "loop_sample": sample,
@@ -196,10 +209,11 @@ def main() -> None:
         flush=True,
     )
     print(
-        "| N | limit/s | latency | op | jobguard s | ÷ N/limit | stop wait s | loop s | loop ÷ jobguard | peak RSS MB | store B/job "
+        "| N | limit/s | latency | op | jobguard s | floor s | ÷ floor | stop wait s | loop s | loop ÷ jobguard | peak RSS MB "
+        "| store B/job "
         "| load | 429s | lost | doubled |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as work:
         for latency in (float(x) for x in args.latencies.split(",")):
             for count in (int(x) for x in args.sizes.split(",")):
@@ -208,7 +222,7 @@ def main() -> None:
                     sampled = "" if row["loop_sample"] == row["N"] else f" (scaled from {row['loop_sample']})"
                     print(
                         f"| {row['N']} | {row['limit']:g} | {row['latency_ms']} ms | {row['op']} | {row['seconds']:.1f} | "
-                        f"{row['floor_ratio']:.2f} | {row['stop_wait']:.1f} | "
+                        f"{row['floor']:.1f} | {row['floor_ratio']:.2f} | {row['stop_wait']:.1f} | "
                         f"{row['loop_seconds']:.1f}{sampled} | {row['loop_ratio']:.2f} | "
                         f"{row['peak_rss_mb']:.0f} | {row['store_bytes_per_job']:.0f} | {row['load']:.1f} | {row['throttled']} | "
                         f"{row['lost']} | {row['doubled']} |",

@@ -14,18 +14,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..adapters.signing import Signer
-from ..adapters.stores import Page, Store
+from ..adapters.stores import Page, Store, Versioned
 from ..domain.manifest import JobRecord, Manifest, now
 from ..domain.pages import PAGED, WHOLE, manifest_digest, page_digest
-from ..errors import ConflictError, ManifestError, SignatureError, UnreachableError
+from ..errors import ConflictError, ManifestError, SignatureError, StoreError, UnreachableError
 from ..output.report import Reporter
 
 MERGE_ATTEMPTS = 8
@@ -66,6 +67,7 @@ class Manifests:
     versions: dict[str, str | None] = field(default_factory=dict)
     committed: dict[str, dict[str, JobRecord]] = field(default_factory=dict)  # deploy -> the records as last read or written
     layouts: dict[str, Layout] = field(default_factory=dict)  # deploy -> its pages as last read or written
+    _read: dict[str, tuple[str, Manifest, Layout]] = field(default_factory=dict)  # deploy -> version, manifest, pages last read
     _opened: set[str] = field(default_factory=set)
 
     def new(self, deploy_id: str, origin: dict[str, str]) -> Manifest:
@@ -78,23 +80,64 @@ class Manifests:
         return manifest
 
     def load(self, deploy_id: str) -> Manifest | None:
-        """The checked manifest of `deploy_id`, or None when there is none."""
-        found = self.store.load(deploy_id)
-        if found is None:
-            return None
+        """The checked manifest of `deploy_id`, or None when there is none.
+
+        Read again while its version is still the one last read (restore reads each manifest once to
+        choose, then again under its leases), the manifest checked then is not read and checked again.
+        """
+        read = self._read.get(deploy_id)
+        if read is not None and self.store.version(deploy_id) == read[0]:
+            version, manifest, layout = read
+        else:
+            fetched = self._fetch(deploy_id)
+            if fetched is None:
+                return None
+            version, manifest, layout = fetched
+            self._read[deploy_id] = (version, _copy(manifest), layout)
+        self.versions[deploy_id] = version
+        self.committed[deploy_id] = dict(manifest.jobs)
+        self.layouts[deploy_id] = replace(layout, order=list(layout.order), digests=list(layout.digests), position=dict(layout.position))
+        return _copy(manifest)
+
+    def _fetch(self, deploy_id: str) -> tuple[str, Manifest, Layout] | None:
+        """The stored manifest, parsed and checked; read again when a save replaced it while it was read."""
+        for _ in range(MERGE_ATTEMPTS):
+            found = self.store.load(deploy_id)
+            if found is None:
+                return None
+            try:
+                return (found.version, *self._parsed(found, deploy_id))
+            except ConflictError:
+                continue
+        raise StoreError(f"{self.store.uri(deploy_id)}: other writers kept replacing the manifest while it was read")
+
+    def _parsed(self, found: Versioned, deploy_id: str) -> tuple[Manifest, Layout]:
+        """The manifest and its pages' digests, from a whole document or page by page (never all its JSON at once)."""
         where = self.store.uri(deploy_id)
-        manifest = Manifest.from_document(found.value, where)
+        if found.pages is None:
+            manifest = Manifest.from_document(found.value, where)
+        else:
+            manifest = Manifest.from_document({**found.value, "jobs": []}, where)
         size = found.value.get("page_records", PAGE_RECORDS)
         layout = Layout(size, stored=not found.whole)
+        if found.pages is None:
+            jobs = found.value["jobs"]
+            layout.digests = [page_digest(jobs[start : start + size]) for start in range(0, len(jobs), size)]
+        else:
+            short = False  # only the last page may hold fewer than `size` records
+            for index, records in enumerate(found.pages()):
+                if short or not records or len(records) > size:
+                    raise ManifestError(f"{where}: page {index} holds {len(records)} records, pages hold {size}: pages were edited")
+                short = len(records) < size
+                page = Manifest.from_document({**found.value, "jobs": records}, f"{where} page {index}")
+                for job_id, record in page.jobs.items():
+                    if job_id in manifest.jobs:
+                        raise ManifestError(f"{where} page {index}: job {job_id} is recorded twice")
+                    manifest.jobs[job_id] = record
+                layout.digests.append(page_digest(records))  # as stored: what a save hashed (`_plain` of each record)
         layout.extend(list(manifest.jobs))
-        layout.digests = [
-            page_digest(asdict(manifest.jobs[i]) for i in layout.order[start : start + size]) for start in range(0, len(layout.order), size)
-        ]
         self._check(manifest, deploy_id, where, layout)
-        self.versions[deploy_id] = found.version
-        self.committed[deploy_id] = dict(manifest.jobs)
-        self.layouts[deploy_id] = layout
-        return manifest
+        return manifest, layout
 
     def _check(self, manifest: Manifest, deploy_id: str, where: str, layout: Layout) -> None:
         if manifest.deploy_id != deploy_id:
@@ -176,7 +219,7 @@ class Manifests:
         Only the pages holding a record of `step` are hashed and handed to the store with their records.
         """
         deploy_id = manifest.deploy_id
-        committed, layout = self.committed[deploy_id], self.layouts[deploy_id]
+        committed, layout = self.committed.setdefault(deploy_id, {}), self.layouts.setdefault(deploy_id, Layout(PAGE_RECORDS))
         added = [i for i in manifest.jobs if i in step and i not in layout.position]
         order = layout.order + added if added else layout.order
         size = layout.size
@@ -191,7 +234,7 @@ class Manifests:
                 pages.append(Page(index, layout.digests[index]))
                 continue
             ids = order[index * size : (index + 1) * size]
-            records = [asdict(manifest.jobs[i] if i in step else committed[i]) for i in ids]
+            records = [_plain(manifest.jobs[i] if i in step else committed[i]) for i in ids]
             pages.append(Page(index, page_digest(records), tuple(records), frozenset(step.intersection(ids))))
         head: dict[str, Any] = {**_header(manifest), "page_records": size}
         signature = None
@@ -200,6 +243,7 @@ class Manifests:
             signature = {"key": self.signer.key, "algorithm": PAGED, "mac": self.signer.sign(digest)}
             head["signature"] = signature
         self.fence()
+        self._read.pop(deploy_id, None)
         self.versions[deploy_id] = self.store.save(deploy_id, head, pages, self.versions.get(deploy_id))
         committed.update({i: manifest.jobs[i] for i in step})
         layout.extend(added)
@@ -248,6 +292,21 @@ class Manifests:
     def forget_index(self, deploy_id: str) -> None:
         """Drop an index entry whose manifest is gone or has nothing left (found stale by a restore)."""
         self._close(deploy_id)
+
+
+FIELDS = tuple(f.name for f in fields(JobRecord))
+
+
+def _plain(record: JobRecord) -> dict[str, Any]:
+    """The record as stored and hashed: `asdict` without its deep copy (records are never changed in place)."""
+    return {name: getattr(record, name) for name in FIELDS}
+
+
+def _copy(manifest: Manifest) -> Manifest:
+    """A manifest of its own (its header copied), sharing the records, which are frozen."""
+    copied = copy.deepcopy(replace(manifest, jobs={}))
+    copied.jobs = dict(manifest.jobs)
+    return copied
 
 
 def _header(manifest: Manifest) -> dict[str, Any]:

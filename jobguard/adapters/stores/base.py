@@ -13,7 +13,7 @@ ConflictError. `clock()` is the store's own time, on which other machines' stamp
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +33,8 @@ class Versioned:
     value: Any
     version: str
     whole: bool = False  # a manifest read from one whole document (the layout before pages): its next save writes every page
+    # A paged manifest: `value` is its head (no `jobs`) and this gives its records page by page, read as they are asked for.
+    pages: Callable[[], Iterator[list[Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,15 @@ class Store(Protocol):
     def load(self, deploy_id: str) -> Versioned | None:
         """The manifest document of `deploy_id` (parsed JSON, not yet checked), or None."""
 
+    def version(self, deploy_id: str) -> str | None:
+        """The version `load` would give now (None: no manifest), read without reading the records."""
+
     def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         """Write a manifest if its stored version is still `version` (None: it must not exist yet).
 
         `head` is the document without its records (`page_records` says how many a page holds);
-        `pages` is every page in order. Returns the new version; `load` gives back the head with
-        the records of every page, in order, as `jobs`.
+        `pages` is every page in order. Returns the new version; `load` gives back the head and the
+        records of every page, in order (as `jobs`, or page by page through `Versioned.pages`).
         """
 
     def deploy_ids(self) -> list[str]:

@@ -98,6 +98,10 @@ class DynamoDBStore:
         item: dict[str, Any] | None = self._call("get_item", f"cannot read {where}", **request).get("Item")
         return item
 
+    def version(self, deploy_id: str) -> str | None:
+        item = self._header(deploy_id, self.uri(deploy_id), projection="version")
+        return None if item is None else _version(item)
+
     def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         where = self.uri(deploy_id)
         expires = str(int(time.time()) + RETENTION_SECONDS)

@@ -55,6 +55,10 @@ class FileStore:
 
         return paged.load(deploy_id, str(path), head, lambda keys: [self._read(self._path(k), MAX_MANIFEST_BYTES) for k in keys])
 
+    def version(self, deploy_id: str) -> str | None:
+        body = self._read(self.folder / f"{deploy_id}{SUFFIX}", MAX_MANIFEST_BYTES)
+        return None if body is None else _version(body)
+
     def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         path = self.folder / f"{deploy_id}{SUFFIX}"
         body = paged.head_body(head, pages)

@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ...domain.documents import parse_json
-from ...errors import ManifestError
+from ...errors import ConflictError, ManifestError
 from .base import Page, Versioned
 
 KIND = "pages"
 DIGEST = re.compile(r"[0-9a-f]{64}")
-READ_ATTEMPTS = 8
-
-
-class PageGone(Exception):
-    """A page the head names is not (or no longer) in the store: a save replaced it meanwhile, or it was dropped."""
+READ_AHEAD = 16  # pages read at once (S3: in parallel)
 
 
 def page_key(deploy_id: str, index: int, digest: str) -> str:
@@ -56,28 +52,42 @@ def named(deploy_id: str, head: Any) -> list[str]:
     return [page_key(deploy_id, i, d) for i, d in enumerate(head[KIND]) if isinstance(d, str) and DIGEST.fullmatch(d)]
 
 
-def assemble(deploy_id: str, where: str, head: Any, version: str, read: Callable[[list[str]], list[bytes | None]]) -> Versioned:
-    """The manifest document a head and its pages make; `read` fetches pages by key (None: absent).
+def load(
+    deploy_id: str, where: str, read_head: Callable[[], Versioned | None], read: Callable[[list[str]], list[bytes | None]]
+) -> Versioned | None:
+    """The head; for a paged head, its records come page by page from `Versioned.pages` (read lazily:
+    a manifest of 100 000 records is never held twice, as JSON and as records).
 
-    Raises PageGone when a page is missing (the caller reads the head again: a save may have
-    replaced it), ManifestError when the head or a page is not what jobguard writes.
+    Reading the pages raises ConflictError when a save replaced the head meanwhile (the caller reads
+    again), ManifestError when a page is missing or not what jobguard writes.
     """
+    found = read_head()
+    if found is None:
+        return None
+    head = parse_json(found.value, where)
     if not isinstance(head, dict) or KIND not in head:
-        return Versioned(head, version, whole=True)
+        return Versioned(head, found.version, whole=True)
     if "jobs" in head:
         raise ManifestError(f"{where}: holds both records and pages: not a manifest jobguard wrote")
     digests = head[KIND]
     if not isinstance(digests, list) or not all(isinstance(d, str) and DIGEST.fullmatch(d) for d in digests):
         raise ManifestError(f"{where}: {KIND}: not a list of page digests (64 hex digits each)")
-    bodies = read([page_key(deploy_id, i, d) for i, d in enumerate(digests)])
-    jobs: list[Any] = []
-    for index, body in enumerate(bodies):
-        if body is None:
-            raise PageGone(f"{where}: page {index} ({page_key(deploy_id, index, digests[index])}) is missing: dropped from the store?")
-        jobs += _records(parse_json(body, f"{where} page {index}"), deploy_id, index, where)
-    document = {k: v for k, v in head.items() if k != KIND}
-    document["jobs"] = jobs
-    return Versioned(document, version)
+    keys = [page_key(deploy_id, i, d) for i, d in enumerate(digests)]
+
+    def pages() -> Iterator[list[Any]]:
+        for start in range(0, len(keys), READ_AHEAD):
+            for index, body in enumerate(read(keys[start : start + READ_AHEAD]), start=start):
+                if body is None:
+                    again = read_head()
+                    if again is None or again.version != found.version:
+                        raise ConflictError(f"{where}: replaced by another run while it was read")
+                    raise ManifestError(
+                        f"{where}: page {index} ({keys[index]}) is missing: dropped from the store?",
+                        hint="restore the page from the store's earlier versions (S3 versioning, backups)",
+                    )
+                yield _records(parse_json(body, f"{where} page {index}"), deploy_id, index, where)
+
+    return Versioned({k: v for k, v in head.items() if k != KIND}, found.version, pages=pages)
 
 
 def _records(page: Any, deploy_id: str, index: int, where: str) -> list[Any]:
@@ -89,22 +99,3 @@ def _records(page: Any, deploy_id: str, index: int, where: str) -> list[Any]:
             f"its name says {deploy_id!r} page {index}: a copy or an edit"
         )
     return list(page["jobs"])
-
-
-def load(
-    deploy_id: str, where: str, read_head: Callable[[], Versioned | None], read: Callable[[list[str]], list[bytes | None]]
-) -> Versioned | None:
-    """Read the head, then its pages; a page gone meanwhile (a save replaced it) means reading the head again."""
-    gone = ""
-    for _ in range(READ_ATTEMPTS):
-        found = read_head()
-        if found is None:
-            return None
-        try:
-            return assemble(deploy_id, where, parse_json(found.value, where), found.version, read)
-        except PageGone as exc:
-            again = read_head()
-            if again is not None and again.version == found.version:
-                raise ManifestError(str(exc), hint="restore the page from the store's earlier versions (S3 versioning, backups)") from None
-            gone = str(exc)
-    raise ManifestError(f"{gone} (other writers kept replacing the manifest while it was read; gave up after {READ_ATTEMPTS} tries)")

@@ -61,6 +61,10 @@ class S3Store:
             self._pages[deploy_id] = (found.version, paged.named(deploy_id, parse_json(heads[found.version], self.uri(deploy_id))))
         return found
 
+    def version(self, deploy_id: str) -> str | None:
+        found = self._get(self._key(deploy_id), MAX_MANIFEST_BYTES)
+        return None if found is None else found.version
+
     def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         written = [p for p in pages if p.records is not None]
         self.aws.parallel(
