@@ -128,6 +128,16 @@ def _drain(run: Any, workdir: Path, plan: str | None, *queues: str) -> Any:
     return run("drain", *(["--plan", str(PLANS / plan)] if plan else []), *flags, "--store", f"file://{workdir}/m", "--deploy-id", "d1")
 
 
+def _replace_compute_environment(seed: Seeder, queue: str) -> None:
+    """The apply: a new compute environment, the queue moved onto it, the old one deleted (its instances go)."""
+    (described,) = seed.batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
+    old = described["computeEnvironmentOrder"][0]["computeEnvironment"]
+    new = seed.compute_environment(f"{queue}-ce-2")
+    seed.batch.update_job_queue(jobQueue=queue, computeEnvironmentOrder=[{"order": 1, "computeEnvironment": new}])
+    seed.batch.update_compute_environment(computeEnvironment=old, state="DISABLED")
+    seed.batch.delete_compute_environment(computeEnvironment=old)
+
+
 def _asked_to_stop(aws: SimulatedAWS, jobs: set[str]) -> set[str]:
     """The jobs Batch was asked to stop (an array parent: through its children)."""
 
@@ -227,15 +237,38 @@ def test_the_apply_then_kills_what_was_drained_and_restore_brings_each_back_once
     the queued ones were never touched and run on the new environment."""
     world = _world(seed)
     assert _drain(run, workdir, "ce-replace.json").code == 0
-    (described,) = seed.batch.describe_job_queues(jobQueues=["science-queue"])["jobQueues"]
-    old = described["computeEnvironmentOrder"][0]["computeEnvironment"]
-    new = seed.compute_environment("science-queue-ce-2")
-    seed.batch.update_job_queue(jobQueue="science-queue", computeEnvironmentOrder=[{"order": 1, "computeEnvironment": new}])
-    seed.batch.update_compute_environment(computeEnvironment=old, state="DISABLED")
-    seed.batch.delete_compute_environment(computeEnvironment=old)
+    _replace_compute_environment(seed, "science-queue")
     restored = run("restore", "--store", f"file://{workdir}/m", "--deploy-id", "d1")
     assert restored.code == 0, restored.err
     assert {j: len(v) for j, v in replacements_of(aws).items()} == dict.fromkeys(world["at_risk"], 1)
     assert overlapping(aws) == []
     assert _asked_to_stop(aws, world["left"]) == set()
     assert all(aws.batch.jobs[j].status == "RUNNABLE" and not aws.batch.jobs[j].terminated for j in world["queued"][:20])
+
+
+def test_a_queued_job_that_starts_after_drain_and_is_killed_by_the_apply_comes_back_once(
+    seed: Seeder, run, aws: SimulatedAWS, workdir: Path
+) -> None:
+    """The lag: drain leaves queued jobs; one starts on the old environment's instances (freed by the
+    jobs drain stopped) before the apply takes them away. Restore's sweep finds it FAILED with Batch's
+    host-terminated reason and resubmits it once; the others stay queued, untouched."""
+    world = _world(seed)
+    store = f"file://{workdir}/m"
+    assert _drain(run, workdir, "ce-replace.json").code == 0
+    unlucky = world["queued"][1]
+    aws.batch.set_status(unlucky, "RUNNING")  # Batch placed it on a freed instance of the old environment
+    _replace_compute_environment(seed, "science-queue")
+    deadline = time.monotonic() + 10
+    while True:
+        with aws.batch.lock:
+            aws.batch.tick()
+            if aws.batch.jobs[unlucky].status == "FAILED":
+                break
+        assert time.monotonic() < deadline, "the simulated apply never took the job's host away"
+        time.sleep(0.05)
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == dict.fromkeys(world["at_risk"] | {unlucky}, 1)
+    assert "killed by the deploy: its host was taken away" in records(store, seed, "d1")[unlucky]["reason"]
+    assert overlapping(aws) == []
+    assert all(aws.batch.jobs[j].status == "RUNNABLE" for j in world["queued"][:20] if j != unlucky)

@@ -258,7 +258,7 @@ def test_a_command_that_cannot_run_drains_nothing(
     result = run("run", "--store", f"file://{workdir}/manifests", "--queue", "work", "--deploy-id", "d1", "--", *command)
     assert result.code == 2
     assert result.err.splitlines()[0].startswith(f"error: {message}")
-    assert aws.calls["batch:TerminateJob"] == 0 and not aws.batch.jobs[job].stop_requested and aws.batch.jobs[job].stop_at is None
+    assert aws.stop_calls == 0 and not aws.batch.jobs[job].stop_requested and aws.batch.jobs[job].stop_at is None
     assert not (workdir / "manifests").exists()  # no manifest, no lease
 
 

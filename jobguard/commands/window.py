@@ -4,7 +4,9 @@ Drain opens the window (`open_window`: the store's clock when it began); every j
 queue at risk after that is in no drain pass. Restore closes it:
 
 1. `sweep`: each queue the deploy drained (and did not freeze) is listed with an AFTER_CREATED_AT
-   filter (Batch then ignores jobStatus: every status comes back, page by page). Jobs this deploy
+   filter (Batch then ignores jobStatus: every status comes back, page by page), and its FAILED
+   jobs that ended during the window are listed too (a job drain left queued, because the plan
+   takes only instances, may have started before the apply took them). Jobs this deploy
    recorded or made are left out; the FAILED ones are described and judged (domain/window.py);
    those the deploy killed are recorded WATCHED (`watch`), before anything is submitted, then the
    window is stamped swept with what was found. A rerun after a crash lists again and finds the
@@ -180,7 +182,8 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
 
 
 def _listed(ctx: Context, manifest: Manifest, names: list[str], closed: int) -> tuple[dict[str, Json], list[str]]:
-    """Summaries of the jobs created on `names` in the window, by id; and the queues that no longer exist.
+    """Summaries of the jobs created on `names` in the window, and of those that ended FAILED in it, by id;
+    and the queues that no longer exist.
 
     The listing starts CLOCK_MARGIN_MS before drain began: a job created in that margin was listed by
     drain itself (it is in the manifest), or had ended before it (then only one the deploy could not
@@ -197,9 +200,17 @@ def _listed(ctx: Context, manifest: Manifest, names: list[str], closed: int) -> 
                 "(run the apply under `jobguard run`, or freeze the queue, so none is lost)"
             )
             continue
-        for summary in ctx.batch.list_created_after(queue.arn, int(manifest.window[OPENED]) - CLOCK_MARGIN_MS):
+        opened = int(manifest.window[OPENED])
+        for summary in ctx.batch.list_created_after(queue.arn, opened - CLOCK_MARGIN_MS):
             if int(summary.get("createdAt") or 0) <= closed:  # a job created once restore began is not late
                 listed[str(summary["jobId"])] = summary
+        # Jobs queued before drain began that started afterwards, on instances the apply then took away
+        # (where the plan takes only instances, drain leaves queued jobs in place): they ended FAILED
+        # during the window, and no AFTER_CREATED_AT listing shows them.
+        for summary in ctx.batch.list_jobs(queue.arn, "FAILED"):
+            stopped = summary.get("stoppedAt")
+            if isinstance(stopped, int) and opened - CLOCK_MARGIN_MS // 2 <= stopped <= closed:
+                listed.setdefault(str(summary["jobId"]), summary)
     return listed, unreachable
 
 
