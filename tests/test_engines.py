@@ -135,6 +135,8 @@ def test_drain_apply_restore_never_doubles_an_engine_task(seed: Seeder, aws: Sim
 
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     assert restored.code == 0, restored.err
+    assert "deploy d1: nextflow heads: 1: stopped, resubmitted once after the deploy [1 resubmitted]" in restored.out
+    assert "deploy d1: snakemake tasks: 1: left to snakemake: stopped, not resubmitted" in restored.out
     heads_and_ordinary = {jobs[c.key] for c in EVERY if c.role == "head" or (c.engine is None and not c.config_rule)}
     replaced = replacements_of(aws)
     assert set(replaced) == heads_and_ordinary and all(len(replaced[j]) == 1 for j in heads_and_ordinary)

@@ -82,12 +82,21 @@ def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | N
         fresh = [m for m in (ctx.manifests.load(c.deploy_id) for c in candidates) if m is not None]
         _restore_all(ctx, fresh, queues, result, held)
         result.manifests = fresh
+        _tell_engines(ctx, fresh, result)
     finally:
         if leases is None:
             ctx.manifests.fence = lambda: None
             ctx.aws.guard = None
             held.release(keep_for_deploy=False, raise_errors=sys.exc_info()[0] is None)  # a failed release fails the run
     return result
+
+
+def _tell_engines(ctx: Context, manifests: list[Manifest], result: Restored) -> None:
+    """Workflow engines' jobs grouped by engine and role, with what became of them (log and summary)."""
+    for manifest in manifests:
+        for line in engines.groups(manifest, ctx.options.policies, ctx.options.engines):
+            ctx.report.line(f"deploy {manifest.deploy_id}: {line}")
+            result.facts.append(f"deploy {manifest.deploy_id}: {line}")
 
 
 def _restore_all(ctx: Context, manifests: list[Manifest], queues: set[str], result: Restored, leases: Leases) -> None:
