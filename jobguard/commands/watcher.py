@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..adapters.batch import Queue
-from ..domain.manifest import DELETED, OPENED, Manifest
+from ..domain.manifest import OPENED, WATCHED_DELETED, Manifest
 from ..errors import JobguardError, LeaseError
 from .context import Context
 from .window import CLOCK_MARGIN_MS, watch
@@ -107,8 +107,8 @@ class Watcher:
         try:
             if queue is None or queue.status in GONE:
                 # Seen gone: its jobs end (DeleteJobQueue), and a queue made again under the name will not list them.
-                if name not in self.manifest.window.get(DELETED, []):
-                    self.manifest.note_deleted_queues([name])
+                if name not in self.manifest.window.get(WATCHED_DELETED, []):
+                    self.manifest.note_watched_deleted([name])
                     self.ctx.manifests.save(self.manifest)
                     self.ctx.report.line(f"queue {name}: {'deleted' if queue is None else queue.status} during the command")
                 return {}

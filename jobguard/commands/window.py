@@ -39,6 +39,7 @@ from ..domain.manifest import (
     SWEPT,
     TERMINATED,
     WATCHED,
+    WATCHED_DELETED,
     JobRecord,
     Manifest,
 )
@@ -158,8 +159,11 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     elsewhere = sorted(q for q in manifest.queues if q not in queues and q not in frozen)
     for name in elsewhere:  # another deploy holds it, or a matrix leg restores it: that restore sweeps it
         ctx.report.line(f"queue {name}: not swept by this restore: the deploy window stays open until a restore of it does")
-    listed, unreachable = _listed(ctx, manifest, sorted(q for q in manifest.queues if q in queues and q not in frozen), closed)
-    _warn_deleted(ctx, manifest, frozen, unreachable)
+    watched = set(manifest.window.get(WATCHED_DELETED, []))
+    for name in sorted(watched & set(manifest.queues)):
+        ctx.report.line(f"queue {name}: deleted during the deploy; `jobguard run` recorded the jobs submitted to it until then")
+    listed, unreachable = _listed(ctx, manifest, sorted(q for q in manifest.queues if q in queues and q not in frozen), closed, watched)
+    _warn_deleted(ctx, manifest, frozen | watched, unreachable)
     swept.problems += len(unreachable)
     made = {r.replacement_id for r in manifest if r.replacement_id}
     late = {i: s for i, s in listed.items() if i not in manifest.jobs and i not in made}
@@ -181,9 +185,9 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     return swept
 
 
-def _listed(ctx: Context, manifest: Manifest, names: list[str], closed: int) -> tuple[dict[str, Json], list[str]]:
+def _listed(ctx: Context, manifest: Manifest, names: list[str], closed: int, watched: set[str]) -> tuple[dict[str, Json], list[str]]:
     """Summaries of the jobs created on `names` in the window, and of those that ended FAILED in it, by id;
-    and the queues that no longer exist.
+    and the queues that no longer exist (but those in `watched`: `jobguard run` recorded their jobs until they went).
 
     The listing starts CLOCK_MARGIN_MS before drain began: a job created in that margin was listed by
     drain itself (it is in the manifest), or had ended before it (then only one the deploy could not
@@ -193,6 +197,8 @@ def _listed(ctx: Context, manifest: Manifest, names: list[str], closed: int) -> 
     unreachable = []
     for name in names:
         queue = ctx.batch.queue(name)
+        if queue is None and name in watched:
+            continue
         if queue is None:
             unreachable.append(name)
             ctx.report.error(

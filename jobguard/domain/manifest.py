@@ -35,7 +35,7 @@ OUTCOMES = (RECORDED, TERMINATING, TERMINATED, KEPT, FINISHED, SUBMITTING, RESUB
 LATE = "submitted during the deploy"  # how every late job's record reason begins (domain/window.py): its kind
 OWED = (RECORDED, TERMINATING, TERMINATED, SUBMITTING, WATCHED)
 # The deploy window's stamps (ms, the store's clock): drain began, drain finished its passes, restore swept it.
-OPENED, DRAINED, SWEPT, DELETED = "opened", "drained", "swept", "deleted"
+OPENED, DRAINED, SWEPT, DELETED, WATCHED_DELETED = "opened", "drained", "swept", "deleted", "watched_deleted"
 DRAIN, RESTORE = "drain", "restore"
 
 
@@ -153,6 +153,15 @@ class Manifest:
         deleted = sorted(set(self.window.get(DELETED, [])) | set(names))
         if deleted != self.window.get(DELETED):
             self.stamp_window(DELETED, deleted)
+
+    def note_watched_deleted(self, names: Iterable[str]) -> None:
+        """Queues `jobguard run`'s watcher saw deleted after it had listed them: every job submitted to them
+        until then is recorded, so restore's sweep neither misses nor warns about them (also `deleted`)."""
+        names = list(names)
+        self.note_deleted_queues(names)
+        watched = sorted(set(self.window.get(WATCHED_DELETED, [])) | set(names))
+        if watched != self.window.get(WATCHED_DELETED):
+            self.stamp_window(WATCHED_DELETED, watched)
 
     def open_window(self, ms: int) -> None:
         """Open the deploy window at `ms`, unless an unswept one is open already (a continued drain keeps
