@@ -29,7 +29,10 @@ boolean freeze "${JOBGUARD_FREEZE:-}"
 boolean watch "${JOBGUARD_WATCH:-}"
 boolean unsigned "${JOBGUARD_UNSIGNED:-}"
 
-venv="${RUNNER_TEMP:?RUNNER_TEMP is not set}/jobguard-venv"
+# One venv per action folder (GITHUB_ACTION_PATH names the version): a later step of the same job
+# reuses it, a step using another version of the action gets its own.
+folder_key=$(printf '%s' "${GITHUB_ACTION_PATH:?GITHUB_ACTION_PATH is not set}" | cksum | cut -d ' ' -f 1)
+venv="${RUNNER_TEMP:?RUNNER_TEMP is not set}/jobguard-venv-$folder_key"
 if [ ! -x "$venv/bin/jobguard" ]; then
   echo "::group::Install jobguard"
   "${JOBGUARD_PYTHON:-python3}" -m venv "$venv"

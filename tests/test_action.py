@@ -66,9 +66,10 @@ def _expression(value: str, inputs: dict[str, str]) -> str:
 
 
 def run_step(
-    runner_temp: Path, workdir: Path, aws: SimulatedAWS, attempt: int = 1, **given: str
+    runner_temp: Path, workdir: Path, aws: SimulatedAWS, attempt: int = 1, action: Path | None = None, **given: str
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
-    """Run the action's jobguard step with `given` inputs; its result, outputs and summary."""
+    """Run the action's jobguard step (from `action`, by default the module's copy) with `given`
+    inputs; its result, outputs and summary."""
     inputs = {name: spec.get("default", "") for name, spec in ACTION["inputs"].items()}
     inputs.update({k.replace("_", "-"): v for k, v in given.items()})
     (step,) = [s for s in ACTION["runs"]["steps"] if s.get("id") == "jobguard"]
@@ -81,7 +82,7 @@ def run_step(
         **aws.env(),
         **{k: _expression(str(v), inputs) for k, v in step["env"].items()},
         "GITHUB_ACTIONS": "true",
-        "GITHUB_ACTION_PATH": str(_action_path(runner_temp)),
+        "GITHUB_ACTION_PATH": str(action or _action_path(runner_temp)),
         "RUNNER_TEMP": str(runner_temp),
         "GITHUB_OUTPUT": str(output),
         "GITHUB_STEP_SUMMARY": str(summary),
@@ -265,6 +266,22 @@ def test_the_install_leaves_the_actions_folder_as_it_was(runner_temp: Path, work
     action = _action_path(runner_temp)
     before = _files(action)
     status, _, _ = run_step(runner_temp, workdir, aws, command="status", store=f"file://{workdir}/m")
-    assert (runner_temp / "jobguard-venv" / "bin" / "jobguard").exists(), status.stdout + status.stderr
+    assert [venv.name for venv in runner_temp.glob("jobguard-venv-*/bin/jobguard")], status.stdout + status.stderr
     assert _files(action) == before
     assert not (runner_temp / "jobguard-source").exists()
+
+
+@pytest.mark.slow
+def test_a_step_using_another_version_of_the_action_gets_that_version(runner_temp: Path, workdir: Path, aws: SimulatedAWS) -> None:
+    """A later step of the job reuses the install of its own action folder; a step using another
+    version (another GITHUB_ACTION_PATH, as `org/jobguard@v2`) installs and runs that one."""
+    v1 = _action_path(runner_temp)
+    assert run_step(runner_temp, workdir, aws, command="status", store=f"file://{workdir}/m")[0].returncode == 0
+    v2 = v1.parent / "v2"
+    shutil.copytree(v1, v2)
+    (v2 / "jobguard" / "only_in_v2.py").write_text("")
+    status, _, _ = run_step(runner_temp, workdir, aws, action=v2, command="status", store=f"file://{workdir}/m")
+    assert status.returncode == 0, status.stdout + status.stderr
+    venvs = sorted(runner_temp.glob("jobguard-venv-*"))
+    installed = [bool(list(venv.glob("lib/python*/site-packages/jobguard/only_in_v2.py"))) for venv in venvs]
+    assert sorted(installed) == [False, True], venvs  # two venvs, v2's module in one only
