@@ -594,3 +594,19 @@ def test_late_jobs_watched_on_a_deleted_queue_are_waited_for_then_replaced(aws: 
     found = replacements_of(aws)
     assert {j: len(found.get(j, [])) for j in late} == dict.fromkeys(late, 1)
     assert all("its queue was deleted" in r["reason"] for r in records(store, seed, "d1").values() if r["job_id"] in late)
+
+
+@pytest.mark.slow  # retries back off
+@pytest.mark.parametrize("fault", [(500, "ServerException"), (429, "TooManyRequestsException"), "drop", "lost-reply"])
+def test_the_sweep_rides_out_flaky_aws(aws: SimulatedAWS, seed: Seeder, store: str, run, workdir: Path, fault: Any) -> None:
+    configure(workdir, "lookup-window: 2\n")
+    running = _killed_late_job(aws, seed, store, run)
+    after = seed.job(status="RUNNING", age=0, jobName="late-2", jobQueue="work", jobDefinition="proc")
+    aws.batch.finish(after, "FAILED", exit_code=1)
+    aws.fault = lambda action, n: fault if action.startswith("batch:") and n % 2 == 1 else None
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    aws.fault = None
+    assert restored.code == 0, restored.err
+    assert sum(aws.faults.values()) >= 3 and aws.faults["batch:ListJobs"] >= 1
+    found = replacements_of(aws)
+    assert len(found[running]) == 1 and after not in found and not overlapping(aws)
