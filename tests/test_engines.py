@@ -18,10 +18,11 @@ import yaml
 
 from jobguard.domain.engines import BUILTIN, EngineRule, classify, with_engine
 from jobguard.domain.manifest import JobRecord
+from jobguard.domain.pages import WHOLE
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim.merge import described_definition, merged_detail
 
-from .conftest import configure, overlapping, records, replacements_of
+from .conftest import configure, load_manifest, overlapping, records, replacements_of
 from .engine_jobs import (
     BUILT_IN,
     CONFIGURED,
@@ -33,6 +34,7 @@ from .engine_jobs import (
     SNAKEMAKE_TASK,
     EngineJob,
 )
+from .hostile import resign, write_document
 from .test_faults import SWEEP, _finish_round, _killed_after
 from .test_window import _replace_compute_environment, _status, _until
 
@@ -450,3 +452,20 @@ def test_jobguard_run_never_replaces_an_engine_task_the_apply_killed(
     assert "left to nextflow" in stored[late_task]["note"]
     assert stored[drained[NEXTFLOW_TASK.key]]["note"].startswith("left to nextflow")
     assert not overlapping(aws)
+
+
+def test_a_manifest_signed_whole_before_engine_fields_still_verifies(seed: Seeder, aws: SimulatedAWS, run: Any, store: str) -> None:
+    """A deploy drained by a jobguard from before pages and engines (records without `engine` fields,
+    the signature over the whole document) is restored by this one."""
+    jobs = _world(seed, (ORDINARY,))
+    assert run("drain", "--store", store, "--queue", QUEUE, "--deploy-id", "d1").code == 0
+    document = load_manifest(store, seed, "d1")
+    document.pop("page_records", None)
+    document["signature"]["algorithm"] = WHOLE
+    for job in document["jobs"]:
+        del job["engine"], job["engine_role"]
+    resign(document, seed)
+    write_document(store, seed, "d1", document)
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert set(replacements_of(aws)) == {jobs[ORDINARY.key]}

@@ -167,11 +167,14 @@ class Manifests:
                 hint="it may have been written by hand or by a jobguard without signing; accept it once with --unsigned after checking it",
             )
         algorithm = manifest.signature.get("algorithm")
-        digest = manifest_digest(_header(manifest), layout.size, layout.digests) if algorithm == PAGED else manifest.digest()
+        if algorithm == PAGED:
+            digests = [manifest_digest(_header(manifest), layout.size, layout.digests)]
+        else:  # a whole document, from before pages: with the record fields of its time
+            digests = [manifest.digest(), manifest.digest(without_later_fields=True)]
         if (
             manifest.signature.get("key") != self.signer.key
             or algorithm not in (PAGED, WHOLE)
-            or not self.signer.verify(digest, manifest.signature["mac"])
+            or not any(self.signer.verify(digest, manifest.signature["mac"]) for digest in digests)
         ):
             raise SignatureError(
                 f"{where}: the manifest's signature does not verify with {self.signer.key}: it was changed after jobguard wrote it",

@@ -44,6 +44,9 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_LATER_FIELDS = ("engine", "engine_role")  # record fields newer than whole-document signatures
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """One drained job: what it was, the submission to replay, and what became of it."""
@@ -224,10 +227,18 @@ class Manifest:
             **({"window": json.loads(json.dumps(self.window))} if self.window else {}),
         }
 
-    def digest(self) -> bytes:
-        """SHA-256 of the canonical document (jobs by id, keys sorted): what a signature covers."""
+    def digest(self, *, without_later_fields: bool = False) -> bytes:
+        """SHA-256 of the canonical document (jobs by id, keys sorted): what a whole (not paged) signature covers.
+
+        Only manifests written before pages are signed so. Those written before the `engine` fields
+        existed have no such keys: `without_later_fields` leaves them out when empty (an absent key and
+        a null one read the same), which is the digest their jobguard signed.
+        """
         document = self.unsigned_document()
-        document["jobs"] = sorted(document["jobs"], key=lambda job: job["job_id"])
+        jobs = document["jobs"]
+        if without_later_fields:
+            jobs = [{k: v for k, v in job.items() if not (k in _LATER_FIELDS and v is None)} for job in jobs]
+        document["jobs"] = sorted(jobs, key=lambda job: job["job_id"])
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).digest()
 
