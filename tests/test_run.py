@@ -3,6 +3,7 @@ written in Python against the simulated AWS), the watcher, restore; exit codes, 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -226,6 +227,29 @@ def test_a_hundred_jobs_submitted_through_the_apply_come_back_once_each(
     with capsys.disabled():  # the figures docs and notes quote (watch-interval 2 s, ListJobs lag 0.3 s)
         print(f"\nsubmitted -> recorded: median {seen[50]:.2f} s, max {seen[-1]:.2f} s over {len(seen)} jobs")
     assert seen[-1] < 2.0 + 5  # one interval, plus a slow look under load
+
+
+@pytest.mark.slow
+def test_a_renamed_queue_left_open_brings_its_late_job_back_once_on_the_new_name(
+    seed: Seeder, run: Any, aws: SimulatedAWS, apply_py: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drained = _world(seed)
+    monkeypatch.setenv("DELETION_SECONDS", "1.5")
+    plan = workdir / "plan.json"
+    change = {"actions": ["delete", "create"], "before": {"name": "work"}, "after": {"name": "work-v2"}}
+    resource = {"address": "aws_batch_job_queue.q", "type": "aws_batch_job_queue", "change": change}
+    plan.write_text(json.dumps({"format_version": "1.2", "resource_changes": [resource]}))
+    store = f"file://{workdir}/manifests"
+    result = run(
+        "run", "--store", store, "--queue", "work", "--plan", str(plan), "--no-freeze", "--deploy-id", "d1",
+        "--watch-interval", "0.5", "--", sys.executable, str(apply_py), store, "late", "wait-recorded", "rename-queue",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    late = (workdir / "late").read_text().strip()
+    assert _exactly_once(aws, [drained, late]) == ([], [])
+    assert {aws.batch.jobs[r].queue_arn.rsplit("/", 1)[-1] for ids in replacements_of(aws).values() for r in ids} == {"work-v2"}
+    assert "queue work: deleted during the command" in result.out
+    assert "queue work-v2: deleted" not in result.out  # not there yet at first: created by the apply, not deleted
 
 
 def test_a_failed_command_is_still_restored_and_its_exit_code_kept(

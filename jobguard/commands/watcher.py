@@ -49,6 +49,7 @@ class Watcher:
     stopped_by: str | None = None  # why it stopped watching early (it lost the deploy's lease)
     _said: dict[str, str] = field(default_factory=dict)  # queue -> the last problem said about it (said once)
     _since: dict[str, int] = field(default_factory=dict)  # queue -> list jobs created after this (ms, Batch's clock)
+    _existed: set[str] = field(default_factory=set)  # queues known to have existed during the deploy
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -61,6 +62,7 @@ class Watcher:
         """Look now, then every `interval` seconds, on a thread of its own, until `stop`."""
         if not self.queues:
             return
+        self._existed.update(q for q in self.queues if q in self.manifest.queues)  # drain found each of them
         names = ", ".join(self.queues)
         self.ctx.report.line(f"watching {names} every {self.interval:g} s: each job submitted meanwhile is recorded as submitted")
         self._thread = threading.Thread(target=self._loop, name="jobguard-watcher", daemon=True)
@@ -107,11 +109,13 @@ class Watcher:
         try:
             if queue is None or queue.status in GONE:
                 # Seen gone: its jobs end (DeleteJobQueue), and a queue made again under the name will not list them.
-                if name not in self.manifest.window.get(WATCHED_DELETED, []):
+                # Only a queue that existed (drained, or seen since): a renamed queue's new name comes later.
+                if name in self._existed and name not in self.manifest.window.get(WATCHED_DELETED, []):
                     self.manifest.note_watched_deleted([name])
                     self.ctx.manifests.save(self.manifest)
                     self.ctx.report.line(f"queue {name}: {'deleted' if queue is None else queue.status} during the command")
                 return {}
+            self._existed.add(name)
             since = self._since.get(name, self.opened_ms - CLOCK_MARGIN_MS)
             summaries = self.ctx.batch.list_created_after(name, since)
         except LeaseError:
