@@ -404,12 +404,13 @@ def test_a_signal_during_the_drain_stops_it_restores_and_starts_no_command(
 
 
 @pytest.mark.slow
-def test_a_second_pipeline_on_the_same_queues_waits_and_starts_nothing(
+def test_a_second_pipeline_on_the_same_queues_waits_and_starts_nothing_while_the_apply_renews_the_lease(
     seed: Seeder, run: Any, aws: SimulatedAWS, apply_py: Path, workdir: Path
 ) -> None:
     drained = _world(seed)
     store = f"file://{workdir}/manifests"
-    first = _started(seed, workdir, apply_py, store, "ready")  # deploy d1 is in its apply
+    # Deploy d1 is in its apply, longer than lock-ttl (2 s here): only the renewed lease keeps d2 out.
+    first = _started(seed, workdir, apply_py, store, "sleep:3", "ready")
     other = workdir / "other"
     other.mkdir()
     second = run(
