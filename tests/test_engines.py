@@ -35,6 +35,7 @@ from .engine_jobs import (
     EngineJob,
 )
 from .hostile import resign, write_document
+from .test_deploy_aware import _finish_later
 from .test_faults import SWEEP, _finish_round, _killed_after
 from .test_window import _replace_compute_environment, _status, _until
 
@@ -469,3 +470,20 @@ def test_a_manifest_signed_whole_before_engine_fields_still_verifies(seed: Seede
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     assert restored.code == 0, restored.err
     assert set(replacements_of(aws)) == {jobs[ORDINARY.key]}
+
+
+def test_with_a_grace_period_an_engine_task_finishes_and_a_slow_one_is_left_to_its_engine(
+    seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path
+) -> None:
+    jobs = _world(seed, (NEXTFLOW_TASK, METAFLOW_TASK))
+    finisher = _finish_later(aws, jobs[NEXTFLOW_TASK.key], 0.3)
+    store = f"file://{workdir}/m"
+    drained = run("drain", "--queue", QUEUE, "--grace", "1s", "--store", store, "--deploy-id", "d1")
+    finisher.join()
+    assert drained.code == 0, drained.err
+    assert not aws.batch.jobs[jobs[NEXTFLOW_TASK.key]].terminated and aws.batch.jobs[jobs[NEXTFLOW_TASK.key]].status == "SUCCEEDED"
+    stored = records(store, seed, "d1")
+    assert jobs[NEXTFLOW_TASK.key] not in stored  # finished within the grace period: never stopped, nothing recorded
+    assert stored[jobs[METAFLOW_TASK.key]]["note"].startswith("left to metaflow")
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert not replacements_of(aws)
