@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import json
 import re
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -189,8 +189,20 @@ def _check_object(value: dict[str, Any], rule: dict[str, Any], root: dict[str, A
     return None
 
 
+_RESOLVED: dict[tuple[str, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
 def _resolve(reference: str, root: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A `#/...` reference within `root`, or `NAME.schema.json#/...` in another shipped schema."""
+    """A `#/...` reference within `root`, or `NAME.schema.json#/...` in another shipped schema.
+
+    Resolved once per schema (the shipped schemas are read once and kept: `root` is always one of them)."""
+    key = (reference, id(root))
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _resolved(reference, root)
+    return _RESOLVED[key]
+
+
+def _resolved(reference: str, root: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     document, _, pointer = reference.partition("#")
     if document:
         root = schema(document.removesuffix(".schema.json"))
@@ -219,8 +231,12 @@ def _kind(value: Any) -> str:
     return "string" if isinstance(value, str) else type(value).__name__
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+@lru_cache(maxsize=4096)
 def _plain(key: str) -> bool:
-    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key) is not None
+    return _PLAIN_KEY.fullmatch(key) is not None
 
 
 def _shown(value: Any) -> str:
