@@ -32,6 +32,7 @@ DEFAULT_STORE = "file://.jobguard"
 JOB_DEFINITION_CHOICES = ("latest", "recorded")
 ARRAY_CHOICES = ("whole", "unfinished")
 MAX_CONFIG_BYTES = 1024 * 1024
+NAME_GLOB = re.compile(r"[A-Za-z0-9_*?\[\]!-]+")  # a glob that can match a job or job definition name
 ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}|arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}:job-queue/[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -265,7 +266,27 @@ def engines(value: Any, where: str) -> tuple[EngineRule, ...]:
     rules = value.get("rules") or []
     if not isinstance(rules, list):
         raise ConfigError(f"{where}.rules: expected a list of rules")
-    return tuple(_engine_rule(rule, f"{where}.rules[{index}]") for index, rule in enumerate(rules)) + (BUILTIN if builtin else ())
+    found = tuple(_engine_rule(rule, f"{where}.rules[{index}]") for index, rule in enumerate(rules)) + (BUILTIN if builtin else ())
+    _check_one_action(found, len(rules), where)
+    return found
+
+
+def _check_one_action(rules: tuple[EngineRule, ...], configured: int, where: str) -> None:
+    """Every rule of one engine and role must give the same action: a record keeps the job's engine and
+    role, not the rule it matched, so the action is looked up by engine and role (engines.engine_action).
+    A rule for some of an engine's tasks with its own action would otherwise change it for all of them."""
+    first: dict[tuple[str, str], int] = {}
+    for index, rule in enumerate(rules):
+        earlier = first.setdefault((rule.engine, rule.role), index)
+        if rules[earlier].chosen_action == rule.chosen_action:
+            continue
+        mine, theirs = (index, earlier) if index < configured else (earlier, index)
+        other = f"rules[{theirs}]" if theirs < configured else f"the built-in {rule.engine} {rule.role} rule"
+        raise ConfigError(
+            f"{where}.rules[{mine}].action: {rules[mine].chosen_action} for {rule.engine} {rule.role}s, but {other} gives them "
+            f"{rules[theirs].chosen_action}: one engine and role has one action (records keep the engine, not the rule); "
+            f"choose per queue or job with a policy (engine: {rule.engine}:{rule.role}, job-name: ..., action: ...)"
+        )
 
 
 def _engine_rule(rule: Any, where: str) -> EngineRule:
@@ -279,6 +300,12 @@ def _engine_rule(rule: Any, where: str) -> EngineRule:
     if not ENGINE_NAME.fullmatch(engine):
         raise ConfigError(f"{where}.engine: {_shown(engine)} is not an engine name (letters, digits, . _ -; at most 64)")
     matchers: dict[str, Any] = {field: text(rule[key], f"{where}.{key}") for key, field in _RULE_PATTERNS.items() if key in rule}
+    for key in ("job-name", "job-definition"):
+        if key in rule and not NAME_GLOB.fullmatch(matchers[_RULE_PATTERNS[key]]):
+            raise ConfigError(
+                f"{where}.{key}: {_shown(rule[key])} can never match: Batch names have only letters, digits, - and _ "
+                "(a job definition's without its :revision), and rules take shell-style globs (* ? [...]), not regular expressions"
+            )
     matchers.update({field: _globs(rule[key], f"{where}.{key}") for key, field in _RULE_PAIRS.items() if key in rule})
     if not any(matchers.values()):
         raise ConfigError(f"{where}: give at least one of {', '.join([*_RULE_PATTERNS, *_RULE_PAIRS])} to match")

@@ -229,6 +229,27 @@ def test_a_plain_deploy_says_nothing_of_engines(seed: Seeder, run: Any, workdir:
         ({"rules": [{"engine": "x", "role": "task", "tags": ["a"]}]}, "engines.rules[0].tags: expected a mapping of NAME: VALUE-PATTERN"),
         ({"rules": [{"engine": "x", "role": "task", "job-name": "a", "action": "retry"}]}, "engines.rules[0].action: expected one of"),
         ({"builtin": "maybe"}, "engines.builtin: expected true or false"),
+        # A rule for some of Nextflow's tasks must not change what happens to all of them (the record keeps
+        # the engine and role, not the rule): before, every Nextflow task was resubmitted beside its retry.
+        (
+            {"rules": [{"engine": "nextflow", "role": "task", "job-name": "special-*", "action": "resubmit"}]},
+            "engines.rules[0].action: resubmit for nextflow tasks, but the built-in nextflow task rule gives them abandon",
+        ),
+        (
+            {
+                "rules": [
+                    {"engine": "x", "role": "task", "job-name": "a*"},
+                    {"engine": "x", "role": "task", "tags": {"t": "*"}, "action": "wait"},
+                ]
+            },
+            "engines.rules[1].action: wait for x tasks, but rules[0] gives them abandon",
+        ),
+        # Globs, not regular expressions: a pattern no Batch name can match would silently recognise nothing.
+        ({"rules": [{"engine": "x", "role": "task", "job-name": "^nf-.*$"}]}, "engines.rules[0].job-name: '^nf-.*$' can never match"),
+        (
+            {"rules": [{"engine": "x", "role": "task", "job-definition": "nf-*:3"}]},
+            "engines.rules[0].job-definition: 'nf-*:3' can never match",
+        ),
         ([], "engines: expected a mapping with rules"),
     ],
 )
