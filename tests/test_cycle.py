@@ -388,6 +388,7 @@ def test_restore_costs_one_submit_per_job_and_no_lookups(seed: Seeder, store: st
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     calls = {k: v - before.get(k, 0) for k, v in aws.calls.items() if v != before.get(k, 0)}
     assert calls["batch:SubmitJob"] == len(jobs)
-    # the deploy window's sweep lists the one queue once; the lookup by mark is only for jobs an earlier run may have sent
-    assert calls["batch:ListJobs"] == 1
+    # the deploy window's sweep: the queue's jobs created since drain began, and its FAILED jobs (one page each);
+    # the lookup by mark is only for jobs an earlier run may have sent
+    assert calls["batch:ListJobs"] == 2
     assert calls["batch:DescribeJobs"] == 1  # the originals' status, in one call
