@@ -239,6 +239,7 @@ class _Restore:
         self.only = only  # look again at these jobs only (deferred by an earlier look of this run)
         self.deferred: set[str] = set()
         self.earlier: dict[str, str] = {}  # original -> the replacement an earlier, interrupted run made (one lookup)
+        self.swept: dict[str, dict[str, object]] = {}  # JobDetails of the late jobs this run's sweep recorded (window.settle reads them)
         self.unconfirmed = Unconfirmed(ctx, manifest, leases)  # jobs made since this run last proved it holds its queues
         self.contested: set[str] = set()  # originals a SubmitJob of another run (or a lost answer) may also have replaced
         self.queue_of: Callable[[str], Queue | None] = ctx.batch.queue
@@ -250,6 +251,7 @@ class _Restore:
                 f"jobguard restore: deploy {self.manifest.deploy_id}, manifest {self.ctx.store.uri(self.manifest.deploy_id)}{dry}"
             )
             swept = sweep(self.ctx, self.manifest, self.queues, set(self.manifest.frozen_queues))
+            self.swept = swept.recorded
             self.result.facts += swept.facts
             self.result.problems += swept.problems
             if not self.ctx.options.dry_run:
@@ -305,7 +307,7 @@ class _Restore:
         stopping: list[JobRecord] = []
         self._stop_again([r for r in owed if r.outcome == TERMINATING and self._active(r.job_id)])
         if not self.ctx.options.dry_run:  # jobs submitted during the deploy: judged, never stopped
-            ready += settle(self.ctx, self.manifest, [r for r in owed if r.outcome == WATCHED], self._finish)
+            ready += settle(self.ctx, self.manifest, [r for r in owed if r.outcome == WATCHED], self._finish, self.swept)
         for record in owed:
             if record.outcome == WATCHED:
                 continue

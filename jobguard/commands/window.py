@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,15 +94,20 @@ def watch(ctx: Context, manifest: Manifest, jobs: list[Json], stage: str = DRAIN
     return records
 
 
-def settle(ctx: Context, manifest: Manifest, records: list[JobRecord], finish: Callable[[JobRecord], None]) -> list[JobRecord]:
+def settle(
+    ctx: Context, manifest: Manifest, records: list[JobRecord], finish: Callable[[JobRecord], None], known: Mapping[str, Json] | None = None
+) -> list[JobRecord]:
     """Judge WATCHED records from what Batch says of them now; returns those owed a replacement (TERMINATED).
 
-    `finish` records each new outcome (restore's: put, report, event). Ids Batch forgot are
-    skipped with an error: what the deploy did to them can no longer be told.
+    `finish` records each new outcome (restore's: put, report, event). `known`: JobDetails this run
+    has just read (the sweep's, of jobs that had ended: they cannot change), not described again.
+    Ids Batch forgot are skipped with an error: what the deploy did to them can no longer be told.
     """
     if not records:
         return []
-    details = ctx.batch.describe(r.job_id for r in records)
+    known = known or {}
+    details = {r.job_id: dict(known[r.job_id]) for r in records if r.job_id in known}
+    details.update(ctx.batch.describe(r.job_id for r in records if r.job_id not in known))
     gone = _gone_queues(ctx, {r.queue for r in records}) | set(manifest.window.get(DELETED, []))
     details.update(_doomed_end(ctx, [r for r in records if r.queue in gone and _active(details.get(r.job_id))]))
     killed = _killed(manifest)
@@ -143,6 +148,7 @@ class Swept:
     found: Counter[str] = field(default_factory=Counter)
     facts: list[str] = field(default_factory=list)
     problems: int = 0
+    recorded: dict[str, Json] = field(default_factory=dict)  # JobDetails of the killed jobs it recorded (ended: final)
 
 
 def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) -> Swept:
@@ -175,7 +181,8 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     swept.found.update(v.kind for v in verdicts.values())
     _report(ctx, late, verdicts)
     if not ctx.options.dry_run:
-        watch(ctx, manifest, [details[i] for i, v in verdicts.items() if v.killed], stage=RESTORE)
+        swept.recorded = {i: details[i] for i, v in verdicts.items() if v.killed}
+        watch(ctx, manifest, list(swept.recorded.values()), stage=RESTORE)
         if not unreachable and not elsewhere:
             manifest.stamp_window("found", {k: swept.found[k] for k in (KILLED, OWN, SUCCEEDED, ACTIVE) if swept.found[k]})
             manifest.stamp_window(SWEPT, closed)
