@@ -55,7 +55,7 @@ class Watcher:
 
     @property
     def opened_ms(self) -> int:
-        """When the drain began (the store's clock, ms)."""
+        """When the drain began (Batch's clock, ms)."""
         return int(self.manifest.window.get(OPENED, 0))
 
     def start(self) -> None:

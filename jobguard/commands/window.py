@@ -1,6 +1,6 @@
 """The deploy window: jobs the application submitted while the deploy ran.
 
-Drain opens the window (`open_window`: the store's clock when it began); every job created on a
+Drain opens the window (`open_window`: Batch's clock when it began); every job created on a
 queue at risk after that is in no drain pass. Restore closes it:
 
 1. `sweep`: each queue the deploy drained (and did not freeze) is listed with an AFTER_CREATED_AT
@@ -49,14 +49,15 @@ from .context import Context
 from .records import records_of
 
 Json = dict[str, Any]
-# Runner and AWS clocks differ (the file store's clock is the runner's): the listing starts this much
-# before drain began. A job created in that margin was listed by drain itself, or had ended before it.
+# The window is kept on Batch's clock, known to the second (the Date of its answers); ListJobs lags and a
+# job is created while drain lists: the listing starts this much before drain began. A job created in
+# that margin was listed by drain itself, or had ended before it.
 CLOCK_MARGIN_MS = 60_000
 SHOWN = 50  # late jobs named one by one per kind; the rest are counted
 
 
 def open_window(ctx: Context, manifest: Manifest) -> None:
-    """Drain begins: the window opens now (the store's clock), unless this deploy's window is already open."""
+    """Drain begins: the window opens now (Batch's clock), unless this deploy's window is already open."""
     manifest.open_window(_clock_ms(ctx))
 
 
@@ -158,7 +159,6 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     swept = Swept()
     if not manifest.window_open:
         return swept
-    closed = _clock_ms(ctx)
     opened = int(manifest.window[OPENED])
     if DRAINED not in manifest.window:
         ctx.report.warning(f"deploy {manifest.deploy_id}: its drain never finished; the deploy window is swept from when it began")
@@ -168,7 +168,7 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     watched = set(manifest.window.get(WATCHED_DELETED, []))
     for name in sorted(watched & set(manifest.queues)):
         ctx.report.line(f"queue {name}: deleted during the deploy; `jobguard run` recorded the jobs submitted to it until then")
-    listed, unreachable = _listed(ctx, manifest, sorted(q for q in manifest.queues if q in queues and q not in frozen), closed, watched)
+    listed, unreachable, closed = _listed(ctx, manifest, sorted(q for q in manifest.queues if q in queues and q not in frozen), watched)
     _warn_deleted(ctx, manifest, frozen | watched, unreachable)
     swept.problems += len(unreachable)
     made = {r.replacement_id for r in manifest if r.replacement_id}
@@ -192,9 +192,10 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     return swept
 
 
-def _listed(ctx: Context, manifest: Manifest, names: list[str], closed: int, watched: set[str]) -> tuple[dict[str, Json], list[str]]:
+def _listed(ctx: Context, manifest: Manifest, names: list[str], watched: set[str]) -> tuple[dict[str, Json], list[str], int]:
     """Summaries of the jobs created on `names` in the window, and of those that ended FAILED in it, by id;
-    and the queues that no longer exist (but those in `watched`: `jobguard run` recorded their jobs until they went).
+    the queues that no longer exist (but those in `watched`: `jobguard run` recorded their jobs until they went);
+    and when the window closed: Batch's clock as the sweep began, read from its first answer.
 
     The listing starts CLOCK_MARGIN_MS before drain began: a job created in that margin was listed by
     drain itself (it is in the manifest), or had ended before it (then only one the deploy could not
@@ -202,8 +203,11 @@ def _listed(ctx: Context, manifest: Manifest, names: list[str], closed: int, wat
     """
     listed: dict[str, Json] = {}
     unreachable = []
+    closed: int | None = None
     for name in names:
         queue = ctx.batch.queue(name)
+        if closed is None:  # this process may not have heard from Batch before: now its clock is known
+            closed = _clock_ms(ctx)
         if queue is None and name in watched:
             continue
         if queue is None:
@@ -224,7 +228,7 @@ def _listed(ctx: Context, manifest: Manifest, names: list[str], closed: int, wat
             stopped = summary.get("stoppedAt")
             if isinstance(stopped, int) and opened - CLOCK_MARGIN_MS // 2 <= stopped <= closed:
                 listed.setdefault(str(summary["jobId"]), summary)
-    return listed, unreachable
+    return listed, unreachable, _clock_ms(ctx) if closed is None else closed
 
 
 def _warn_deleted(ctx: Context, manifest: Manifest, frozen: set[str], unreachable: list[str]) -> None:
@@ -296,4 +300,6 @@ def _report(ctx: Context, late: dict[str, Json], verdicts: dict[str, Verdict]) -
 
 
 def _clock_ms(ctx: Context) -> int:
-    return int(ctx.store.clock() * 1000)
+    """Batch's clock (the Date of its last answer): the window is compared with createdAt and stoppedAt,
+    which are Batch's. The store's clock may be the runner's (the file store), minutes off AWS's."""
+    return int(ctx.aws.server_time("batch") * 1000)

@@ -156,7 +156,7 @@ def engine_retry(record: JobRecord, decision: Decision, opened_ms: int | None) -
 
     It is the engine's own retry of a task drain stopped (or new work it submitted meanwhile):
     stopping it too would spend the engine's next retry (nf-core allows one) and end its run.
-    Created-at is Batch's clock, `opened_ms` the store's: a skew of minutes only moves the line.
+    Created-at and `opened_ms` are both Batch's clock.
     """
     late = opened_ms is not None and record.created_at is not None and record.created_at >= opened_ms
     if not late or record.engine_role != TASK or decision.action != ABANDON or decision.by_policy:

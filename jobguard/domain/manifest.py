@@ -34,7 +34,7 @@ WATCHED = "watched"  # submitted during the deploy, never stopped by jobguard: r
 OUTCOMES = (RECORDED, TERMINATING, TERMINATED, KEPT, FINISHED, SUBMITTING, RESUBMITTED, FAILED, SKIPPED, WATCHED)
 LATE = "submitted during the deploy"  # how every late job's record reason begins (domain/window.py): its kind
 OWED = (RECORDED, TERMINATING, TERMINATED, SUBMITTING, WATCHED)
-# The deploy window's stamps (ms, the store's clock): drain began, drain finished its passes, restore swept it.
+# The deploy window's stamps (ms, Batch's clock: that of createdAt and stoppedAt): drain began, drain finished its passes, restore swept it.
 OPENED, DRAINED, SWEPT, DELETED, WATCHED_DELETED = "opened", "drained", "swept", "deleted", "watched_deleted"
 DRAIN, RESTORE = "drain", "restore"
 

@@ -35,6 +35,8 @@ HOST_TERMINATED = "Host EC2 (instance *) terminated*"  # Batch's statusReason wh
 DEPENDENCY_FAILED = "Dependent Job failed"
 TIMEOUT = "Job attempt duration exceeded timeout"
 QUEUE_DELETED = "*queue*delet*"  # a statusReason naming its queue's deletion (the text is not documented: matched loosely)
+JOBGUARD = "jobguard:"  # how the reason of every stop jobguard asks for begins (a drain's, a double's)
+RAN_AGAIN_MS = 1000  # a job that ended this long after its last attempt ended was queued again after it
 
 # What Batch says of a late job, judged
 KILLED = "killed"  # ended FAILED because the deploy took its host or queue away
@@ -81,6 +83,8 @@ def judge(job: Mapping[str, Any], queue_gone: bool = False, killed: Collection[s
         return Verdict(ACTIVE, f"still {status or 'UNKNOWN'}")
     if fnmatch.fnmatchcase(reason, HOST_TERMINATED):
         return Verdict(KILLED, f"its host was taken away ({reason})")
+    if reason.startswith(JOBGUARD):  # a drain stopped it: that deploy's manifest owes it, whatever its id or queue says
+        return Verdict(OWN, f"stopped by jobguard ({reason})")
     code = exit_code(job)
     if reason.startswith(DEPENDENCY_FAILED):
         failed = [d for d in dependency_ids(job) if d in killed]
@@ -97,10 +101,18 @@ def judge(job: Mapping[str, Any], queue_gone: bool = False, killed: Collection[s
 
 
 def exit_code(job: Mapping[str, Any]) -> int | None:
-    """The exit code of the job's own container (last attempt first), None when it has none."""
-    places: list[Any] = [job.get("container")]
-    places += [attempt.get("container") for attempt in reversed(job.get("attempts") or []) if isinstance(attempt, Mapping)]
-    for place in places:
+    """The exit code of the container whose end was the job's end, None when it has none.
+
+    Only the last attempt counts, and only when the job ended with it: a job its retryStrategy queued
+    again after an attempt failed (exit 1), then killed by the deploy before it ran again, ended later
+    than that attempt, with no exit code of its own (its `container` may still show the old one).
+    """
+    attempts = [a for a in job.get("attempts") or [] if isinstance(a, Mapping)]
+    last = attempts[-1] if attempts else {}
+    ended, attempt_ended = job.get("stoppedAt"), last.get("stoppedAt")
+    if isinstance(ended, int) and isinstance(attempt_ended, int) and ended - attempt_ended > RAN_AGAIN_MS:
+        return None
+    for place in (job.get("container"), last.get("container")):
         if isinstance(place, Mapping) and isinstance(place.get("exitCode"), int):
             return int(place["exitCode"])
     return None

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 from .batch import BatchModel, ClientException, StopRule, Timing
@@ -138,6 +139,12 @@ class SimulatedAWS:
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 pass
 
+            def send_header(self, keyword: str, value: str) -> None:
+                if keyword.lower() == "date":  # the answer's own Date (Batch's clock) replaces the server's
+                    kept = [h for h in getattr(self, "_headers_buffer", []) if not h.lower().startswith(b"date:")]
+                    self._headers_buffer = kept
+                super().send_header(keyword, value)
+
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._server = make_server("127.0.0.1", self.port, self._app, threaded=True, request_handler=QuietHandler)
         self._server.daemon_threads = True  # type: ignore[attr-defined]
@@ -190,10 +197,22 @@ class SimulatedAWS:
         with self._count_lock:
             self.calls[action] += 1
             count = self.calls[action]
-        answer = self._answer(environ, start_response, action, count, raw)
+        answer = self._answer(environ, self._dated(action, start_response), action, count, raw)
         if self.after:
             self.after(action, count)
         return answer
+
+    def _dated(self, action: str, start_response: Any) -> Any:
+        """Batch's answers carry Batch's clock in their Date header, as AWS's do: the one createdAt and
+        stoppedAt are on (a test that moves Batch's clock moves its Date too; the runner's stays)."""
+        if not action.startswith("batch:"):
+            return start_response
+
+        def dated(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers = [(k, v) for k, v in headers if k.lower() != "date"] + [("Date", formatdate(self.batch.now(), usegmt=True))]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        return dated
 
     def _answer(self, environ: Json, start_response: Any, action: str, count: int, raw: bytes) -> Any:
         if self.latency:

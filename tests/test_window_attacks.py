@@ -1,0 +1,73 @@
+"""Attacks on the deploy window (issue 23) and `jobguard run` (issue 24): what a hostile user and a
+flaky AWS do that the first tests did not, each kept as the test that failed before its fix."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobguard.domain.window import KILLED, OWN, judge
+from jobguard.sim import Seeder, SimulatedAWS
+
+from .conftest import overlapping, records, replacements_of
+from .test_window import _late, _replace_compute_environment, _status, _until, _world
+
+HOST = "Host EC2 (instance i-0e234208f6fc9291f) terminated."
+
+
+# -- the rule --------------------------------------------------------------------------------------
+
+
+def test_an_earlier_attempts_exit_code_does_not_make_a_deploy_kill_its_own() -> None:
+    """Attempt 1 failed on its own (exit 1) and Batch's retryStrategy queued it again; the deploy then
+    deleted its queue. Only how the job ended counts: the last attempt, not an earlier one."""
+    earlier = {"container": {"exitCode": 1}, "statusReason": "Essential container in task exited", "startedAt": 1_000, "stoppedAt": 60_000}
+    queued_again = {"status": "FAILED", "statusReason": "Job queue deleted", "attempts": [earlier], "stoppedAt": 900_000, "dependsOn": []}
+    assert judge(queued_again, queue_gone=True).kind == KILLED
+    assert judge({**queued_again, "statusReason": ""}, queue_gone=True).kind == KILLED
+    # the last attempt is how it ended: its own exit code still counts
+    last = {**earlier, "container": {"exitCode": 2}, "startedAt": 300_000, "stoppedAt": 900_000}
+    assert judge({**queued_again, "attempts": [earlier, last]}, queue_gone=True).kind == OWN
+    assert judge({**queued_again, "attempts": [], "container": {"exitCode": 3}}, queue_gone=True).kind == OWN
+    # its container still shows the earlier attempt's exit code: stale, the job ended later
+    assert judge({**queued_again, "container": {"exitCode": 1}}, queue_gone=True).kind == KILLED
+
+
+@pytest.mark.parametrize("deploy", ["queue-delete-7", "delete-queue-then-queue-delete"])
+def test_a_job_jobguard_stopped_is_never_taken_for_a_deploy_kill(deploy: str) -> None:
+    """Another deploy's drain stopped it (its manifest owns it): whatever the deploy id says, and even
+    on a queue that is gone now, resubmitting it here would double it."""
+    stopped = {"status": "FAILED", "statusReason": f"jobguard: drained for deploy {deploy}", "dependsOn": []}
+    assert judge(stopped).kind == OWN
+    assert judge(stopped, queue_gone=True).kind == OWN
+    double = {**stopped, "statusReason": "jobguard: double of job abc (deploy queue-deleted)"}
+    assert judge(double, queue_gone=True).kind == OWN
+
+
+# -- clocks ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("skew", [-150.0, 150.0])
+def test_a_runner_whose_clock_is_minutes_off_still_sweeps_the_window(
+    aws: SimulatedAWS, seed: Seeder, run: Any, workdir: Path, skew: float
+) -> None:
+    """The file store's clock is the runner's; createdAt and stoppedAt are Batch's. A runner minutes
+    ahead of AWS (skew < 0: Batch behind) opened the window after the late job was created by Batch's
+    clock; one minutes behind closed it before. Either way the late job the apply killed is lost unless
+    the window is kept on Batch's clock."""
+    aws.batch.offset = skew
+    drained = _world(seed)
+    store = f"file://{workdir}/manifests"
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    late = _late(seed, "late-running", "RUNNING")
+    _replace_compute_environment(seed, "work")
+    _until(lambda: _status(aws, late) == "FAILED")
+    time.sleep(aws.batch.timing.list_lag_seconds)
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1, late: 1}
+    assert records(store, seed, "d1")[late]["outcome"] == "resubmitted"
+    assert not overlapping(aws)
