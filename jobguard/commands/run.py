@@ -31,7 +31,7 @@ from .drain import Drained, drain
 from .restore import Restored, restore
 from .watcher import Watcher
 
-DRAINING, RUNNING, RESTORING = "draining", "running", "restoring"
+DRAINING, STARTING, RUNNING, RESTORING = "draining", "starting", "running", "restoring"
 
 
 @dataclass
@@ -96,6 +96,7 @@ class _Run:
             try:
                 result = drain(self.ctx, self.deploy_id, self.leases)
             finally:
+                self.phase = STARTING  # from here a first signal only keeps the command from starting
                 self.ctx.events.deliver()
         except JobguardError as exc:
             return None, self._said(exc)
@@ -154,6 +155,7 @@ class _Run:
         told = "the command got it from the terminal" if from_terminal else "passed to the command"
         then = {
             DRAINING: "the drain stops here and the command will not be started; what it stopped is restored",
+            STARTING: "the command will not be started; what the drain stopped is restored",
             RUNNING: f"{told}; waiting for it to end (Terraform saves its state), then restoring",
             RESTORING: "finishing the restore",
         }[self.phase]
