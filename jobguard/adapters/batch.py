@@ -189,11 +189,16 @@ class Batch:
         return {job_id: kept for found in pages for job_id, kept in found.items()}
 
     def terminate(self, job_id: str, reason: str) -> None:
-        """TerminateJob: asynchronous; the job ends later. Retried safely (terminating twice is harmless)."""
+        """TerminateJob: asynchronous; the job ends later. Retried safely (terminating twice is harmless).
+
+        `uncertain` when ANY try may have been carried out: a last try throttled proves only that one refused."""
+        tries = _Tries()
         try:
-            self.aws.attempts("batch", "TerminateJob", lambda: self.aws.send("batch", "terminate_job", True, jobId=job_id, reason=reason))
+            self.aws.attempts(
+                "batch", "TerminateJob", tries.noted(lambda: self.aws.send("batch", "terminate_job", True, jobId=job_id, reason=reason))
+            )
         except (ClientError, BotoCoreError, OSError) as exc:
-            raise JobCallError(f"TerminateJob failed: {_described(exc)}", error_code(exc), uncertain=_maybe_done(exc)) from None
+            raise JobCallError(f"TerminateJob failed: {_described(exc)}", error_code(exc), uncertain=tries.maybe_done) from None
 
     def terminate_many(self, jobs: Mapping[str, str], reason: str) -> dict[str, JobCallError]:
         """Stop every job of `jobs` (job id -> its queue's name); asynchronous, as TerminateJob.
@@ -236,10 +241,16 @@ class Batch:
         """One TerminateJobs call (retried as it allows): the jobs it failed, and those to send one by one."""
         remaining = list(page)
         failed: dict[str, JobCallError] = {}
+        maybe_done: set[str] = set()  # jobs a try may have stopped (a server error, no answer): never "left running"
 
         def attempt() -> None:
             nonlocal remaining
-            answer = self.aws.send("batch", "terminate_jobs", True, jobs=remaining, reason=reason)
+            tries = _Tries()
+            try:
+                answer = tries.noted(lambda: self.aws.send("batch", "terminate_jobs", True, jobs=remaining, reason=reason))()
+            finally:
+                if tries.maybe_done:
+                    maybe_done.update(remaining)
             self._bulk_stop = True
             answered = {str(j) for j in answer.get("successful") or []}
             again: dict[str, tuple[str, str]] = {}
@@ -249,6 +260,8 @@ class Batch:
                 described = f"{code}: {one_line(str(error.get('message', '')))}".rstrip(": ")
                 if code in RETRY_PER_JOB:
                     again[job_id] = (code, described)
+                    if code != "ThrottlingException":
+                        maybe_done.add(job_id)
                 elif job_id in remaining:
                     failed[job_id] = JobCallError(f"TerminateJobs refused it: {described}", code)
             for job_id in remaining:
@@ -262,23 +275,27 @@ class Batch:
             self.aws.attempts("batch", "TerminateJobs", attempt, _bulk_retryable)
         except _RetryJobs as exc:
             for job_id, (code, described) in exc.errors.items():  # a ServerException may have been carried out
-                failed[job_id] = JobCallError(f"TerminateJobs: {described}", code, uncertain=code != "ThrottlingException")
+                failed[job_id] = JobCallError(f"TerminateJobs: {described}", code, uncertain=job_id in maybe_done)
         except ClientError as exc:
             if is_unknown_operation(exc) and not is_throttling(exc):
                 if self._bulk_stop is None:
                     self._bulk_stop = False
                 return failed, remaining
-            if not is_transient(exc):  # refused whole: each job gets its own answer from TerminateJob
-                return failed, remaining
-            self._failed_whole(failed, remaining, exc)
+            if not is_transient(
+                exc
+            ):  # refused whole: TerminateJob answers each job (a job an earlier try may have stopped: the wait tells)
+                self._failed_whole(failed, [j for j in remaining if j in maybe_done], exc, maybe_done)
+                return failed, [j for j in remaining if j not in maybe_done]
+            self._failed_whole(failed, remaining, exc, maybe_done)
         except (BotoCoreError, OSError) as exc:
-            self._failed_whole(failed, remaining, exc)
+            self._failed_whole(failed, remaining, exc, maybe_done)
         return failed, []
 
     @staticmethod
-    def _failed_whole(failed: dict[str, JobCallError], job_ids: list[str], exc: BaseException) -> None:
-        error = JobCallError(f"TerminateJobs failed: {_described(exc)}", error_code(exc), uncertain=_maybe_done(exc))
-        failed.update(dict.fromkeys(job_ids, error))
+    def _failed_whole(failed: dict[str, JobCallError], job_ids: list[str], exc: BaseException, maybe_done: set[str]) -> None:
+        for job_id in job_ids:
+            uncertain = _maybe_done(exc) or job_id in maybe_done
+            failed[job_id] = JobCallError(f"TerminateJobs failed: {_described(exc)}", error_code(exc), uncertain=uncertain)
 
     def submit(self, request: Json) -> str:
         """SubmitJob; the new job's id.
@@ -327,6 +344,24 @@ class Batch:
     def definition_arn(self, name: str, revision: int) -> str:
         """The ARN of name:revision in this account and region."""
         return f"arn:aws:batch:{self.aws.region}:{self.account}:job-definition/{name}:{revision}"
+
+
+class _Tries:
+    """Whether any try of a stop call may have been carried out (a server error, no answer): then the
+    call's last error, even a throttling that proves its own try refused, does not prove the job runs on."""
+
+    def __init__(self) -> None:
+        self.maybe_done = False
+
+    def noted(self, send: Callable[[], T]) -> Callable[[], T]:
+        def once() -> T:
+            try:
+                return send()
+            except (ClientError, BotoCoreError, OSError) as exc:
+                self.maybe_done = self.maybe_done or _maybe_done(exc)
+                raise
+
+        return once
 
 
 class _RetryJobs(Exception):

@@ -1,0 +1,95 @@
+"""Attacks on engines (issue 26) and precision + bulk stop (issue 25): the cases that found defects,
+and the hostile cases that held, kept so they stay held."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobguard.sim import Seeder, SimulatedAWS
+
+from .conftest import overlapping, records, replacements_of
+
+ACCOUNT = "arn:aws:batch:us-east-1:123456789012"
+
+
+def _plan(path: Path, *changes: dict[str, Any]) -> str:
+    path.write_text(json.dumps({"format_version": "1.2", "resource_changes": list(changes)}))
+    return str(path)
+
+
+def _ce_replaced(name: str) -> dict[str, Any]:
+    before = {"compute_environment_name": name, "arn": f"{ACCOUNT}:compute-environment/{name}", "type": "MANAGED"}
+    return {
+        "address": f"aws_batch_compute_environment.{name}",
+        "type": "aws_batch_compute_environment",
+        "change": {"actions": ["create", "delete"], "before": before, "after": {**before, "arn": None}},
+    }
+
+
+def _queue_deleted(name: str) -> dict[str, Any]:
+    return {
+        "address": f"aws_batch_job_queue.{name}",
+        "type": "aws_batch_job_queue",
+        "change": {"actions": ["delete"], "before": {"name": name}, "after": None},
+    }
+
+
+def test_a_compute_environment_of_two_queues_replaced_and_one_queue_deleted(
+    seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path
+) -> None:
+    """The deleted queue loses every job; the kept one only its started jobs; queued jobs of the kept one stay."""
+    seed.definition("proc")
+    shared = seed.compute_environment("shared-ce")
+    seed.queue("gone", compute_environment=shared)
+    seed.queue("kept", compute_environment=shared)
+    jobs = {
+        (queue, status): seed.job(status=status, jobName=f"{queue}-{status}", jobQueue=queue, jobDefinition="proc")
+        for queue in ("gone", "kept")
+        for status in ("RUNNING", "RUNNABLE")
+    }
+    plan = _plan(workdir / "plan.json", _ce_replaced("shared-ce"), _queue_deleted("gone"))
+    store = f"file://{workdir}/m"
+    result = run("drain", "--plan", plan, "--queue", "gone", "--queue", "kept", "--store", store, "--deploy-id", "d1")
+    assert result.code == 0, result.err
+    assert set(records(store, seed, "d1")) == {jobs["gone", "RUNNING"], jobs["gone", "RUNNABLE"], jobs["kept", "RUNNING"]}
+    assert "queue kept: 1 queued jobs left queued" in result.out and "queue gone: " not in result.out.split("left queued")[0][-40:]
+    assert aws.batch.jobs[jobs["kept", "RUNNABLE"]].status == "RUNNABLE"
+
+
+def _stopped_jobs(seed: Seeder, count: int) -> list[str]:
+    seed.definition("proc")
+    seed.queue("work")
+    return [seed.job(status="RUNNING", jobName=f"work-{i}", jobQueue="work", jobDefinition="proc") for i in range(count)]
+
+
+@pytest.mark.parametrize("action", ["batch:TerminateJobs", "batch:TerminateJob"])
+def test_a_stop_carried_out_then_throttled_to_the_bound_is_not_taken_for_refused(
+    seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path, action: str
+) -> None:
+    """The first call is carried out but its reply is lost; every retry is throttled until the bound.
+    The last error (throttling) proves only that the LAST try was refused: the jobs were stopped. Before,
+    they were recorded `failed` ('left running'), never resubmitted: lost."""
+    aws.bulk_stop = action == "batch:TerminateJobs"
+    jobs = _stopped_jobs(seed, 3)
+    calls = {"n": 0}
+
+    def fault(called: str, n: int) -> Any:
+        if called != action:
+            return None
+        calls["n"] += 1
+        return "lost-reply" if calls["n"] <= (1 if aws.bulk_stop else len(jobs)) else (429, "TooManyRequestsException")
+
+    aws.fault = fault
+    store = f"file://{workdir}/m"
+    drained = run("drain", "--queue", "work", "--store", store, "--deploy-id", "d1")
+    aws.fault = None
+    outcomes = {j: r["outcome"] for j, r in records(store, seed, "d1").items()}
+    assert all(aws.batch.jobs[j].stop_kind or aws.batch.jobs[j].stop_requested for j in jobs)  # Batch was asked: they stop
+    assert set(outcomes.values()) == {"terminated"}, (outcomes, drained.err)
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)
+    assert overlapping(aws) == []
