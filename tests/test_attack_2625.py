@@ -93,3 +93,40 @@ def test_a_stop_carried_out_then_throttled_to_the_bound_is_not_taken_for_refused
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     assert {j: len(v) for j, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)
     assert overlapping(aws) == []
+
+
+def test_a_dependent_in_a_queue_the_plan_leaves_alone_comes_back_after_its_dependency(
+    seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path
+) -> None:
+    """Precision: only the started job of the kept queue is at risk, but the job PENDING on it in another
+    (configured, untouched) queue would fail with it: drained too, and restored after it, once each."""
+    seed.definition("proc")
+    seed.queue("science-queue", compute_environment=seed.compute_environment("science-queue-ce"))
+    seed.queue("reports")
+    running = seed.job(status="RUNNING", jobName="running", jobQueue="science-queue", jobDefinition="proc")
+    queued = seed.job(status="RUNNABLE", jobName="queued", jobQueue="science-queue", jobDefinition="proc")
+    report = seed.job(status="PENDING", jobName="report", jobQueue="reports", jobDefinition="proc", dependsOn=[{"jobId": running}])
+    plan = _plan(workdir / "plan.json", _ce_replaced("science-queue-ce"))
+    store = f"file://{workdir}/m"
+    drained = run("drain", "--plan", plan, "--queue", "science-queue", "--queue", "reports", "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert set(records(store, seed, "d1")) == {running, report}
+    assert aws.batch.jobs[queued].status == "RUNNABLE"
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    replaced = replacements_of(aws)
+    assert {j: len(v) for j, v in replaced.items()} == {running: 1, report: 1}
+    (new_report,) = replaced[report]
+    assert [d["jobId"] for d in seed.batch.describe_jobs(jobs=[new_report])["jobs"][0]["dependsOn"]] == replaced[running]
+    assert overlapping(aws) == []
+
+
+@pytest.mark.parametrize(("count", "calls"), [(49, 1), (50, 1), (51, 2), (101, 3)])
+def test_page_boundaries_stop_each_job_once(seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path, count: int, calls: int) -> None:
+    jobs = _stopped_jobs(seed, count)
+    store = f"file://{workdir}/m"
+    assert run("drain", "--queue", "work", "--store", store, "--deploy-id", "d1").code == 0
+    assert aws.calls["batch:TerminateJobs"] == calls and aws.calls["batch:TerminateJob"] == 0
+    stops = sorted(c.resource.rsplit("/", 1)[-1] for c in aws.recorded if c.action == "batch:TerminateJob")
+    assert stops == sorted(jobs)  # each job in exactly one page
+    assert set(records(store, seed, "d1")) == set(jobs)
