@@ -130,3 +130,23 @@ def test_page_boundaries_stop_each_job_once(seed: Seeder, run: Any, aws: Simulat
     stops = sorted(c.resource.rsplit("/", 1)[-1] for c in aws.recorded if c.action == "batch:TerminateJob")
     assert stops == sorted(jobs)  # each job in exactly one page
     assert set(records(store, seed, "d1")) == set(jobs)
+
+
+@pytest.mark.parametrize("minutes", [7201, 10**12])
+def test_an_update_timeout_batch_would_refuse_is_named_not_waited_for(workdir: Path, run: Any, seed: Seeder, minutes: int) -> None:
+    """drain gives running jobs the update's timeout as their grace period: a plan saying 10**12 minutes
+    held the pipeline until it was killed; Batch takes 1 to 7200 (UpdatePolicy)."""
+    seed.definition("proc")
+    seed.queue("etl-queue", compute_environment=seed.compute_environment("etl-ce"))
+    seed.job(status="RUNNING", jobName="long", jobQueue="etl-queue", jobDefinition="proc")
+    before = {"compute_environment_name": "etl-ce", "arn": f"{ACCOUNT}:compute-environment/etl-ce", "compute_resources": [{"type": "EC2"}]}
+    after = {
+        **before,
+        "compute_resources": [{"type": "EC2", "instance_type": ["c5"]}],
+        "update_policy": [{"job_execution_timeout_minutes": minutes}],
+    }
+    change = {"address": "aws_batch_compute_environment.etl", "type": "aws_batch_compute_environment"}
+    plan = _plan(workdir / "plan.json", {**change, "change": {"actions": ["update"], "before": before, "after": after}})
+    result = run("drain", "--plan", plan, "--queue", "etl-queue", "--store", f"file://{workdir}/m", "--deploy-id", "d1")
+    assert result.code == 2, result.err
+    assert f"update_policy[0].job_execution_timeout_minutes: expected a whole number of minutes from 1 to 7200, got {minutes}" in result.err

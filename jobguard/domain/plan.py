@@ -38,6 +38,7 @@ MAX_PLAN_BYTES = 512 * 1024 * 1024
 # AWS's defaults for a compute environment's update policy (UpdatePolicy, Batch API reference).
 DEFAULT_TERMINATE_ON_UPDATE = False
 DEFAULT_JOB_EXECUTION_TIMEOUT_MINUTES = 30
+MAX_JOB_EXECUTION_TIMEOUT_MINUTES = 7200  # UpdatePolicy.jobExecutionTimeoutMinutes: 1 to 7200 (botocore's Batch model)
 
 
 @dataclass(frozen=True)
@@ -227,9 +228,12 @@ def _update_policy(change: Change) -> tuple[bool, int]:
         terminate, minutes = policies[0].get("terminate_jobs_on_update"), policies[0].get("job_execution_timeout_minutes")
         if terminate is not None and not isinstance(terminate, bool):
             raise UsageError(f"{change.where}.change.{side}.update_policy[0].terminate_jobs_on_update: expected true or false")
-        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 1):
+        if minutes is not None and (
+            isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= MAX_JOB_EXECUTION_TIMEOUT_MINUTES
+        ):  # drain waits that long: a value Batch would refuse must not hold the pipeline for days
             raise UsageError(
-                f"{change.where}.change.{side}.update_policy[0].job_execution_timeout_minutes: expected a whole number of minutes"
+                f"{change.where}.change.{side}.update_policy[0].job_execution_timeout_minutes: expected a whole number of minutes "
+                f"from 1 to {MAX_JOB_EXECUTION_TIMEOUT_MINUTES}, got {minutes!r}"[:400]
             )
         return (
             DEFAULT_TERMINATE_ON_UPDATE if terminate is None else terminate,
