@@ -610,3 +610,16 @@ def test_the_sweep_rides_out_flaky_aws(aws: SimulatedAWS, seed: Seeder, store: s
     assert sum(aws.faults.values()) >= 3 and aws.faults["batch:ListJobs"] >= 1
     found = replacements_of(aws)
     assert len(found[running]) == 1 and after not in found and not overlapping(aws)
+
+
+def test_a_dry_run_restore_tells_the_window_and_changes_nothing(aws: SimulatedAWS, seed: Seeder, store: str, run) -> None:
+    running = _killed_late_job(aws, seed, store, run)
+    status = run("status", "--store", store, "--deploy-id", "d1")
+    assert "deploy window open since" in status.out and "restore sweeps it" in status.out
+    before = load_manifest(store, seed, "d1")
+    dry = run("restore", "--store", store, "--deploy-id", "d1", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "1 late jobs: 1 killed by the deploy" in dry.out
+    assert load_manifest(store, seed, "d1") == before and not replacements_of(aws)
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    assert len(replacements_of(aws)[running]) == 1
