@@ -323,7 +323,11 @@ def _globs(value: Any, where: str) -> Pairs:
     """NAME: VALUE-PATTERN pairs (a tag, parameter or variable that must be present, its value matching)."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping of NAME: VALUE-PATTERN")
-    return tuple((text(k, f"{where} key"), text(v, f"{where}.{k}")) for k, v in value.items())
+    pairs = tuple((text(k, f"{where} key"), text(v, f"{where}.{k}")) for k, v in value.items())
+    for key, _ in pairs:
+        if any(c in key for c in "*?["):  # a key is looked up as it is: a glob there would silently match nothing
+            raise ConfigError(f"{where}: key {_shown(key)}: names are matched exactly (only the values are globs)")
+    return pairs
 
 
 # config key -> (Options field, parser); flags use the same names with -- in front

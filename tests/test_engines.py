@@ -245,6 +245,10 @@ def test_a_plain_deploy_says_nothing_of_engines(seed: Seeder, run: Any, workdir:
             "engines.rules[1].action: wait for x tasks, but rules[0] gives them abandon",
         ),
         # Globs, not regular expressions: a pattern no Batch name can match would silently recognise nothing.
+        (
+            {"rules": [{"engine": "x", "role": "task", "tags": {"airflow-*": "*"}}]},
+            "engines.rules[0].tags: key 'airflow-*': names are matched exactly",
+        ),
         ({"rules": [{"engine": "x", "role": "task", "job-name": "^nf-.*$"}]}, "engines.rules[0].job-name: '^nf-.*$' can never match"),
         (
             {"rules": [{"engine": "x", "role": "task", "job-definition": "nf-*:3"}]},
