@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from jobguard.domain.engines import BUILTIN, classify
 from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import overlapping, records, replacements_of
@@ -150,3 +151,19 @@ def test_an_update_timeout_batch_would_refuse_is_named_not_waited_for(workdir: P
     result = run("drain", "--plan", plan, "--queue", "etl-queue", "--store", f"file://{workdir}/m", "--deploy-id", "d1")
     assert result.code == 2, result.err
     assert f"update_policy[0].job_execution_timeout_minutes: expected a whole number of minutes from 1 to 7200, got {minutes}" in result.err
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"jobName": "nf-report", "jobDefinition": f"{ACCOUNT}:job-definition/report:1"},
+        {"jobName": "x", "jobDefinition": f"{ACCOUNT}:job-definition/report:1", "parameters": {"nf-token": "abc"}},
+        {"jobName": "x", "jobDefinition": f"{ACCOUNT}:job-definition/nf-ubuntu:1"},
+        {"jobName": "x", "jobDefinition": f"{ACCOUNT}:job-definition/metaflow_x:1", "parameters": {"flow": "a"}},
+        {"jobName": "snakejob-a-b", "jobDefinition": f"{ACCOUNT}:job-definition/report:1"},
+    ],
+    ids=["named-nf", "nf-token-elsewhere", "nf-definition-without-token", "metaflow-definition-name", "snakejob-name-only"],
+)
+def test_half_an_engine_mark_is_an_ordinary_job(job: dict[str, Any]) -> None:
+    """README: a built-in rule needs every fact in bold of its row."""
+    assert classify(job, BUILTIN) is None
