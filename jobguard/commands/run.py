@@ -133,9 +133,7 @@ class _Run:
                 self.ctx.events.deliver()
         except JobguardError as exc:
             self.leases.release(keep_for_deploy=False, raise_errors=False)  # as a restore that fails lets them go
-            code = self._said(exc)
-            self.ctx.report.hint(f"restore again when the cause is fixed: {self.hint}")
-            return code
+            return self._said(exc, f"restore again when the cause is fixed: {self.hint}")
         try:
             self.leases.release(keep_for_deploy=False)
         except JobguardError as exc:  # restored, but a queue's lease is still held: the next deploy would wait for it
@@ -143,10 +141,11 @@ class _Run:
             return self.steps.restored(result) or failed
         return self.steps.restored(result)
 
-    def _said(self, exc: JobguardError) -> int:
+    def _said(self, exc: JobguardError, hint: str | None = None) -> int:
+        """One error line and at most one hint (the error's own, else `hint`); its exit code."""
         self.ctx.report.error(str(exc))
-        if exc.hint:
-            self.ctx.report.hint(exc.hint)
+        if exc.hint or hint:
+            self.ctx.report.hint(exc.hint or hint or "")
         return exc.exit_code
 
     def _first_signal(self, signum: int) -> None:
