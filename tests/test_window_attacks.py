@@ -3,6 +3,7 @@ flaky AWS do that the first tests did not, each kept as the test that failed bef
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from jobguard.domain.window import KILLED, OWN, judge
 from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import overlapping, records, replacements_of
+from .test_run import APPLY, DEFINITION
 from .test_window import _late, _replace_compute_environment, _status, _until, _world
 
 HOST = "Host EC2 (instance i-0e234208f6fc9291f) terminated."
@@ -71,3 +73,57 @@ def test_a_runner_whose_clock_is_minutes_off_still_sweeps_the_window(
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1, late: 1}
     assert records(store, seed, "d1")[late]["outcome"] == "resubmitted"
     assert not overlapping(aws)
+
+
+# -- jobguard run ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def apply_py(workdir: Path) -> Path:
+    path = workdir / "apply.py"
+    path.write_text(APPLY)
+    return path
+
+
+@pytest.mark.slow
+def test_a_command_that_leaves_the_apply_running_in_the_background_is_waited_for(
+    seed: Seeder, run: Any, aws: SimulatedAWS, apply_py: Path, workdir: Path
+) -> None:
+    """COMMAND starts the apply in the background and exits at once (`terraform apply &`, a wrapper that
+    forks): restoring then would submit the drained job to the queue the apply is about to delete. The
+    processes COMMAND left in its process group are waited for."""
+    seed.queue("work")
+    seed.definition("proc", containerProperties=DEFINITION)
+    drained = seed.job(jobName="nightly", jobQueue="work", jobDefinition="proc")
+    store = f"file://{workdir}/manifests"
+    background = f'"{sys.executable}" "{apply_py}" "{store}" sleep:1.5 replace-queue new-revision touch:applied &'
+    result = run("run", "--store", store, "--queue", "work", "--deploy-id", "d1", "--", "sh", "-c", background)
+    assert result.code == 0, result.err
+    assert (workdir / "applied").exists()  # restore came after the apply, not beside it
+    (replacement,) = replacements_of(aws)[drained]
+    assert not aws.batch.jobs[replacement].queue_deleted  # on the queue made again, not killed with the old one
+    assert "processes of the command still run" in result.out
+    assert not overlapping(aws)
+
+
+def test_a_job_a_spot_reclaim_killed_before_the_drain_began_is_not_the_deploys(
+    aws: SimulatedAWS, seed: Seeder, run: Any, workdir: Path
+) -> None:
+    """Created 20 s before the drain, its instance reclaimed before the drain began: it ended before the
+    deploy could touch it, so it is the application's to retry, not jobguard's (it would be doubled)."""
+    drained = _world(seed)
+    reclaimed = seed.job(status="RUNNING", age=20, jobName="spot", jobQueue="work", jobDefinition="proc")
+    with aws.batch.lock:
+        aws.batch.jobs[reclaimed].reason = HOST
+    aws.batch.set_status(reclaimed, "FAILED")
+    time.sleep(2.5)  # the drain begins a moment later
+    store = f"file://{workdir}/manifests"
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    late = _late(seed, "late-running", "RUNNING")
+    _replace_compute_environment(seed, "work")
+    _until(lambda: _status(aws, late) == "FAILED")
+    time.sleep(aws.batch.timing.list_lag_seconds)
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1, late: 1}
+    assert f"spot [{reclaimed}]: ended before the deploy began" in restored.out

@@ -21,9 +21,11 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -97,13 +99,16 @@ class Signals:
         self.on_first(signum)
 
     def forward(self, signum: int) -> None:
-        """Pass `signum` on to the running command (unless the terminal already gave it the same)."""
-        if self.child is None or self.child.poll() is not None:
+        """Pass `signum` on to the running command (unless the terminal already gave it the same); once
+        it has exited, to the processes it left running in its process group (`wait`)."""
+        if self.child is None or (self.terminal_group and signum == signal.SIGINT):
             return
-        if self.terminal_group and signum == signal.SIGINT:
-            return
-        with suppress(ProcessLookupError):  # it ended just now
-            self.child.send_signal(signum)
+        if self.child.poll() is None:
+            with suppress(ProcessLookupError):  # it ended just now
+                self.child.send_signal(signum)
+        elif not self.terminal_group:
+            with suppress(ProcessLookupError, PermissionError):  # none left
+                os.killpg(self.child.pid, signum)
 
 
 def in_terminal_foreground() -> bool:
@@ -124,6 +129,51 @@ def start(argv: Sequence[str], signals: Signals) -> subprocess.Popen[Any]:
     if signals.received:  # it came while the command was being started: pass it on now
         signals.forward(signals.received[0])
     return child
+
+
+def wait(child: subprocess.Popen[Any], signals: Signals, say: Callable[[str], None]) -> int:
+    """The command's return code, once it and every process it left in its process group have ended.
+
+    A command that starts the apply in the background and exits (`terraform apply &` in a script, a
+    wrapper that forks) leaves the apply running: restoring then would submit jobs to queues the apply
+    is still deleting. Outside a terminal the command leads a process group of its own, so what it
+    left behind is found there (a process that made a session of its own is not: a daemon is not the
+    apply). In a terminal it shares jobguard's group: only the command itself is waited for.
+    """
+    code = child.wait()
+    if signals.terminal_group:
+        return code
+    told = False
+    while _group_alive(child.pid):
+        if not told:
+            said = f"exited with code {exit_code(code)}" if code else "exited"
+            say(
+                f"jobguard run: the command {said}, but processes of the command still run (its process group {child.pid}): "
+                "waiting for them before restoring (they may still be applying); a signal is passed on to them"
+            )
+            told = True
+        time.sleep(0.2)
+    return code
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live process (not a zombie no one reaped) is in process group `pgid`."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # no /proc (macOS): ask the kernel, zombies count
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for stat_file in proc.glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
 
 
 def exit_code(returncode: int) -> int:

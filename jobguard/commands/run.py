@@ -111,7 +111,7 @@ class _Run:
         watcher = Watcher(self.ctx, manifest, queues, self.ctx.options.watch_interval)
         watcher.start()
         try:
-            code = child.exit_code(child.start(self.argv, self.signals).wait())
+            code = child.exit_code(child.wait(child.start(self.argv, self.signals), self.signals, self.ctx.report.line))
         except child.Interrupted:
             watcher.stop(final=False)
             raise

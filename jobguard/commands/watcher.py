@@ -27,7 +27,7 @@ from ..adapters.batch import Queue
 from ..domain.manifest import OPENED, WATCHED_DELETED, Manifest
 from ..errors import JobguardError, LeaseError
 from .context import Context
-from .window import CLOCK_MARGIN_MS, watch
+from .window import CLOCK_MARGIN_MS, ended_before, watch
 
 Json = dict[str, Any]
 GONE = ("DELETING", "DELETED")
@@ -125,15 +125,9 @@ class Watcher:
             return {}
         self._said.pop(name, None)
         self._since[name] = max(since, began - LAG_MS)
-        return {str(s["jobId"]): s for s in summaries if str(s["jobId"]) not in self.manifest.jobs and not _ended_before(s, self.opened_ms)}
+        return {str(s["jobId"]): s for s in summaries if str(s["jobId"]) not in self.manifest.jobs and not ended_before(s, self.opened_ms)}
 
     def _say(self, key: str, text: str) -> None:
         if self._said.get(key) != text:
             self._said[key] = text
             self.ctx.report.notice(text)
-
-
-def _ended_before(summary: Json, opened_ms: int) -> bool:
-    """A job that had ended before the drain began (listed only because of the clock margin): not the deploy's."""
-    stopped = summary.get("stoppedAt")
-    return isinstance(stopped, int) and stopped < opened_ms - CLOCK_MARGIN_MS // 2

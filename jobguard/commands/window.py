@@ -53,6 +53,7 @@ Json = dict[str, Any]
 # job is created while drain lists: the listing starts this much before drain began. A job created in
 # that margin was listed by drain itself, or had ended before it.
 CLOCK_MARGIN_MS = 60_000
+CLOCK_SLACK_MS = 2_000  # how well jobguard knows Batch's clock: the Date of its answers has whole seconds
 SHOWN = 50  # late jobs named one by one per kind; the rest are counted
 
 
@@ -176,7 +177,11 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     failed = [i for i, s in late.items() if s.get("status") == "FAILED"]
     details = {i: j for i, j in ctx.batch.describe(failed).items() if not _ours(manifest, j)}
     late = {i: s for i, s in late.items() if i in details or i not in failed}  # less this deploy's own replacements
-    verdicts = _judged(details, _killed(manifest), lambda job_id: False)
+    # Listed only because of the margin, it ended before the drain began (a spot reclaim, its own failure):
+    # nothing of this deploy touched it; its application retries it, or not.
+    before = {i for i, j in details.items() if ended_before(j, opened)}
+    verdicts = _judged({i: j for i, j in details.items() if i not in before}, _killed(manifest), lambda job_id: False)
+    verdicts.update({i: Verdict(OWN, "ended before the deploy began") for i in before})
     verdicts.update({i: judge(s) for i, s in late.items() if i not in verdicts})
     swept.found.update(v.kind for v in verdicts.values())
     _report(ctx, late, verdicts)
@@ -219,14 +224,14 @@ def _listed(ctx: Context, manifest: Manifest, names: list[str], watched: set[str
             continue
         opened = int(manifest.window[OPENED])
         for summary in ctx.batch.list_created_after(queue.arn, opened - CLOCK_MARGIN_MS):
-            if int(summary.get("createdAt") or 0) <= closed:  # a job created once restore began is not late
+            if int(summary.get("createdAt") or 0) <= closed + CLOCK_SLACK_MS:  # one created once restore began is not late
                 listed[str(summary["jobId"])] = summary
         # Jobs queued before drain began that started afterwards, on instances the apply then took away
         # (where the plan takes only instances, drain leaves queued jobs in place): they ended FAILED
         # during the window, and no AFTER_CREATED_AT listing shows them.
         for summary in ctx.batch.list_jobs(queue.arn, "FAILED"):
             stopped = summary.get("stoppedAt")
-            if isinstance(stopped, int) and opened - CLOCK_MARGIN_MS // 2 <= stopped <= closed:
+            if isinstance(stopped, int) and opened - CLOCK_MARGIN_MS // 2 <= stopped <= closed + CLOCK_SLACK_MS:
                 listed.setdefault(str(summary["jobId"]), summary)
     return listed, unreachable, _clock_ms(ctx) if closed is None else closed
 
@@ -265,6 +270,12 @@ def _doomed_end(ctx: Context, records: list[JobRecord]) -> dict[str, Json]:
         poll = min(5.0, poll * 1.5)
         details = ctx.batch.describe(r.job_id for r in records)
     return details
+
+
+def ended_before(job: Json, opened: int) -> bool:
+    """True when the job had ended before the drain began (both on Batch's clock, known to the second)."""
+    stopped = job.get("stoppedAt")
+    return isinstance(stopped, int) and stopped < opened - CLOCK_SLACK_MS
 
 
 def _active(job: Json | None) -> bool:
