@@ -3,6 +3,7 @@ flaky AWS do that the first tests did not, each kept as the test that failed bef
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -127,3 +128,35 @@ def test_a_job_a_spot_reclaim_killed_before_the_drain_began_is_not_the_deploys(
     assert restored.code == 0, restored.err
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1, late: 1}
     assert f"spot [{reclaimed}]: ended before the deploy began" in restored.out
+
+
+@pytest.mark.slow
+def test_run_with_stdin_closed(seed: Seeder, aws: SimulatedAWS, workdir: Path) -> None:
+    """A runner (or `cron`, `nohup ... <&-`) starts jobguard with no stdin at all: Python's sys.stdin is None.
+    The command runs (its stdin closed too), and the drained job comes back once."""
+    seed.queue("work")
+    seed.definition("proc", containerProperties=DEFINITION)
+    drained = seed.job(jobName="nightly", jobQueue="work", jobDefinition="proc")
+    store = f"file://{workdir}/manifests"
+    jobguard = " ".join(
+        f"'{word}'"
+        for word in [
+            sys.executable,
+            "-m",
+            "jobguard",
+            "run",
+            "--store",
+            store,
+            "--queue",
+            "work",
+            "--deploy-id",
+            "d1",
+            "--",
+            "touch",
+            "ran",
+        ]
+    )
+    done = subprocess.run(["sh", "-c", f"exec {jobguard} 0<&-"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (workdir / "ran").exists()
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1}

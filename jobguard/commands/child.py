@@ -113,6 +113,8 @@ class Signals:
 
 def in_terminal_foreground() -> bool:
     """True when jobguard is the foreground job of a terminal (a person at the keyboard)."""
+    if sys.stdin is None:  # started with no stdin at all (`<&-`): Python has none to give
+        return False
     try:
         return os.isatty(sys.stdin.fileno()) and os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
     except (OSError, ValueError):
@@ -121,8 +123,9 @@ def in_terminal_foreground() -> bool:
 
 def start(argv: Sequence[str], signals: Signals) -> subprocess.Popen[Any]:
     """Start the command with jobguard's environment, stdin, stdout and stderr (OSError if it cannot start)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None when jobguard was started with that descriptor closed
+            stream.flush()
     signals.terminal_group = in_terminal_foreground()
     child = subprocess.Popen(list(argv), start_new_session=not signals.terminal_group)
     signals.child = child
