@@ -297,7 +297,7 @@ def ci_action_job(repository: Repository) -> Iterator[Background]:
 
 # -- the example deploy workflow ----------------------------------------------------------------
 
-PLAN = ROOT / "tests" / "plans" / "ce-infrastructure-update.json"  # etl-queue's compute environment gets an infrastructure update
+PLAN = ROOT / "tests" / "plans" / "etl-queue-replace.json"  # etl-queue is replaced: every job on it at risk
 REPORT_STEP = "test-report"
 
 
@@ -413,7 +413,7 @@ def test_deploy_workflow_drains_applies_and_restores(
     assert run.code == 0 and run.job_result() == "success", run.describe()
     drained = run.outputs("drain")
     assert drained["deploy-id"] == "8101" and drained["drained"] == "2" and drained["failed"] == "0"
-    assert "queue etl-queue: at risk: aws_batch_compute_environment.etl gets an infrastructure update" in run.output_text("drain")
+    assert "queue etl-queue: at risk: aws_batch_job_queue.etl will be replaced" in run.output_text("drain")
     assert "### jobguard drain: deploy `8101`" in run.summary("drain")
     restored = _assert_restored(run, aws, seed, world, revision=2)
     assert restored["deploy-id"] == "8101" and restored["resubmitted"] == "2" and restored["failed"] == "0"
