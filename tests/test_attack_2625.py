@@ -4,12 +4,14 @@ and the hostile cases that held, kept so they stay held."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jobguard.domain.engines import BUILTIN, classify
+from jobguard.domain.host_retry import retried_by_batch
 from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import overlapping, records, replacements_of
@@ -167,3 +169,73 @@ def test_an_update_timeout_batch_would_refuse_is_named_not_waited_for(workdir: P
 def test_half_an_engine_mark_is_an_ordinary_job(job: dict[str, Any]) -> None:
     """README: a built-in rule needs every fact in bold of its row."""
     assert classify(job, BUILTIN) is None
+
+
+NEXTFLOW_SPOT_RETRY = {
+    "attempts": 5,
+    "evaluateOnExit": [{"action": "RETRY", "onStatusReason": "Host EC2*"}, {"action": "EXIT", "onReason": "*"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "retried"),
+    [
+        ({"attempts": 3}, True),  # no rule: any failed attempt is retried while attempts are left
+        (NEXTFLOW_SPOT_RETRY, True),  # aws.batch.maxSpotAttempts
+        ({"attempts": 1}, False),
+        ({"attempts": 3, "evaluateOnExit": [{"action": "EXIT", "onStatusReason": "*"}]}, False),
+        ({"attempts": 3, "evaluateOnExit": [{"action": "RETRY", "onStatusReason": "Host EC2*", "onExitCode": "1"}]}, False),
+        ({"attempts": 3, "evaluateOnExit": [{"action": "EXIT", "onStatusReason": "Essential*"}]}, True),  # about another failure
+        (None, False),
+    ],
+)
+def test_whether_batch_runs_a_job_again_when_its_host_goes(strategy: Any, retried: bool) -> None:
+    job: dict[str, Any] = {"jobId": "j", "status": "RUNNING", **({"retryStrategy": strategy} if strategy else {})}
+    assert retried_by_batch(job) is retried
+    assert not retried_by_batch({**job, "attempts": [{}] * 4})  # its attempts used up
+    assert not retried_by_batch({**job, "arrayProperties": {"size": 2}})
+
+
+def test_where_only_instances_go_a_job_batch_retries_itself_is_left_running(
+    seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path
+) -> None:
+    """A Nextflow task with maxSpotAttempts, or any job with attempts left: Batch runs it again (same id) on the
+    new environment, so drain neither stops it (an engine retry spent for nothing) nor resubmits it; nor the job
+    PENDING on it. Jobs without such a strategy are drained and come back once, as before."""
+    from .engine_jobs import NEXTFLOW_TASK
+    from .test_precision import _replace_compute_environment
+
+    seed.definition("proc")
+    seed.definition("retrying", retryStrategy={"attempts": 3})
+    seed.batch.register_job_definition(**NEXTFLOW_TASK.definition)
+    seed.queue("science-queue", compute_environment=seed.compute_environment("science-queue-ce"))
+
+    def job(name: str, definition: str, **extra: Any) -> str:
+        return seed.job(status="RUNNING", jobName=name, jobQueue="science-queue", jobDefinition=definition, **extra)
+
+    plain = job("plain", "proc")
+    retrying = job("retrying", "retrying")
+    task = job(
+        "task",
+        NEXTFLOW_TASK.definition["jobDefinitionName"],
+        **{k: v for k, v in NEXTFLOW_TASK.submit.items() if k != "jobDefinition" and k != "jobName"},
+    )
+    waiting = seed.job(status="PENDING", jobName="waiting", jobQueue="science-queue", jobDefinition="proc", dependsOn=[{"jobId": retrying}])
+    plan = _plan(workdir / "plan.json", _ce_replaced("science-queue-ce"))
+    store = f"file://{workdir}/m"
+    drained = run("drain", "--plan", plan, "--queue", "science-queue", "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert "queue science-queue: 2 started jobs left running: their retryStrategy has Batch run them again" in drained.out
+    assert set(records(store, seed, "d1")) == {plain}
+    assert not any(aws.batch.jobs[j].stop_requested or aws.batch.jobs[j].stop_kind for j in (retrying, task, waiting))
+    _replace_compute_environment(seed, "science-queue")
+    deadline = time.monotonic() + 10
+    while aws.batch.jobs[retrying].status != "RUNNABLE" or aws.batch.jobs[task].status != "RUNNABLE":
+        with aws.batch.lock:
+            aws.batch.tick()
+        assert time.monotonic() < deadline, "Batch never ran them again"
+        time.sleep(0.05)
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {plain: 1}
+    assert aws.batch.jobs[waiting].status == "PENDING" and overlapping(aws) == []

@@ -31,6 +31,7 @@ from ..adapters.aws import chunks
 from ..adapters.batch import LIFECYCLE, JobState, Queue, children_in
 from ..adapters.lease import Leases, lease_scope
 from ..domain import engines
+from ..domain.host_retry import retried_by_batch
 from ..domain.manifest import (
     DRAIN,
     FAILED,
@@ -53,6 +54,7 @@ from .records import records_of
 from .window import close_drain, open_window
 
 QUEUED = ("SUBMITTED", "PENDING", "RUNNABLE")
+RETRIED_BY_BATCH = "started jobs left running: their retryStrategy has Batch run them again after the apply (same job id)"
 STARTED = ("STARTING", "RUNNING")
 RECORD_PAGE = 500  # records saved per store write, before any of them is stopped
 MAX_PASSES = 10
@@ -207,6 +209,12 @@ def _dry_run(ctx: Context, deploy_id: str, targets: list[Target], facts: list[st
     for target in targets:
         ids = exposed_ids(ctx, target, LIFECYCLE, lambda job_id: False)
         what = "active jobs" if target.every_job else "started jobs (their instances go)"
+        if not target.every_job:
+            details = ctx.batch.describe(ids)
+            retried = [i for i in ids if i in details and retried_by_batch(details[i])]
+            ids = [i for i in ids if i not in retried]
+            if retried:
+                ctx.report.line(f"queue {target.queue.name}: {len(retried)} {RETRIED_BY_BATCH}")
         ctx.report.line(f"queue {target.queue.name}: {len(ids)} {what} would be drained")
         for summary_id in ids[:50]:
             ctx.report.line(f"  would drain  {summary_id}")
@@ -294,6 +302,8 @@ class _Drain:
         self.others: dict[str, Manifest] = {}
         self.owner: dict[str, str] = {}  # job id -> another open deploy that owes it
         self.not_queued: set[str] = set()  # left by a queued pass (a running array, a job under policy wait): not new again
+        self.instances_only: set[str] = set()  # queues that stay, where only instances go
+        self.left_to_batch: dict[str, str] = {}  # started job -> its queue: its retryStrategy has Batch run it again
         self.stopping: list[tuple[Manifest, str]] = []  # (manifest, job id) asked to stop by this run
         self.problems = 0
         self.finished_in_grace = 0
@@ -307,6 +317,7 @@ class _Drain:
             open_window(self.ctx, self.manifest)
         self.manifest.note_deleted_queues(t.queue.name for t in targets if t.deleted)
         self._load_others()
+        self.instances_only = {t.queue.name for t in targets if not t.every_job}
         for target in targets:
             self.manifest.add_queue(target.queue.name)
             if target.successor:  # the plan renames it: restore submits its jobs to the new name
@@ -339,6 +350,10 @@ class _Drain:
                 self.stopping = self.stopping[stopped:]  # those still running were reported once already
                 self._wait_for_stops()
         for target in targets:
+            retried = sum(queue == target.queue.name for queue in self.left_to_batch.values())
+            if retried:
+                self.facts.append(f"queue {target.queue.name}: {retried} {RETRIED_BY_BATCH}")
+                self.ctx.report.line(self.facts[-1])
             left = left_queued(self.ctx, target, set(self.manifest.jobs))
             if left is not None:
                 self.ctx.report.line(left)
@@ -417,7 +432,7 @@ class _Drain:
         """New job id -> queue name, listing each queue's statuses in lifecycle order."""
 
         def known(job_id: str) -> bool:
-            return job_id in self.manifest.jobs or job_id in self.owner or job_id in skip
+            return job_id in self.manifest.jobs or job_id in self.owner or job_id in skip or job_id in self.left_to_batch
 
         def listed(target: Target) -> list[tuple[str, str]]:
             return [(job_id, target.queue.name) for job_id in exposed_ids(self.ctx, target, statuses, known)]
@@ -440,6 +455,10 @@ class _Drain:
         for page_number, page in enumerate(chunks(ids, RECORD_PAGE), start=1):
             details = self.ctx.batch.describe(page)
             jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses]
+            if final:  # where only instances go, a job Batch itself runs again is not at risk (domain/host_retry.py)
+                retried = {str(j["jobId"]) for j in jobs if found[str(j["jobId"])] in self.instances_only and retried_by_batch(j)}
+                self.left_to_batch.update({job_id: found[job_id] for job_id in retried})
+                jobs = [j for j in jobs if str(j["jobId"]) not in retried]
             records = records_of(self.ctx, jobs, lambda job: reasons.get(found[job["jobId"]], ""), found)
             if final:
                 records = [self._policy(r) for r in records]
