@@ -160,3 +160,24 @@ def test_run_with_stdin_closed(seed: Seeder, aws: SimulatedAWS, workdir: Path) -
     assert done.returncode == 0, done.stderr
     assert (workdir / "ran").exists()
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the watcher's thread dies of it first
+def test_a_bug_while_the_command_runs_still_restores(
+    seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever breaks inside jobguard while the apply runs (here: the watcher), the drained jobs are
+    restored before it exits: the run's promise is restore whatever happens, and nobody else will."""
+    seed.queue("work")
+    seed.definition("proc", containerProperties=DEFINITION)
+    drained = seed.job(jobName="nightly", jobQueue="work", jobDefinition="proc")
+
+    def broken(self: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("jobguard.commands.watcher.Watcher.look", broken)
+    result = run("run", "--store", f"file://{workdir}/m", "--queue", "work", "--deploy-id", "d1", "--", "touch", "ran")
+    assert result.code == 5, result.err
+    assert "RuntimeError: a bug" in result.err
+    assert (workdir / "ran").exists()
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1}

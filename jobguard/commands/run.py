@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..adapters.lease import Leases, lease_scope
-from ..errors import JobguardError
+from ..errors import EXIT_INTERNAL, JobguardError
 from ..options import DEFAULT_STORE
 from . import child
 from .context import Context
@@ -87,7 +87,11 @@ class _Run:
         elif drained is None or drain_code:
             self.ctx.report.error(f"the command was not started: the drain did not finish cleanly (exit {drain_code}); restoring")
         else:
-            command_code = self._command(drained)
+            try:
+                command_code = self._command(drained)
+            except Exception as exc:  # a bug of jobguard's while the command ran: its drained jobs are still restored
+                self.ctx.report.error(f"run: internal error while the command ran: {type(exc).__name__}: {exc}; restoring")
+                command_code = EXIT_INTERNAL
         restore_code = self._restore()
         return command_code or drain_code or restore_code
 
