@@ -239,3 +239,30 @@ def test_where_only_instances_go_a_job_batch_retries_itself_is_left_running(
     assert restored.code == 0, restored.err
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {plain: 1}
     assert aws.batch.jobs[waiting].status == "PENDING" and overlapping(aws) == []
+
+
+def test_a_job_left_to_batch_that_batch_does_not_run_again_comes_back_once(
+    seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net of leaving such a job: should Batch not retry it after all, it ends FAILED with the
+    host-terminated reason, and restore's sweep of the window resubmits it once (it is in no manifest)."""
+    from .test_precision import _replace_compute_environment
+
+    seed.definition("retrying", retryStrategy={"attempts": 3})
+    seed.queue("science-queue", compute_environment=seed.compute_environment("science-queue-ce"))
+    retrying = seed.job(status="RUNNING", jobName="retrying", jobQueue="science-queue", jobDefinition="retrying")
+    plan = _plan(workdir / "plan.json", _ce_replaced("science-queue-ce"))
+    store = f"file://{workdir}/m"
+    assert run("drain", "--plan", plan, "--queue", "science-queue", "--store", store, "--deploy-id", "d1").code == 0
+    assert records(store, seed, "d1") == {}
+    monkeypatch.setattr(aws.batch, "_retried", lambda job: False)  # Batch did not run it again after all
+    _replace_compute_environment(seed, "science-queue")
+    deadline = time.monotonic() + 10
+    while aws.batch.jobs[retrying].status != "FAILED":
+        with aws.batch.lock:
+            aws.batch.tick()
+        assert time.monotonic() < deadline, "the simulated apply never took the job's host away"
+        time.sleep(0.05)
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {retrying: 1} and overlapping(aws) == []
