@@ -266,3 +266,16 @@ def test_a_job_left_to_batch_that_batch_does_not_run_again_comes_back_once(
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     assert restored.code == 0, restored.err
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {retrying: 1} and overlapping(aws) == []
+
+
+def test_an_infrastructure_update_still_drains_jobs_batch_would_retry(seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path) -> None:
+    """What an update that terminates jobs puts in their status reason (and whether Batch retries them) is not
+    documented: there, a job with attempts left is drained as before."""
+    seed.definition("retrying", retryStrategy={"attempts": 3})
+    seed.queue("etl-queue")
+    retrying = seed.job(status="RUNNING", jobName="retrying", jobQueue="etl-queue", jobDefinition="retrying")
+    plan = str(Path(__file__).parent / "plans" / "ce-infrastructure-update.json")
+    store = f"file://{workdir}/m"
+    drained = run("drain", "--plan", plan, "--queue", "etl-queue", "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert set(records(store, seed, "d1")) == {retrying} and "left running" not in drained.out

@@ -90,10 +90,11 @@ def test_a_bad_update_policy_is_named(policy: dict[str, Any], words: str) -> Non
 def test_a_queue_takes_the_broadest_of_its_risks() -> None:
     goes = Risk("a", "queue replaced", queue="q")
     now = Risk("b", "ce replaced", compute_environment="c", instances_only=True)
-    later = Risk("c", "update keeps 30", compute_environment="c", instances_only=True, grace_minutes=30)
-    sooner = Risk("d", "update keeps 10", compute_environment="d", instances_only=True, grace_minutes=10)
+    later = Risk("c", "update keeps 30", compute_environment="c", instances_only=True, grace_minutes=30, update=True)
+    sooner = Risk("d", "update keeps 10", compute_environment="d", instances_only=True, grace_minutes=10, update=True)
     assert exposure([later, goes, now]) == Exposure("queue replaced")
-    assert exposure([later, now]) == Exposure("ce replaced", every_job=False)
+    assert exposure([later, now]) == Exposure("ce replaced", every_job=False)  # an update among them: Batch's retries not counted on
+    assert exposure([now]) == Exposure("ce replaced", every_job=False, hosts_lost=True)
     assert exposure([later, sooner]) == Exposure("update keeps 10", every_job=False, grace_minutes=10)
 
 

@@ -70,6 +70,7 @@ class Target:
     deleted: bool = False  # the plan deletes (or replaces) the queue itself
     every_job: bool = True  # False: the queue stays, only its instances go (STARTING/RUNNING jobs at risk)
     grace_minutes: int = 0  # an update that lets running jobs finish first: for this long
+    hosts_lost: bool = False  # only instances go, terminated (no update): Batch's own retries apply (domain/host_retry.py)
 
     @property
     def statuses(self) -> tuple[str, ...]:
@@ -136,7 +137,11 @@ def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list
     for name, its in found.items():
         exposed = exposure(its)
         deleted = any(r.queue_goes and r.queue == name for r in its)
-        targets.append(Target(queues[name], exposed.reason, successors.get(name), deleted, exposed.every_job, exposed.grace_minutes))
+        targets.append(
+            Target(
+                queues[name], exposed.reason, successors.get(name), deleted, exposed.every_job, exposed.grace_minutes, exposed.hosts_lost
+            )
+        )
     return targets, facts
 
 
@@ -209,7 +214,7 @@ def _dry_run(ctx: Context, deploy_id: str, targets: list[Target], facts: list[st
     for target in targets:
         ids = exposed_ids(ctx, target, LIFECYCLE, lambda job_id: False)
         what = "active jobs" if target.every_job else "started jobs (their instances go)"
-        if not target.every_job:
+        if target.hosts_lost:
             details = ctx.batch.describe(ids)
             retried = [i for i in ids if i in details and retried_by_batch(details[i])]
             ids = [i for i in ids if i not in retried]
@@ -302,7 +307,7 @@ class _Drain:
         self.others: dict[str, Manifest] = {}
         self.owner: dict[str, str] = {}  # job id -> another open deploy that owes it
         self.not_queued: set[str] = set()  # left by a queued pass (a running array, a job under policy wait): not new again
-        self.instances_only: set[str] = set()  # queues that stay, where only instances go
+        self.hosts_lost_queues: set[str] = set()  # queues that stay, where only instances go, terminated (Target.hosts_lost)
         self.left_to_batch: dict[str, str] = {}  # started job -> its queue: its retryStrategy has Batch run it again
         self.stopping: list[tuple[Manifest, str]] = []  # (manifest, job id) asked to stop by this run
         self.problems = 0
@@ -317,7 +322,7 @@ class _Drain:
             open_window(self.ctx, self.manifest)
         self.manifest.note_deleted_queues(t.queue.name for t in targets if t.deleted)
         self._load_others()
-        self.instances_only = {t.queue.name for t in targets if not t.every_job}
+        self.hosts_lost_queues = {t.queue.name for t in targets if t.hosts_lost}
         for target in targets:
             self.manifest.add_queue(target.queue.name)
             if target.successor:  # the plan renames it: restore submits its jobs to the new name
@@ -456,7 +461,7 @@ class _Drain:
             details = self.ctx.batch.describe(page)
             jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses]
             if final:  # where only instances go, a job Batch itself runs again is not at risk (domain/host_retry.py)
-                retried = {str(j["jobId"]) for j in jobs if found[str(j["jobId"])] in self.instances_only and retried_by_batch(j)}
+                retried = {str(j["jobId"]) for j in jobs if found[str(j["jobId"])] in self.hosts_lost_queues and retried_by_batch(j)}
                 self.left_to_batch.update({job_id: found[job_id] for job_id in retried})
                 jobs = [j for j in jobs if str(j["jobId"]) not in retried]
             records = records_of(self.ctx, jobs, lambda job: reasons.get(found[job["jobId"]], ""), found)

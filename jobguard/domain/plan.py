@@ -53,6 +53,7 @@ class Risk:
     successor: str | None = None  # a job queue replaced under a new name: the new name
     instances_only: bool = False  # the queue stays; only the jobs on its instances are at risk
     grace_minutes: int = 0  # instances_only: running jobs may finish for this long first (an update that keeps them)
+    update: bool = False  # instances_only by an infrastructure update (Batch ends the jobs; not documented as a lost host)
 
     @property
     def queue_goes(self) -> bool:
@@ -67,6 +68,10 @@ class Exposure:
     reason: str
     every_job: bool = True  # every active job is at risk; False: only those on instances (STARTING, RUNNING)
     grace_minutes: int = 0  # not every_job: running jobs may finish for this long before their instances go
+    # not every_job, and no infrastructure update among the risks: the instances are terminated, so a job whose
+    # retryStrategy retries a lost host is run again by Batch (domain/host_retry.py). What an update does to the
+    # jobs it ends (terminate_jobs_on_update, or at the timeout) is not documented: those jobs are drained.
+    hosts_lost: bool = False
 
 
 def exposure(found: list[Risk]) -> Exposure:
@@ -81,7 +86,7 @@ def exposure(found: list[Risk]) -> Exposure:
         return Exposure(whole[0].reason)
     at_once = [r for r in found if r.grace_minutes <= 0]
     if at_once:
-        return Exposure(at_once[0].reason, every_job=False)
+        return Exposure(at_once[0].reason, every_job=False, hosts_lost=not any(r.update for r in found))
     shortest = min(found, key=lambda r: r.grace_minutes)
     return Exposure(shortest.reason, every_job=False, grace_minutes=shortest.grace_minutes)
 
@@ -179,6 +184,7 @@ def _risk(change: Change) -> Risk | None:
                 f"{address} gets an infrastructure update that terminates running jobs",
                 compute_environment=environment,
                 instances_only=True,
+                update=True,
             )
         return Risk(
             address,
@@ -186,6 +192,7 @@ def _risk(change: Change) -> Risk | None:
             compute_environment=environment,
             instances_only=True,
             grace_minutes=minutes,
+            update=True,
         )
     return None
 
