@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from jobguard.adapters.stores.dynamodb import DynamoDBStore
+from jobguard.adapters.stores.file import FileStore
+from jobguard.adapters.stores.s3 import S3Store
 from jobguard.commands.doubles import DOUBLE_REASON
 from jobguard.domain.tags import MARK_TAG, Mark
+from jobguard.errors import StoreError
 from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import records, replacements_of
+
+pytestmark = pytest.mark.slow  # each case waits out lookup windows (reconciliation looks twice) or lock-ttl
 
 
 def _restored(seed: Seeder, run, store: str) -> tuple[str, dict[str, str]]:
@@ -81,3 +90,37 @@ def test_with_no_live_replacement_left_the_job_is_owed_again_and_restored_once(s
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     live = _live(aws, original)
     assert len(live) == 1 and live == [records(store, seed, "d1")[original]["replacement_id"]]
+
+
+def test_a_restore_that_cannot_show_it_holds_its_lease_stops_what_it_made(
+    seed: Seeder, run, aws: SimulatedAWS, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store stops answering lease renewals after the restore submitted its page: it cannot prove
+    no other run took over meanwhile, so it stops the jobs it made and exits 3; the next restore of
+    the deploy brings each job back once."""
+    seed.queue("work")
+    seed.definition("proc")
+    jobs = [seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc") for i in range(2)]
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    taken: list[str] = []
+    with monkeypatch.context() as down:
+        for kind in (FileStore, S3Store, DynamoDBStore):
+
+            def failing_write(self: Any, key: str, body: bytes, version: str | None, _write: Any = kind.write) -> str:
+                if key.startswith("leases/") and taken:  # the restore took its lease; every renewal after fails
+                    raise StoreError(f"cannot write {key}: injected outage")
+                if key.startswith("leases/"):
+                    taken.append(key)
+                return str(_write(self, key, body, version))
+
+            down.setattr(kind, "write", failing_write)
+        failed = run("restore", "--store", store, "--deploy-id", "d1")
+    assert failed.code == 3, failed.err
+    assert "cannot show this run still holds the deploy lease" in failed.err
+    assert failed.out.count("double cancelled") == len(jobs)
+    made = [r for rs in replacements_of(aws).values() for r in rs]
+    assert len(made) == len(jobs) and all((aws.batch.jobs[r].reason or "").startswith(DOUBLE_REASON) for r in made)
+    again = run("restore", "--store", store, "--deploy-id", "d1")
+    assert again.code == 0, again.err
+    for job in jobs:
+        assert _live(aws, job) == [records(store, seed, "d1")[job]["replacement_id"]]
