@@ -3,6 +3,7 @@ flaky AWS do that the first tests did not, each kept as the test that failed bef
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -14,9 +15,9 @@ import pytest
 from jobguard.domain.window import KILLED, OWN, judge
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import overlapping, records, replacements_of
+from .conftest import configure, overlapping, records, replacements_of, run_process
 from .test_run import APPLY, DEFINITION
-from .test_window import _late, _replace_compute_environment, _status, _until, _world
+from .test_window import _late, _replace_compute_environment, _restore_killed_at, _status, _until, _world
 
 HOST = "Host EC2 (instance i-0e234208f6fc9291f) terminated."
 
@@ -181,3 +182,57 @@ def test_a_bug_while_the_command_runs_still_restores(
     assert "RuntimeError: a bug" in result.err
     assert (workdir / "ran").exists()
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1}
+
+
+@pytest.mark.slow
+def test_two_restores_at_once_sweep_and_replace_each_late_job_once(aws: SimulatedAWS, seed: Seeder, store: str, run: Any) -> None:
+    drained = _world(seed)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    late = [_late(seed, f"late-{i}", "RUNNING") for i in range(5)]
+    _replace_compute_environment(seed, "work")
+    _until(lambda: all(_status(aws, j) == "FAILED" for j in late))
+    time.sleep(aws.batch.timing.list_lag_seconds)
+    both = [run_process("restore", "--store", store, "--deploy-id", "d1") for _ in range(2)]
+    codes = [p.wait(timeout=120) for p in both]
+    assert codes == [0, 0], [p.communicate() for p in both]
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == dict.fromkeys([drained, *late], 1)
+    assert not overlapping(aws)
+
+
+@pytest.mark.slow
+def test_restore_killed_in_its_sweep_then_a_new_deploy_instead_of_a_rerun(
+    aws: SimulatedAWS, seed: Seeder, run: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restore of d1 is killed (-9) at each call up to its last SubmitJob; nobody reruns it: the next pipeline's
+    deploy d2 drains the same queue, then a restore of every open deploy runs. Each job once, none beside its original."""
+    configure(workdir, "lock-ttl: 1\nlease-ttl: 1\nstop-timeout: 10\n")
+    monkeypatch.setattr("jobguard.adapters.lease._WAIT_STEP", 0.1)
+    seed.queue("work")
+    seed.definition("proc")
+    k = 1
+    while True:
+        where = f"file://{workdir}/m{k}"
+        first = seed.job(jobName=f"k{k}-drained", jobQueue="work", jobDefinition="proc")
+        assert run("drain", "--store", where, "--queue", "work", "--deploy-id", f"a{k}").code == 0
+        late = _late(seed, f"k{k}-late", "RUNNING")
+        _replace_compute_environment(seed, "work")
+        _until(lambda: _status(aws, late) == "FAILED")  # noqa: B023
+        time.sleep(aws.batch.timing.list_lag_seconds)
+        process, submits = _restore_killed_at(aws, k, where, f"a{k}", every_call=True)
+        if process.returncode != -signal.SIGKILL:
+            assert process.returncode == 0, process.stderr.read()
+            break
+        time.sleep(1.2)  # lock-ttl: the dead restore's leases are free
+        second = seed.job(jobName=f"k{k}-second", jobQueue="work", jobDefinition="proc")
+        drained = run("drain", "--store", where, "--queue", "work", "--deploy-id", f"b{k}")
+        assert drained.code == 0, f"kill at {k}: {drained.err}"
+        time.sleep(1.2)  # lease-ttl: nobody restores b{k} as its own; a restore of every open deploy does
+        restored = run("restore", "--store", where)
+        assert restored.code == 0, f"kill at {k}: {restored.err}"
+        found = replacements_of(aws)
+        assert {j: len(found.get(j, [])) for j in (first, late, second)} == {first: 1, late: 1, second: 1}, f"kill at {k}"
+        assert overlapping(aws) == [], f"kill at {k}"
+        if submits >= 2:
+            break
+        k += 1
+    assert k >= 3
