@@ -7,6 +7,7 @@ every active job, as before."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,14 @@ def test_a_queued_job_that_starts_after_drain_and_is_killed_by_the_apply_comes_b
     assert "killed by the deploy: its host was taken away" in records(store, seed, "d1")[unlucky]["reason"]
     assert overlapping(aws) == []
     assert all(aws.batch.jobs[j].status == "RUNNABLE" for j in world["queued"][:20] if j != unlucky)
+
+
+def test_a_plan_with_a_bad_update_policy_stops_nothing(seed: Seeder, run, aws: SimulatedAWS, workdir: Path) -> None:
+    world = _world(seed, "etl-queue")
+    plan = json.loads((PLANS / "ce-update-keeps-running.json").read_text())
+    plan["resource_changes"][0]["change"]["after"]["update_policy"] = [{"job_execution_timeout_minutes": "thirty"}]
+    (workdir / "plan.json").write_text(json.dumps(plan))
+    result = run("drain", "--plan", "plan.json", "--queue", "etl-queue", "--store", f"file://{workdir}/m")
+    assert result.code == 2 and result.err.count("error:") == 1
+    assert "plan.json: resource_changes[0].change.after.update_policy[0].job_execution_timeout_minutes" in result.err
+    assert aws.stop_calls == 0 and _asked_to_stop(aws, world["at_risk"]) == set()
