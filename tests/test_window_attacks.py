@@ -236,3 +236,27 @@ def test_restore_killed_in_its_sweep_then_a_new_deploy_instead_of_a_rerun(
             break
         k += 1
     assert k >= 3
+
+
+@pytest.mark.slow
+def test_a_signal_while_waiting_for_what_the_command_left_reaches_it(
+    seed: Seeder, aws: SimulatedAWS, apply_py: Path, workdir: Path
+) -> None:
+    """CI cancels the job while jobguard waits for the apply COMMAND left in the background: the signal reaches
+    that apply (it is not left running unseen), and jobguard restores once it has ended."""
+    seed.queue("work")
+    seed.definition("proc", containerProperties=DEFINITION)
+    drained = seed.job(jobName="nightly", jobQueue="work", jobDefinition="proc")
+    store = f"file://{workdir}/manifests"
+    background = f'"{sys.executable}" "{apply_py}" "{store}" ready &'
+    process = run_process("run", "--store", store, "--queue", "work", "--deploy-id", "d1", "--", "sh", "-c", background)
+    deadline = time.monotonic() + 60
+    while not (workdir / "ready").exists():
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # sh has exited; jobguard waits for the apply
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)  # the apply waits 60 s for `go` unless the signal reached it
+    assert "processes of the command still run" in out, err
+    assert not (workdir / "done").exists()  # ended by the signal, not by finishing
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1}
