@@ -136,6 +136,8 @@ class Manifests:
                         raise ManifestError(f"{where} page {index}: job {job_id} is recorded twice")
                     manifest.jobs[job_id] = record
                 layout.digests.append(page_digest(records))  # as stored: what a save hashed (`_plain` of each record)
+            # A page edited in place keeps its old name: the next save writes every page, under the names of their records.
+            layout.stored = layout.digests == list(found.named)
         layout.extend(list(manifest.jobs))
         self._check(manifest, deploy_id, where, layout)
         return manifest, layout

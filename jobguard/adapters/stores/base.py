@@ -35,6 +35,9 @@ class Versioned:
     whole: bool = False  # a manifest read from one whole document (the layout before pages): its next save writes every page
     # A paged manifest: `value` is its head (no `jobs`) and this gives its records page by page, read as they are asked for.
     pages: Callable[[], Iterator[list[Any]]] | None = None
+    # The digests the head names its pages by, in order: a page whose records no longer hash to its name (edited, then
+    # accepted unsigned) is rewritten under its own name by the next save, never named by a digest no page is stored under.
+    named: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def load(
                     )
                 yield _records(parse_json(body, f"{where} page {index}"), deploy_id, index, where)
 
-    return Versioned({k: v for k, v in head.items() if k != KIND}, found.version, pages=pages)
+    return Versioned({k: v for k, v in head.items() if k != KIND}, found.version, pages=pages, named=tuple(digests))
 
 
 def _records(page: Any, deploy_id: str, index: int, where: str) -> list[Any]:

@@ -24,6 +24,7 @@ from .base import MAX_DOCUMENT_BYTES, MAX_MANIFEST_BYTES, SUFFIX, Page, Versione
 
 # What S3 answers when an If-Match / If-None-Match condition does not hold (or the object to match is gone).
 PRECONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey")
+EXISTS = ("PreconditionFailed", "412")  # what If-None-Match answers when an object is stored under the key
 ABSENT = ("NoSuchKey", "404", "NotFound")
 DENIED_HINT = (
     "S3 answers 403 for a key that does not exist unless the role may s3:ListBucket on the bucket "
@@ -174,6 +175,10 @@ class S3Store:
         except ClientError as exc:
             if error_code(exc) not in PRECONDITION_FAILED:
                 raise self._failed(exc, f"cannot write s3://{self.bucket}/{key}") from None
+            # Only 412 says an object is there. 409 ConditionalRequestConflict says another write to the key was in
+            # flight, which may never land (its writer killed): the head must not name a page until it is seen stored.
+            if error_code(exc) not in EXISTS and self._get(key, MAX_MANIFEST_BYTES) is None:
+                raise ConflictError(f"s3://{self.bucket}/{key}: another write of this page was in flight; not stored") from None
 
     def _pages_of(self, keys: list[str]) -> list[bytes | None]:
         found = self.aws.parallel(lambda key: self._get(self._document(key), MAX_MANIFEST_BYTES), keys)

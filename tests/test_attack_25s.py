@@ -1,0 +1,97 @@
+"""Attacks on manifests kept in pages (issue 25 part 3): a page accepted unsigned after an edit, a
+page write S3 answers with a conflict, the pages left behind by drain and restore."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobguard.sim import Seeder, SimulatedAWS
+
+from .conftest import BUCKET, configure, replacements_of, signing_key
+from .test_pages import _jobs, _page_names, _read, _write
+
+PAGE = 2  # records per page here
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("jobguard.commands.manifests.PAGE_RECORDS", PAGE)
+
+
+@pytest.fixture
+def paged_store(store: str) -> str:
+    if store.startswith("dynamodb://"):
+        pytest.skip("DynamoDB keeps one item per record, no page objects")
+    return store
+
+
+def _stored_pages(store: str, seed: Seeder, deploy_id: str) -> set[str]:
+    """Every page object of a deploy in a folder or bucket store, named relative to the store."""
+    if store.startswith("file://"):
+        folder = Path(store[len("file://") :])
+        return {str(p.relative_to(folder)) for p in (folder / "pages" / deploy_id).glob("*")}
+    bucket, _, prefix = store[len("s3://") :].partition("/")
+    listed = seed.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/pages/{deploy_id}/").get("Contents", [])
+    return {o["Key"][len(prefix) + 1 :] for o in listed}
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_drain_and_restore_leave_only_the_pages_the_head_names(seed: Seeder, paged_store: str, run, aws: SimulatedAWS) -> None:
+    store = paged_store
+    _jobs(seed, "work", 7)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    assert _stored_pages(store, seed, "d1") == set(_page_names(store, seed, "d1"))
+    result = run("restore", "--store", store, "--deploy-id", "d1")
+    assert result.code == 0, result.err
+    assert _stored_pages(store, seed, "d1") == set(_page_names(store, seed, "d1"))
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_page_edited_then_accepted_unsigned_stays_readable_after_the_next_save(
+    seed: Seeder, paged_store: str, run, aws: SimulatedAWS
+) -> None:
+    """The edited page keeps its old name; the save after it named the page by its new records' digest,
+    under which nothing was stored: every later read said 'page 0 is missing'."""
+    store = paged_store
+    jobs = _jobs(seed, "work", 5)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    names = _page_names(store, seed, "d1")
+    page = json.loads(_read(store, seed, names[0]))
+    for job in page["jobs"]:  # restore leaves these records (and so their page) as they are
+        job["outcome"] = "finished"
+    _write(store, seed, names[0], json.dumps(page).encode())
+    head = json.loads(_read(store, seed, "d1.json"))
+    head.pop("signature")
+    _write(store, seed, "d1.json", json.dumps(head).encode())
+    restored = run("restore", "--store", store, "--deploy-id", "d1", "--unsigned")
+    assert restored.code == 0, restored.err
+    status = run("status", "--store", store, "--deploy-id", "d1", "--unsigned")
+    assert status.code == 0, status.err
+    finished = {job["job_id"] for job in page["jobs"]}
+    assert {j: len(r) for j, r in replacements_of(aws).items()} == dict.fromkeys(set(jobs) - finished, 1)
+
+
+@pytest.mark.usefixtures("small_pages")
+@pytest.mark.parametrize("every", [2, 3, 5])
+def test_a_page_write_answered_409_is_never_named_unstored(seed: Seeder, workdir: Path, run, aws: SimulatedAWS, every: int) -> None:
+    """S3 answers a conditional PutObject racing another write of the key with 409 ConditionalRequestConflict:
+    nothing is stored. Taken for 'the page is there', the head named a page never written: drain said 0 and
+    restore refused the manifest (every drained job lost)."""
+    configure(workdir, f"signing-key: kms:{signing_key(seed)}")
+    seed.client("s3").create_bucket(Bucket=BUCKET)
+    store = f"s3://{BUCKET}/deploys"
+    jobs = _jobs(seed, "work", 5)
+    aws.fault = lambda action, n: (409, "ConditionalRequestConflict") if action == "s3:PutObject" and n % every == 0 else None
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    aws.fault = None
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    replaced = {j: len(r) for j, r in replacements_of(aws).items()}
+    with aws.batch.lock:
+        kept = {j for j in jobs if aws.batch.jobs[j].status not in ("SUCCEEDED", "FAILED")}
+    assert set(replaced.values()) <= {1} and set(replaced) | kept == set(jobs) and not set(replaced) & kept, (drained.err, replaced)
+    if drained.code == 0:
+        assert set(replaced) == set(jobs)
