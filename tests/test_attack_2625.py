@@ -279,3 +279,17 @@ def test_an_infrastructure_update_still_drains_jobs_batch_would_retry(seed: Seed
     drained = run("drain", "--plan", plan, "--queue", "etl-queue", "--store", store, "--deploy-id", "d1")
     assert drained.code == 0, drained.err
     assert set(records(store, seed, "d1")) == {retrying} and "left running" not in drained.out
+
+
+def test_dry_run_says_which_started_jobs_batch_runs_again(seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path) -> None:
+    seed.definition("proc")
+    seed.definition("retrying", retryStrategy={"attempts": 3})
+    seed.queue("science-queue", compute_environment=seed.compute_environment("science-queue-ce"))
+    plain = seed.job(status="RUNNING", jobName="plain", jobQueue="science-queue", jobDefinition="proc")
+    retrying = seed.job(status="RUNNING", jobName="retrying", jobQueue="science-queue", jobDefinition="retrying")
+    plan = _plan(workdir / "plan.json", _ce_replaced("science-queue-ce"))
+    result = run("drain", "--plan", plan, "--queue", "science-queue", "--dry-run", "--store", f"file://{workdir}/m")
+    assert result.code == 0, result.err
+    assert "queue science-queue: 1 started jobs left running: their retryStrategy has Batch run them again" in result.out
+    assert "queue science-queue: 1 started jobs (their instances go) would be drained" in result.out
+    assert f"would drain  {plain}" in result.out and f"would drain  {retrying}" not in result.out and aws.stop_calls == 0
