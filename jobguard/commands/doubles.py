@@ -36,9 +36,9 @@ from typing import Any
 
 from ..adapters.batch import LIFECYCLE, Queue
 from ..adapters.lease import Leases
-from ..domain.manifest import RESTORE, RESUBMITTED, SUBMITTING, TERMINATED, JobRecord, Manifest
+from ..domain.manifest import DRAIN, RESTORE, RESUBMITTED, SKIPPED, SUBMITTING, TERMINATED, JobRecord, Manifest
 from ..domain.tags import mark_of
-from ..errors import JobCallError
+from ..errors import JobCallError, ManifestError
 from .context import Context
 
 DOUBLE_REASON = "jobguard: double"  # how the reason of every double jobguard stops begins
@@ -218,6 +218,49 @@ def _stop_double(ctx: Context, manifest: Manifest, record: JobRecord, job_id: st
 def _with_note(record: JobRecord, text: str) -> JobRecord:
     note = f"{record.note}; {text}" if record.note else text
     return replace(record, note=note[-1500:])
+
+
+# -- another deploy's drain ----------------------------------------------------------------------
+def doubles_of_others(ctx: Context, jobs: Iterable[Json], deploy_id: str) -> dict[str, str]:
+    """Jobs a drain found that are doubles left live by an earlier deploy: job id -> the replacement that deploy records.
+
+    A double whose run died after its owner had finished lives until that deploy is reconciled
+    again. A later deploy's drain must not record it like any job: its restore would resubmit it,
+    and the original would then run twice for good, under a mark no reconciliation of the earlier
+    deploy looks for. A job is such a double when its mark names another deploy whose manifest
+    records a different replacement of that original, and the recorded one was not itself stopped
+    as a double (then this job may be the one that deploy's reconciliation keeps).
+    """
+    candidates: dict[str, tuple[str, str]] = {}  # job id -> (its deploy, the replacement that deploy records)
+    manifests: dict[str, Manifest | None] = {}
+    for job in jobs:
+        mark = mark_of(job)
+        if mark is None or mark.deploy_id == deploy_id:
+            continue
+        if mark.deploy_id not in manifests:
+            try:
+                manifests[mark.deploy_id] = ctx.manifests.load(mark.deploy_id)
+            except ManifestError:
+                manifests[mark.deploy_id] = None  # unreadable here (another region's, damaged): an ordinary job
+        record = (manifest := manifests[mark.deploy_id]) and manifest.jobs.get(mark.original_id)
+        job_id = str(job["jobId"])
+        if record and record.outcome == RESUBMITTED and record.replacement_id and record.replacement_id != job_id:
+            candidates[job_id] = (mark.deploy_id, record.replacement_id)
+    recorded = ctx.batch.describe({r for _, r in candidates.values()}) if candidates else {}
+    return {i: r for i, (_, r) in candidates.items() if not stopped_as_double(recorded.get(r, {}))}
+
+
+def stop_double_of_other(ctx: Context, record: JobRecord, job: Json, kept: str) -> JobRecord:
+    """Stop a double an earlier deploy left live (`doubles_of_others`) and return its record: skipped, never resubmitted."""
+    mark = mark_of(job)
+    earlier = mark.deploy_id if mark else "?"
+    original = mark.original_id if mark else "?"
+    why = f"deploy {earlier} records {kept} as the replacement of {original}"
+    ctx.batch.terminate(record.job_id, f"{DOUBLE_REASON} of original {original} (deploy {earlier}): {why}"[:1000])
+    note = f"a double of deploy {earlier}'s original {original} ({why}): stopped, not resubmitted"
+    skipped = record.moved_to(SKIPPED, DRAIN, note=note)
+    ctx.report.job(skipped, "double cancelled")
+    return skipped
 
 
 def contested(records: Iterable[JobRecord]) -> list[JobRecord]:

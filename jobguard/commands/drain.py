@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ..adapters.aws import chunks
 from ..adapters.batch import LIFECYCLE, JobState, Queue, children_in
@@ -49,6 +50,7 @@ from ..domain.plan import MAX_PLAN_BYTES, Risk, exposure, read_plan, risks
 from ..domain.policies import WAIT
 from ..errors import JobCallError, UsageError
 from .context import Context, github_origin
+from .doubles import doubles_of_others, stop_double_of_other
 from .manifests import ForeignManifestError
 from .records import records_of
 from .window import close_drain, open_window
@@ -474,10 +476,22 @@ class _Drain:
                 left = {r.job_id for r in records if r.job_id in running or self._action(r) == WAIT or self._engine_retry(r)}
                 self.not_queued |= left
                 records = [r for r in records if r.job_id not in left]
+            records = self._doubles(jobs, records)
             dependents = self._dependents({r.job_id for r in records if r.outcome == RECORDED})
             self._record_and_stop(self.manifest, records + dependents)
             if len(ids) > RECORD_PAGE:
                 self.ctx.report.line(f"  recorded {min(page_number * RECORD_PAGE, len(ids))} of {len(ids)} jobs")
+
+    def _doubles(self, jobs: list[dict[str, Any]], records: list[JobRecord]) -> list[JobRecord]:
+        """Doubles an earlier deploy left live are stopped first, then recorded skipped: never resubmitted (commands/doubles.py)."""
+        found = doubles_of_others(self.ctx, jobs, self.manifest.deploy_id)
+        if not found:
+            return records
+        details = {str(j["jobId"]): j for j in jobs}
+        return [
+            stop_double_of_other(self.ctx, r, details[r.job_id], found[r.job_id]) if r.job_id in found and r.outcome == RECORDED else r
+            for r in records
+        ]
 
     def _dependents(self, stopping: set[str]) -> list[JobRecord]:
         """Every job, in any queue, PENDING on a job being stopped (directly or not): Batch would fail it."""

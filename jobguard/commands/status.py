@@ -18,6 +18,7 @@ from ..errors import JobguardError, ManifestError, UsageError
 from ..output.summary import SUMMARY_BUDGET, counts_line, markdown, print_table
 from .context import Context
 from .doubles import reconcile
+from .manifests import ForeignManifestError
 from .requests import Requests
 
 FINAL = ("SUCCEEDED", "FAILED")
@@ -40,6 +41,9 @@ def load_manifests(ctx: Context, deploy_id: str | None, preferred: str | None = 
     for each in ids:
         try:
             manifest = ctx.manifests.load(each)
+        except ForeignManifestError as exc:  # a store shared by accounts or regions: that deploy is not this one's to show or check
+            ctx.report.notice(f"skipped: {exc}")  # stderr: `--json` keeps one document on stdout
+            continue
         except ManifestError as exc:
             problems.append(str(exc))
             continue

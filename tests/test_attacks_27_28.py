@@ -1,0 +1,70 @@
+"""Attacks on issues 27/28 (doubles, leases) that found defects: each test failed before its fix.
+
+- A double left live by a run that died after its deploy's owner had finished was recorded by the
+  next deploy's drain like any job, and that deploy's restore resubmitted it: the original then ran
+  twice for good, under a mark no reconciliation of the earlier deploy looks for.
+- `status` / `status --check` without a deploy id on a store shared by two regions failed (exit 2,
+  `error:`) on the other region's manifest, which restore skips with a note.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jobguard.commands.doubles import DOUBLE_REASON
+from jobguard.sim import Seeder, SimulatedAWS
+
+from .conftest import records
+from .test_overlap import _edit_header
+from .test_reconcile import _double, _restored
+
+
+def _live(aws: SimulatedAWS) -> list[str]:
+    with aws.batch.lock:
+        aws.batch.tick()
+        return sorted(j for j, job in aws.batch.jobs.items() if job.status not in ("SUCCEEDED", "FAILED"))
+
+
+def test_a_double_an_earlier_deploy_left_live_is_stopped_by_the_next_drain_never_resubmitted(
+    seed: Seeder, run, aws: SimulatedAWS, store: str
+) -> None:
+    original, record = _restored(seed, run, store)
+    double = _double(seed, original, record)  # a paused run's SubmitJob landed after d1's owner finished; that run died
+    aws.batch.advance_clock(1)  # ListJobs lags
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2")
+    assert drained.code == 0, drained.err
+    assert "double cancelled" in drained.out and double in drained.out
+    assert (aws.batch.jobs[double].reason or "").startswith(DOUBLE_REASON)
+    noted = records(store, seed, "d2")[double]
+    assert noted["outcome"] == "skipped" and record["replacement_id"] in noted["note"]
+    assert run("restore", "--store", store, "--deploy-id", "d2").code == 0
+    aws.batch.advance_clock(1)
+    (replacement,) = _live(aws)  # d1's replacement, drained by d2 and replaced once; the double never again
+    assert replacement == records(store, seed, "d2")[record["replacement_id"]]["replacement_id"]
+
+
+def test_the_recorded_replacement_is_never_taken_for_a_double_by_the_next_drain(seed: Seeder, run, aws: SimulatedAWS, store: str) -> None:
+    """The one the earlier deploy records was stopped as a double (a paused run's mistake): the live one is kept and replaced."""
+    original, record = _restored(seed, run, store)
+    live = _double(seed, original, record)
+    seed.batch.terminate_job(jobId=record["replacement_id"], reason=f"{DOUBLE_REASON} of original {original}: by the paused run")
+    aws.batch.advance_clock(1)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2").code == 0
+    assert records(store, seed, "d2")[live]["outcome"] != "skipped"
+    assert run("restore", "--store", store, "--deploy-id", "d2").code == 0
+    aws.batch.advance_clock(1)
+    assert _live(aws) == [records(store, seed, "d2")[live]["replacement_id"]]
+
+
+def test_status_and_check_skip_another_region_s_manifest(seed: Seeder, run, store: str) -> None:
+    seed.queue("eu")
+    seed.definition("proc")
+    seed.job(jobName="x", jobQueue="eu", jobDefinition="proc")
+    assert run("drain", "--store", store, "--queue", "eu", "--deploy-id", "eu-1").code == 0
+    _edit_header(store, seed, "eu-1", region="eu-west-1")  # as a jobguard in eu-west-1 wrote it
+    checked = run("status", "--store", store, "--check")
+    assert checked.code == 0 and "skipped:" in checked.err and "eu-west-1" in checked.err, checked.err
+    shown = run("status", "--store", store, "--json")
+    assert shown.code == 0 and json.loads(shown.out)["deploys"] == []
+    named = run("status", "--store", store, "--check", "--deploy-id", "eu-1")
+    assert named.code == 2 and "eu-west-1" in named.err  # named: refused, not skipped
