@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import json
 
+from jobguard.adapters.aws import Aws, AwsSettings
+from jobguard.adapters.lease import lease_scope, read_lease
+from jobguard.adapters.stores import open_store
 from jobguard.commands.doubles import DOUBLE_REASON
 from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim.server import ACCOUNT
 
 from .conftest import records
 from .test_overlap import _edit_header
@@ -68,3 +72,27 @@ def test_status_and_check_skip_another_region_s_manifest(seed: Seeder, run, stor
     assert shown.code == 0 and json.loads(shown.out)["deploys"] == []
     named = run("status", "--store", store, "--check", "--deploy-id", "eu-1")
     assert named.code == 2 and "eu-west-1" in named.err  # named: refused, not skipped
+
+
+def test_check_hands_each_lease_back_as_found(seed: Seeder, run, aws: SimulatedAWS, store: str) -> None:
+    """A matrix deploy: leg q1 restored (its lease released), leg q2 still in its apply. A person's
+    `status --check` must not lock q1 again for the deploy (until lease-ttl: its q2 leg's restore
+    never releases q1), nor give q2's apply a fresh lease-ttl."""
+    for queue in ("q1", "q2"):
+        seed.queue(queue)
+    seed.definition("proc")
+    for queue in ("q1", "q2"):
+        seed.job(jobName=f"on-{queue}", jobQueue=queue, jobDefinition="proc")
+    aws.batch.advance_clock(1)
+    assert run("drain", "--store", store, "--queue", "q1", "--queue", "q2", "--deploy-id", "d1").code == 0
+    restored = run("restore", "--store", store, "--queue", "q1", "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    leases = open_store(store, Aws(AwsSettings()))
+    scope = lease_scope(ACCOUNT, "us-east-1")
+    assert read_lease(leases, "q1", scope) is None
+    apply_lease = read_lease(leases, "q2", scope)
+    assert apply_lease is not None and apply_lease.holder_id is None
+    checked = run("status", "--store", store, "--check", "--deploy-id", "d1")
+    assert checked.code == 0, checked.err
+    assert read_lease(leases, "q1", scope) is None  # free, as the q1 leg's restore left it
+    assert read_lease(leases, "q2", scope) == apply_lease  # the apply's lease as it was: not extended

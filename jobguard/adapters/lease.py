@@ -248,6 +248,28 @@ class Leases:
         and the command that releases it (a lease left held would block the next deploy). With
         `raise_errors` False (the run is already failing for another reason) it is only reported.
         """
+
+        def handed_on(queue: str, held: _Held) -> LeaseRecord | None:
+            return replace(held.record, holder_id=None, renewed_at=self.store.clock()) if keep_for_deploy else None
+
+        self._let_go_all(handed_on, keep_for_deploy, raise_errors)
+
+    def hand_back(self, raise_errors: bool = True) -> None:
+        """Stop holding, leaving each lease as this run found it: a queue this deploy had handed on for its
+        apply is handed on again with its own times (not a fresh lease-ttl); any other is released.
+
+        For a run that only looks after a deploy (`status --check`): it must neither lock a queue the
+        deploy had already released nor extend the deploy's hold on one still in its apply.
+        """
+
+        def found(queue: str, held: _Held) -> LeaseRecord | None:
+            before = self.before.get(queue)
+            return before if before is not None and before.deploy_id == self.deploy_id and before.holder_id is None else None
+
+        self._let_go_all(found, any(found(q, h) for q, h in self.held.items()), raise_errors)
+
+    def _let_go_all(self, keep: Callable[[str, _Held], LeaseRecord | None], keep_for_deploy: bool, raise_errors: bool) -> None:
+        """Stop the heartbeat; write `keep(queue)` as each queue's lease (handed on), or delete it when None."""
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
@@ -257,7 +279,7 @@ class Leases:
                 self.held.clear()
                 return
             for queue, held in sorted(self.held.items()):
-                problem = self._let_go(queue, held, keep_for_deploy)
+                problem = self._let_go(queue, held, keep(queue, held))
                 if problem:
                     failed.append(queue)
                     self.notice(f"queue {queue}: {problem}")
@@ -265,15 +287,14 @@ class Leases:
         if failed and raise_errors:
             raise StoreError(_release_message(failed, self.deploy_id, keep_for_deploy), hint=self._release_hint())
 
-    def _let_go(self, queue: str, held: _Held, keep_for_deploy: bool) -> str | None:
-        """Hand the lease on to the deploy (keep) or delete it, with retries; what went wrong, if it did."""
+    def _let_go(self, queue: str, held: _Held, keep: LeaseRecord | None) -> str | None:
+        """Hand the lease on to the deploy (write `keep`) or delete it (None), with retries; what went wrong, if it did."""
         key = _key(queue, self.scope)
         version, problem = held.version, ""
         for wait in (*_RELEASE_WAITS, None):
             try:
-                if keep_for_deploy:
-                    between = replace(held.record, holder_id=None, renewed_at=self.store.clock())
-                    self.store.write(key, between.to_bytes(), version)
+                if keep is not None:
+                    self.store.write(key, keep.to_bytes(), version)
                 else:
                     self.store.delete(key, version)
                 return None
@@ -288,7 +309,7 @@ class Leases:
                 problem = str(exc)
             if wait is not None:
                 time.sleep(wait)
-        return f"could not {'hand on' if keep_for_deploy else 'release'} deploy {self.deploy_id}'s lease ({problem})"
+        return f"could not {'hand on' if keep is not None else 'release'} deploy {self.deploy_id}'s lease ({problem})"
 
     def _release_hint(self) -> str:
         return (

@@ -207,9 +207,8 @@ def _check_deploy(ctx: Context, deploy_id: str) -> int:
     finally:
         ctx.manifests.fence = lambda: None
         ctx.aws.guard = None
-        # A deploy between its drain and restore keeps its queues for its apply; otherwise the leases go, as after a restore.
-        between = any(b is not None and b.deploy_id == deploy_id and b.holder_id is None for b in leases.before.values())
-        leases.release(keep_for_deploy=between, raise_errors=sys.exc_info()[0] is None)
+        # Each lease as found: a queue in the deploy's apply stays its own (with its own times), any other is free again.
+        leases.hand_back(raise_errors=sys.exc_info()[0] is None)
 
 
 def watch(ctx: Context, deploy_id: str | None, preferred: str | None = None) -> int:
