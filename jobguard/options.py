@@ -33,6 +33,7 @@ JOB_DEFINITION_CHOICES = ("latest", "recorded")
 ARRAY_CHOICES = ("whole", "unfinished")
 MAX_CONFIG_BYTES = 1024 * 1024
 NAME_GLOB = re.compile(r"[A-Za-z0-9_*?\[\]!-]+")  # a glob that can match a job or job definition name
+REVISION_GLOB = re.compile(r"[A-Za-z0-9_*?\[\]!:-]+")  # ... or a job definition's NAME:REVISION
 ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}|arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}:job-queue/[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -246,6 +247,13 @@ def policies(value: Any, where: str) -> tuple[Policy, ...]:
         _check_keys(rule, _POLICY_KEYS, place)
         action = choice(ACTIONS)(rule.get("action"), f"{place}.action")
         patterns = {_POLICY_KEYS[k]: text(v, f"{place}.{k}") for k, v in rule.items() if k != "action"}
+        for key, glob in (("queue", NAME_GLOB), ("job-name", NAME_GLOB), ("job-definition", REVISION_GLOB)):
+            if key in rule and not glob.fullmatch(patterns[_POLICY_KEYS[key]]):
+                raise ConfigError(
+                    f"{place}.{key}: {_shown(rule[key])} can never match: queue, job and job definition names have only letters, "
+                    "digits, - and _ (a job definition may add :REVISION), and policies take shell-style globs (* ? [...]), "
+                    "not regular expressions or ARNs"
+                )
         found.append(Policy(action=action, **patterns))
     return tuple(found)
 

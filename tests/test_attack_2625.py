@@ -293,3 +293,30 @@ def test_dry_run_says_which_started_jobs_batch_runs_again(seed: Seeder, run: Any
     assert "queue science-queue: 1 started jobs left running: their retryStrategy has Batch run them again" in result.out
     assert "queue science-queue: 1 started jobs (their instances go) would be drained" in result.out
     assert f"would drain  {plain}" in result.out and f"would drain  {retrying}" not in result.out and aws.stop_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "words"),
+    [
+        ({"job-name": "^critical-.*$", "action": "wait"}, "policies[0].job-name: '^critical-.*$' can never match"),
+        ({"queue": f"{ACCOUNT}:job-queue/etl", "action": "wait"}, "policies[0].queue: "),
+        ({"job-definition": "etl/.*", "action": "abandon"}, "policies[0].job-definition: 'etl/.*' can never match"),
+    ],
+)
+def test_a_policy_pattern_no_name_can_match_is_refused(
+    aws: SimulatedAWS, run: Any, workdir: Path, policy: dict[str, Any], words: str
+) -> None:
+    """A `wait` policy written as a regular expression matched nothing: the jobs it was meant to protect were stopped."""
+    from .conftest import configure
+
+    configure(workdir, json.dumps({"policies": [policy]}))
+    result = run("drain", "--queue", "etl")
+    assert result.code == 2 and words in result.err and "can never match" in result.err, result.err
+    assert len([line for line in result.err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_policy_globs_that_can_match_still_load(aws: SimulatedAWS, run: Any, workdir: Path) -> None:
+    from jobguard.options import policies
+
+    found = policies([{"queue": "etl-*", "job-name": "[a-z]*_x?", "job-definition": "proc:1*", "action": "wait"}], "policies")
+    assert found[0].matches("etl-1", "ab_x1", "proc:12")
