@@ -221,7 +221,7 @@ def _with_note(record: JobRecord, text: str) -> JobRecord:
 
 
 # -- another deploy's drain ----------------------------------------------------------------------
-def doubles_of_others(ctx: Context, jobs: Iterable[Json], deploy_id: str) -> dict[str, str]:
+def doubles_of_others(ctx: Context, jobs: Iterable[Json], deploy_id: str, manifests: dict[str, Manifest | None]) -> dict[str, str]:
     """Jobs a drain found that are doubles left live by an earlier deploy: job id -> the replacement that deploy records.
 
     A double whose run died after its owner had finished lives until that deploy is reconciled
@@ -229,10 +229,10 @@ def doubles_of_others(ctx: Context, jobs: Iterable[Json], deploy_id: str) -> dic
     and the original would then run twice for good, under a mark no reconciliation of the earlier
     deploy looks for. A job is such a double when its mark names another deploy whose manifest
     records a different replacement of that original, and the recorded one was not itself stopped
-    as a double (then this job may be the one that deploy's reconciliation keeps).
+    as a double (then this job may be the one that deploy's reconciliation keeps). `manifests`: the
+    earlier deploys' manifests read so far (each is read once per drain, not once per page).
     """
     candidates: dict[str, tuple[str, str]] = {}  # job id -> (its deploy, the replacement that deploy records)
-    manifests: dict[str, Manifest | None] = {}
     for job in jobs:
         mark = mark_of(job)
         if mark is None or mark.deploy_id == deploy_id:

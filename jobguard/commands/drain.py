@@ -309,6 +309,7 @@ class _Drain:
         self.others: dict[str, Manifest] = {}
         self.owner: dict[str, str] = {}  # job id -> another open deploy that owes it
         self.not_queued: set[str] = set()  # left by a queued pass (a running array, a job under policy wait): not new again
+        self.marked_by: dict[str, Manifest | None] = {}  # the earlier deploys named by marks of the jobs found: their manifests, read once
         self.hosts_lost_queues: set[str] = set()  # queues that stay, where only instances go, terminated (Target.hosts_lost)
         self.left_to_batch: dict[str, str] = {}  # started job -> its queue: its retryStrategy has Batch run it again
         self.stopping: list[tuple[Manifest, str]] = []  # (manifest, job id) asked to stop by this run
@@ -484,7 +485,7 @@ class _Drain:
 
     def _doubles(self, jobs: list[dict[str, Any]], records: list[JobRecord]) -> list[JobRecord]:
         """Doubles an earlier deploy left live are stopped first, then recorded skipped: never resubmitted (commands/doubles.py)."""
-        found = doubles_of_others(self.ctx, jobs, self.manifest.deploy_id)
+        found = doubles_of_others(self.ctx, jobs, self.manifest.deploy_id, self.marked_by)
         if not found:
             return records
         details = {str(j["jobId"]): j for j in jobs}
