@@ -260,3 +260,24 @@ def test_a_signal_while_waiting_for_what_the_command_left_reaches_it(
     assert "processes of the command still run" in out, err
     assert not (workdir / "done").exists()  # ended by the signal, not by finishing
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1}
+
+
+def test_a_late_array_whose_children_the_apply_killed_is_replaced_once(aws: SimulatedAWS, seed: Seeder, store: str, run: Any) -> None:
+    """Batch fails an array parent with `Array Child Job failed` (no exit code, no host reason of its own):
+    its children say what killed them. A late array the apply's host loss killed is replaced once, whole;
+    one whose child failed on its own is left alone."""
+    drained = _world(seed)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    array = seed.job(status="RUNNING", age=0, jobName="late-array", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 3})
+    own = seed.job(status="RUNNING", age=0, jobName="late-own-array", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})
+    for index in (0, 1):
+        aws.batch.finish(f"{own}:{index}", "FAILED", exit_code=2)
+    _replace_compute_environment(seed, "work")
+    _until(lambda: _status(aws, array) == "FAILED" and _status(aws, own) == "FAILED")
+    assert seed.batch.describe_jobs(jobs=[array])["jobs"][0]["statusReason"] == "Array Child Job failed"
+    time.sleep(aws.batch.timing.list_lag_seconds)
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1, array: 1}
+    assert "killed by the deploy: 3 of its children were killed by the deploy" in records(store, seed, "d1")[array]["reason"]
+    assert not overlapping(aws)

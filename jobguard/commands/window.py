@@ -44,7 +44,7 @@ from ..domain.manifest import (
     Manifest,
 )
 from ..domain.tags import mark_of
-from ..domain.window import ACTIVE, KILLED, KIND_WORDS, OWN, SUCCEEDED, Verdict, decide, hms, judge, window_line
+from ..domain.window import ACTIVE, KILLED, KIND_WORDS, OWN, SUCCEEDED, Verdict, decide, failed_array, hms, judge, judge_array, window_line
 from .context import Context
 from .records import records_of
 
@@ -114,7 +114,10 @@ def settle(
     details.update(_doomed_end(ctx, [r for r in records if r.queue in gone and _active(details.get(r.job_id))]))
     killed = _killed(manifest)
     verdicts = _judged(
-        {r.job_id: details[r.job_id] for r in records if r.job_id in details}, killed, lambda job_id: manifest.jobs[job_id].queue in gone
+        ctx,
+        {r.job_id: details[r.job_id] for r in records if r.job_id in details},
+        killed,
+        lambda job_id: manifest.jobs[job_id].queue in gone,
     )
     owed = []
     for record in records:
@@ -180,7 +183,7 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     # Listed only because of the margin, it ended before the drain began (a spot reclaim, its own failure):
     # nothing of this deploy touched it; its application retries it, or not.
     before = {i for i, j in details.items() if ended_before(j, opened)}
-    verdicts = _judged({i: j for i, j in details.items() if i not in before}, _killed(manifest), lambda job_id: False)
+    verdicts = _judged(ctx, {i: j for i, j in details.items() if i not in before}, _killed(manifest), lambda job_id: False)
     verdicts.update({i: Verdict(OWN, "ended before the deploy began") for i in before})
     verdicts.update({i: judge(s) for i, s in late.items() if i not in verdicts})
     swept.found.update(v.kind for v in verdicts.values())
@@ -244,16 +247,28 @@ def _warn_deleted(ctx: Context, manifest: Manifest, frozen: set[str], unreachabl
         )
 
 
-def _judged(details: dict[str, Json], killed: set[str], queue_gone: Callable[[str], bool]) -> dict[str, Verdict]:
-    """Each job judged; a job that failed because another late job the deploy killed failed is killed too (chains)."""
+def _judged(ctx: Context, details: dict[str, Json], killed: set[str], queue_gone: Callable[[str], bool]) -> dict[str, Verdict]:
+    """Each job judged; a job that failed because another late job the deploy killed failed is killed too (chains).
+    An array parent Batch failed for its children is judged by its FAILED children (one listing and their details)."""
     killed = set(killed)
+    children = {i: _failed_children(ctx, i) for i, job in details.items() if failed_array(job)}
     verdicts: dict[str, Verdict] = {}
     while True:
-        verdicts = {i: judge(job, queue_gone(i), killed) for i, job in details.items()}
+        verdicts = {
+            i: judge_array(job, [judge(c, queue_gone(i), killed) for c in children[i]], queue_gone(i))
+            if i in children
+            else judge(job, queue_gone(i), killed)
+            for i, job in details.items()
+        }
         more = {i for i, v in verdicts.items() if v.killed} - killed
         if not more:
             return verdicts
         killed |= more
+
+
+def _failed_children(ctx: Context, array_id: str) -> list[Json]:
+    indexes = ctx.batch.list_children(array_id, "FAILED")
+    return list(ctx.batch.describe(f"{array_id}:{index}" for index in indexes).values())
 
 
 def _doomed_end(ctx: Context, records: list[JobRecord]) -> dict[str, Json]:

@@ -35,6 +35,7 @@ HOST_TERMINATED = "Host EC2 (instance *) terminated*"  # Batch's statusReason wh
 DEPENDENCY_FAILED = "Dependent Job failed"
 TIMEOUT = "Job attempt duration exceeded timeout"
 QUEUE_DELETED = "*queue*delet*"  # a statusReason naming its queue's deletion (the text is not documented: matched loosely)
+ARRAY_CHILD_FAILED = "Array Child Job failed"  # an array parent's statusReason: its children say what ended them
 JOBGUARD = "jobguard:"  # how the reason of every stop jobguard asks for begins (a drain's, a double's)
 RAN_AGAIN_MS = 1000  # a job that ended this long after its last attempt ended was queued again after it
 
@@ -98,6 +99,21 @@ def judge(job: Mapping[str, Any], queue_gone: bool = False, killed: Collection[s
     if queue_gone or fnmatch.fnmatch(reason.lower(), QUEUE_DELETED):
         return Verdict(KILLED, "its queue was deleted" + (f" ({reason})" if reason else ""))
     return Verdict(OWN, f"ended FAILED: {reason}" if reason else "ended FAILED with no reason given")
+
+
+def failed_array(job: Mapping[str, Any]) -> bool:
+    """An array parent Batch failed because children failed: judged by its children (`judge_array`)."""
+    reason = str(job.get("statusReason") or "")
+    return job.get("status") == "FAILED" and reason.startswith(ARRAY_CHILD_FAILED) and bool((job.get("arrayProperties") or {}).get("size"))
+
+
+def judge_array(parent: Mapping[str, Any], children: list[Verdict], queue_gone: bool = False) -> Verdict:
+    """An array parent from the verdicts of its FAILED children: killed by the deploy when any child was
+    (restore replaces the array whole, as drain stops it whole); else as the parent alone says."""
+    killed = [v for v in children if v.killed]
+    if killed:
+        return Verdict(KILLED, f"{len(killed)} of its children were killed by the deploy ({killed[0].why})")
+    return judge(parent, queue_gone)
 
 
 def exit_code(job: Mapping[str, Any]) -> int | None:

@@ -58,6 +58,7 @@ DEFINITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 SERVICE_LINKED_ROLE = "AWSServiceRoleForBatch"
 QUEUE_DELETE_RATE = 16.0  # jobs a second DeleteJobQueue ends (API reference, DeleteJobQueue)
 QUEUE_DELETED_REASON = "Job queue deleted"  # AWS does not document the text
+ARRAY_CHILD_FAILED = "Array Child Job failed"  # an array parent's statusReason when a child failed
 OWN_FAILURE_REASON = "Essential container in task exited"
 # Infrastructure updates (AWS Batch user guide, "Updating compute environments"); vCPU counts only scale.
 SCALING_ONLY = {"minvCpus", "maxvCpus", "desiredvCpus", "updateToLatestImageVersion"}
@@ -637,12 +638,8 @@ class BatchModel:
             status = "SUCCEEDED" if all(s == "SUCCEEDED" for s in statuses) else "FAILED"
             if parent.status != status:
                 kinds = {self.jobs[c].stop_kind for c in parent.children if c in self.jobs}
-                self._end(
-                    parent,
-                    status,
-                    next((self.jobs[c].reason for c in parent.children if self.jobs.get(c) and self.jobs[c].reason), None),
-                    "terminated" if "terminated" in kinds else "",
-                )
+                # Batch says only this of a parent; each child's own reason is on the child
+                self._end(parent, status, ARRAY_CHILD_FAILED if status == "FAILED" else None, "terminated" if "terminated" in kinds else "")
             return
         # A parent is only ever SUBMITTED, PENDING, SUCCEEDED or FAILED: PENDING once any child has
         # moved on from SUBMITTED, and for as long as any child runs.
