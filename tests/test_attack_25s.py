@@ -1,14 +1,22 @@
 """Attacks on manifests kept in pages (issue 25 part 3): a page accepted unsigned after an edit, a
-page write S3 answers with a conflict, the pages left behind by drain and restore."""
+page write S3 answers with a conflict, a reader while another run keeps saving, the pages left behind."""
 
 from __future__ import annotations
 
+import io
 import json
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.adapters.stores.file import FileStore
+from jobguard.commands.manifests import Manifests
+from jobguard.domain.manifest import Manifest
+from jobguard.errors import JobguardError
+from jobguard.output.report import Reporter
+from jobguard.sim import ACCOUNT, REGION, Seeder, SimulatedAWS
 
 from .conftest import BUCKET, configure, replacements_of, signing_key
 from .test_pages import _jobs, _page_names, _read, _write
@@ -95,3 +103,49 @@ def test_a_page_write_answered_409_is_never_named_unstored(seed: Seeder, workdir
     assert set(replaced.values()) <= {1} and set(replaced) | kept == set(jobs) and not set(replaced) & kept, (drained.err, replaced)
     if drained.code == 0:
         assert set(replaced) == set(jobs)
+
+
+def test_a_manifest_is_read_while_another_run_keeps_saving_it(
+    seed: Seeder, workdir: Path, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each save deletes the pages only the head it replaced named. A reader (status, a restore of everything, a
+    matrix leg merging its conflicting save) that started on the old head found a page gone and read the whole
+    manifest again, which the next save spoiled again: 'other writers kept replacing the manifest' after 8 tries
+    (7 loads in 11 failed). It now goes on with the new head when the pages it has read are still in it."""
+    monkeypatch.setattr("jobguard.commands.manifests.PAGE_RECORDS", 5)
+    store = workdir / "m"
+    _jobs(seed, "work", 400)
+    assert run("drain", "--store", f"file://{store}", "--queue", "work", "--deploy-id", "d1").code == 0
+
+    def manifests() -> Manifests:
+        return Manifests(FileStore(store), None, ACCOUNT, REGION, Reporter(io.StringIO(), io.StringIO()))
+
+    stop, saves = threading.Event(), [0]
+
+    def writer() -> None:  # changes the records of the last pages, the ones a reader reads last, as fast as it can
+        writing = manifests()
+        manifest = writing.load("d1")
+        assert manifest is not None
+        ids = list(manifest.jobs)[-10:]
+        while not stop.is_set():
+            job_id = ids[saves[0] % len(ids)]
+            manifest.jobs[job_id] = replace(manifest.jobs[job_id], reason=f"save {saves[0]}")
+            manifest.changed.add(job_id)
+            writing.save(manifest)
+            saves[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    errors: list[str] = []
+    loads: list[Manifest | None] = []
+    try:
+        while len(loads) + len(errors) < 8:
+            try:
+                loads.append(manifests().load("d1"))
+            except JobguardError as exc:
+                errors.append(str(exc))
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors and saves[0] > 6, (errors, saves)
+    assert all(loaded is not None and len(loaded.jobs) == 400 for loaded in loads)

@@ -107,13 +107,13 @@ class Manifests:
             if found is None:
                 return None
             try:
-                return (found.version, *self._parsed(found, deploy_id))
+                return self._parsed(found, deploy_id)
             except ConflictError:
                 continue
         raise StoreError(f"{self.store.uri(deploy_id)}: other writers kept replacing the manifest while it was read")
 
-    def _parsed(self, found: Versioned, deploy_id: str) -> tuple[Manifest, Layout]:
-        """The manifest and its pages' digests, from a whole document or page by page (never all its JSON at once)."""
+    def _parsed(self, found: Versioned, deploy_id: str) -> tuple[str, Manifest, Layout]:
+        """The version, the manifest and its pages' digests, from a whole document or page by page (never all its JSON at once)."""
         where = self.store.uri(deploy_id)
         if found.pages is None:
             manifest = Manifest.from_document(found.value, where)
@@ -136,11 +136,14 @@ class Manifests:
                         raise ManifestError(f"{where} page {index}: job {job_id} is recorded twice")
                     manifest.jobs[job_id] = record
                 layout.digests.append(page_digest(records))  # as stored: what a save hashed (`_plain` of each record)
+            if found.settled is not None:  # a save during the read: the records are those of the head it put in place
+                found = found.settled()
+                manifest = replace(Manifest.from_document({**found.value, "jobs": []}, where), jobs=manifest.jobs)
             # A page edited in place keeps its old name: the next save writes every page, under the names of their records.
             layout.stored = layout.digests == list(found.named)
         layout.extend(list(manifest.jobs))
         self._check(manifest, deploy_id, where, layout)
-        return manifest, layout
+        return found.version, manifest, layout
 
     def _check(self, manifest: Manifest, deploy_id: str, where: str, layout: Layout) -> None:
         if manifest.deploy_id != deploy_id:

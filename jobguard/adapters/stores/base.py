@@ -38,6 +38,9 @@ class Versioned:
     # The digests the head names its pages by, in order: a page whose records no longer hash to its name (edited, then
     # accepted unsigned) is rewritten under its own name by the next save, never named by a digest no page is stored under.
     named: tuple[str, ...] = ()
+    # After `pages` is read through: the head (header, version, `named`) those pages belong to. A save during the read
+    # moves it on when every page read before it is still named by the new head.
+    settled: Callable[[], Versioned] | None = None
 
 
 @dataclass(frozen=True)

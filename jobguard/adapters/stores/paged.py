@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ...domain.documents import parse_json
@@ -67,27 +68,52 @@ def load(
     head = parse_json(found.value, where)
     if not isinstance(head, dict) or KIND not in head:
         return Versioned(head, found.version, whole=True)
+    settled = [_paged(head, found.version, where)]  # the head the pages read so far belong to
+
+    def pages() -> Iterator[list[Any]]:
+        index = 0
+        while index < len(settled[-1].named):
+            keys = [page_key(deploy_id, i, d) for i, d in enumerate(settled[-1].named)]
+            for index, body in enumerate(read(keys[index : index + READ_AHEAD]), start=index):  # noqa: B020
+                if body is None:
+                    settled.append(_followed(settled[-1], read_head(), keys, index, deploy_id, where))
+                    break
+                yield _records(parse_json(body, f"{where} page {index}"), deploy_id, index, where)
+            else:
+                index += 1
+
+    return replace(settled[0], pages=pages, settled=lambda: settled[-1])
+
+
+def _paged(head: dict[str, Any], version: str, where: str) -> Versioned:
+    """A paged head's header, version and page digests, checked."""
     if "jobs" in head:
         raise ManifestError(f"{where}: holds both records and pages: not a manifest jobguard wrote")
     digests = head[KIND]
     if not isinstance(digests, list) or not all(isinstance(d, str) and DIGEST.fullmatch(d) for d in digests):
         raise ManifestError(f"{where}: {KIND}: not a list of page digests (64 hex digits each)")
-    keys = [page_key(deploy_id, i, d) for i, d in enumerate(digests)]
+    return Versioned({k: v for k, v in head.items() if k != KIND}, version, named=tuple(digests))
 
-    def pages() -> Iterator[list[Any]]:
-        for start in range(0, len(keys), READ_AHEAD):
-            for index, body in enumerate(read(keys[start : start + READ_AHEAD]), start=start):
-                if body is None:
-                    again = read_head()
-                    if again is None or again.version != found.version:
-                        raise ConflictError(f"{where}: replaced by another run while it was read")
-                    raise ManifestError(
-                        f"{where}: page {index} ({keys[index]}) is missing: dropped from the store?",
-                        hint="restore the page from the store's earlier versions (S3 versioning, backups)",
-                    )
-                yield _records(parse_json(body, f"{where} page {index}"), deploy_id, index, where)
 
-    return Versioned({k: v for k, v in head.items() if k != KIND}, found.version, pages=pages, named=tuple(digests))
+def _followed(read: Versioned, again: Versioned | None, keys: list[str], index: int, deploy_id: str, where: str) -> Versioned:
+    """Page `index` of the head `read` is missing: the head a save put in its place, when every page read so far
+    is still one of it (pages are named by their content and never rewritten: the same name is the same records).
+
+    A reader of a manifest that another run keeps saving (a drain's pages, matrix legs) so goes on from where it
+    was instead of starting again: only the pages the saves changed are read twice.
+    """
+    if again is not None and again.version == read.version:
+        raise ManifestError(
+            f"{where}: page {index} ({keys[index]}) is missing: dropped from the store?",
+            hint="restore the page from the store's earlier versions (S3 versioning, backups)",
+        )
+    head = None if again is None else parse_json(again.value, where)
+    if again is None or not isinstance(head, dict) or KIND not in head:
+        raise ConflictError(f"{where}: replaced by another run while it was read")
+    followed = _paged(head, again.version, where)
+    if followed.value.get("page_records") != read.value.get("page_records") or followed.named[:index] != read.named[:index]:
+        raise ConflictError(f"{where}: replaced by another run while it was read")
+    return followed
 
 
 def _records(page: Any, deploy_id: str, index: int, where: str) -> list[Any]:
