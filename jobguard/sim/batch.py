@@ -340,8 +340,11 @@ class BatchModel:
             self._ask_to_stop(target, reason, kind)
 
     def _ask_to_stop(self, job: Job, reason: str, kind: str) -> None:
-        if job.status in FINAL or job.children:
-            return  # an array parent follows its children
+        if job.status in FINAL:
+            return
+        if job.children:  # an array parent follows its children, and DescribeJobs returns the reason it was given
+            job.reason = job.reason or reason
+            return
         job.reason = reason
         if job.status == "PENDING":
             job.stop_requested, job.stop_kind = True, "cancelled"
@@ -638,8 +641,10 @@ class BatchModel:
             status = "SUCCEEDED" if all(s == "SUCCEEDED" for s in statuses) else "FAILED"
             if parent.status != status:
                 kinds = {self.jobs[c].stop_kind for c in parent.children if c in self.jobs}
-                # Batch says only this of a parent; each child's own reason is on the child
-                self._end(parent, status, ARRAY_CHILD_FAILED if status == "FAILED" else None, "terminated" if "terminated" in kinds else "")
+                # Batch says this of a parent that failed for its children (each child's own reason is on the child);
+                # one stopped by TerminateJob keeps the reason it was given
+                reason = (parent.reason or ARRAY_CHILD_FAILED) if status == "FAILED" else parent.reason
+                self._end(parent, status, reason, "terminated" if "terminated" in kinds else "")
             return
         # A parent is only ever SUBMITTED, PENDING, SUCCEEDED or FAILED: PENDING once any child has
         # moved on from SUBMITTED, and for as long as any child runs.
