@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.lease import lease_scope, read_lease
@@ -18,7 +19,7 @@ from jobguard.commands.doubles import DOUBLE_REASON
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT
 
-from .conftest import records
+from .conftest import configure, records
 from .test_overlap import _edit_header
 from .test_reconcile import _double, _restored
 
@@ -96,3 +97,21 @@ def test_check_hands_each_lease_back_as_found(seed: Seeder, run, aws: SimulatedA
     assert checked.code == 0, checked.err
     assert read_lease(leases, "q1", scope) is None  # free, as the q1 leg's restore left it
     assert read_lease(leases, "q2", scope) == apply_lease  # the apply's lease as it was: not extended
+
+
+def test_check_leaves_alone_a_queue_another_deploy_holds_instead_of_waiting_for_it(
+    seed: Seeder, run, aws: SimulatedAWS, store: str, workdir: Path
+) -> None:
+    """d1 restored; d2 drained the same queue and is in its apply: `status --check` of d1 says so at once (it waited
+    lock-timeout, then exit 3) and leaves d2's lease as it was."""
+    _restored(seed, run, store)
+    aws.batch.advance_clock(1)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2").code == 0
+    leases = open_store(store, Aws(AwsSettings()))
+    scope = lease_scope(ACCOUNT, "us-east-1")
+    apply_lease = read_lease(leases, "work", scope)
+    configure(workdir, "lock-timeout: 1")
+    checked = run("status", "--store", store, "--check", "--deploy-id", "d1")
+    assert checked.code == 0, checked.err
+    assert "queue work: not checked: deploy d2 holds it" in checked.out
+    assert read_lease(leases, "work", scope) == apply_lease

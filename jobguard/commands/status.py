@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from ..adapters.lease import LeaseRecord, Leases, lease_scope, lease_state, list_leases
+from ..adapters.lease import LeaseRecord, Leases, lease_is_live, lease_scope, lease_state, list_leases, read_lease
 from ..domain.manifest import RESUBMITTED, Manifest
 from ..errors import JobguardError, ManifestError, UsageError
 from ..output.summary import SUMMARY_BUDGET, counts_line, markdown, print_table
@@ -189,11 +189,12 @@ def _check_deploy(ctx: Context, deploy_id: str) -> int:
         manifest = ctx.manifests.load(deploy_id)
         if manifest is None:
             return 0
-        leases.acquire(manifest.record_queues())
+        busy = _held_by_others(ctx, deploy_id, manifest.record_queues())
+        leases.acquire(manifest.record_queues() - busy)
         ctx.manifests.fence = ctx.aws.guard = leases.check
         manifest = ctx.manifests.load(deploy_id) or manifest  # read again under the leases
         queues = Requests(ctx.batch, ctx.options, {}, lambda _: None)
-        records = [r for r in manifest if r.outcome == RESUBMITTED]
+        records = [r for r in manifest if r.outcome == RESUBMITTED and r.queue not in busy]
         done = reconcile(ctx, queues.queue, manifest, records)  # twice, lookup-window apart: ListJobs lags
         if manifest.changed:
             ctx.manifests.save(manifest)
@@ -209,6 +210,22 @@ def _check_deploy(ctx: Context, deploy_id: str) -> int:
         ctx.aws.guard = None
         # Each lease as found: a queue in the deploy's apply stays its own (with its own times), any other is free again.
         leases.hand_back(raise_errors=sys.exc_info()[0] is None)
+
+
+def _held_by_others(ctx: Context, deploy_id: str, queues: set[str]) -> set[str]:
+    """The queues another live deploy holds, each said once: checked later. Waiting for them would last
+    that deploy's whole apply (lock-timeout, then exit 3), and its drain already stopped the doubles of
+    this deploy it found there (commands/doubles.py `doubles_of_others`)."""
+    busy = set()
+    scope = lease_scope(ctx.account, ctx.region)
+    for queue in sorted(queues):
+        lease = read_lease(ctx.store, queue, scope)
+        if lease is not None and lease.deploy_id != deploy_id and lease_is_live(lease, ctx.store.clock()):
+            busy.add(queue)
+            ctx.report.line(
+                f"queue {queue}: not checked: deploy {lease.deploy_id} holds it ({lease.holder}); check again once it is restored"
+            )
+    return busy
 
 
 def watch(ctx: Context, deploy_id: str | None, preferred: str | None = None) -> int:
