@@ -281,3 +281,33 @@ def test_a_late_array_whose_children_the_apply_killed_is_replaced_once(aws: Simu
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1, array: 1}
     assert "killed by the deploy: 3 of its children were killed by the deploy" in records(store, seed, "d1")[array]["reason"]
     assert not overlapping(aws)
+
+
+@pytest.mark.slow
+def test_a_command_longer_than_many_lock_ttls_keeps_its_queues(
+    seed: Seeder, run: Any, aws: SimulatedAWS, apply_py: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lock-ttl 1 s, the apply takes several: the run renews its leases all along, so another pipeline's drain
+    meanwhile waits and gives up (exit 3) instead of taking the queue from under the apply."""
+    configure(workdir, "lock-ttl: 1\n")
+    monkeypatch.setattr("jobguard.adapters.lease._WAIT_STEP", 0.1)
+    seed.queue("work")
+    seed.definition("proc", containerProperties=DEFINITION)
+    drained = seed.job(jobName="nightly", jobQueue="work", jobDefinition="proc")
+    store = f"file://{workdir}/manifests"
+    process = run_process(
+        "run", "--store", store, "--queue", "work", "--deploy-id", "d1", "--", sys.executable, str(apply_py), store, "ready"
+    )
+    deadline = time.monotonic() + 60
+    while not (workdir / "ready").exists():
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    time.sleep(3.5)  # several lock-ttls into the apply
+    other = seed.job(jobName="other", jobQueue="work", jobDefinition="proc")
+    second = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2", "--lock-timeout", "10")
+    assert second.code == 3, second.err
+    assert aws.batch.jobs[other].status == "RUNNING" and not aws.batch.jobs[other].stop_requested
+    (workdir / "go").write_text("")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1}
