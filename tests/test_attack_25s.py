@@ -8,6 +8,7 @@ import json
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,43 @@ def test_a_manifest_is_read_while_another_run_keeps_saving_it(
         thread.join()
     assert not errors and saves[0] > 6, (errors, saves)
     assert all(loaded is not None and len(loaded.jobs) == 400 for loaded in loads)
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_reader_that_followed_a_save_then_saves_leaves_no_page_behind(
+    seed: Seeder, workdir: Path, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3: the pages a save deletes came from the head its process read first; a read that followed a save to a
+    newer head then saved deleted nothing (the pages only the newer head named stayed, for ever)."""
+    configure(workdir, f"signing-key: kms:{signing_key(seed)}")
+    seed.client("s3").create_bucket(Bucket=BUCKET)
+    store = f"s3://{BUCKET}/deploys"
+    _jobs(seed, "work", 5)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+
+    def manifests() -> Manifests:
+        return Manifests(open_store(store, Aws(AwsSettings())), None, ACCOUNT, REGION, Reporter(io.StringIO(), io.StringIO()))
+
+    def change(manifest: Manifest, job_id: str, reason: str) -> None:
+        manifest.jobs[job_id] = replace(manifest.jobs[job_id], reason=reason)
+        manifest.changed.add(job_id)
+
+    writer, reader = manifests(), manifests()
+    written = writer.load("d1")
+    assert written is not None
+    read_pages = type(reader.store)._pages_of  # type: ignore[attr-defined]
+    saved: list[bool] = []
+
+    def pages_of(self: Any, keys: list[str]) -> list[bytes | None]:
+        if not saved:  # another run saves (its last page changed) while this one reads
+            saved.append(True)
+            change(written, list(written.jobs)[-1], "the other run")
+            writer.save(written)
+        return list(read_pages(self, keys))
+
+    monkeypatch.setattr(type(reader.store), "_pages_of", pages_of)
+    manifest = reader.load("d1")
+    assert saved and manifest is not None and manifest.jobs[list(manifest.jobs)[-1]].reason == "the other run"
+    change(manifest, next(iter(manifest.jobs)), "this run")
+    reader.save(manifest)
+    assert _stored_pages(store, seed, "d1") == set(_page_names(store, seed, "d1"))

@@ -37,7 +37,7 @@ class S3Store:
 
     def __init__(self, aws: Aws, bucket: str, prefix: str) -> None:
         self.aws, self.bucket, self.prefix = aws, bucket, prefix.strip("/")
-        self._pages: dict[str, tuple[str, list[str]]] = {}  # deploy id -> (head version, the page keys it names)
+        self._heads: dict[str, dict[str, bytes]] = {}  # deploy id -> the heads read or written, by version
 
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
@@ -49,18 +49,17 @@ class S3Store:
         return f"s3://{self.bucket}/{self._key(deploy_id)}"
 
     def load(self, deploy_id: str) -> Versioned | None:
-        heads: dict[str, bytes] = {}
+        # Every head read, the first and any a read of the pages followed: a save that replaces one deletes the pages
+        # only it named.
+        heads = self._heads.setdefault(deploy_id, {})
 
         def head() -> Versioned | None:
             found = self._get(self._key(deploy_id), MAX_MANIFEST_BYTES)
             if found is not None:
-                heads[found.version] = found.value
+                heads[found.version] = bytes(found.value)
             return found
 
-        found = paged.load(deploy_id, self.uri(deploy_id), head, self._pages_of)
-        if found is not None:  # the pages this head names: a save that replaces it deletes those it no longer names
-            self._pages[deploy_id] = (found.version, paged.named(deploy_id, parse_json(heads[found.version], self.uri(deploy_id))))
-        return found
+        return paged.load(deploy_id, self.uri(deploy_id), head, self._pages_of)
 
     def version(self, deploy_id: str) -> str | None:
         found = self._get(self._key(deploy_id), MAX_MANIFEST_BYTES)
@@ -71,14 +70,15 @@ class S3Store:
         self.aws.parallel(
             lambda page: self._put_page(self._document(paged.page_key(deploy_id, page.index, page.digest)), deploy_id, page), written
         )
-        new_version = self._put(self._key(deploy_id), paged.head_body(head, pages), version)
+        body = paged.head_body(head, pages)
+        new_version = self._put(self._key(deploy_id), body, version)
         keys = [paged.page_key(deploy_id, p.index, p.digest) for p in pages]
-        previous_version, previous = self._pages.get(deploy_id, ("", []))
-        if version is not None and previous_version == version:  # pages only the replaced head named
-            for key in set(previous) - set(keys):
+        replaced = self._heads.get(deploy_id, {}).get(version or "")
+        if replaced is not None:  # pages only the replaced head named
+            for key in set(paged.named(deploy_id, parse_json(replaced, self.uri(deploy_id)))) - set(keys):
                 with suppress(UnreachableError):  # a page left behind costs storage, nothing else
                     self.delete_page(key)
-        self._pages[deploy_id] = (new_version, keys)
+        self._heads[deploy_id] = {new_version: body}
         return new_version
 
     def deploy_ids(self) -> list[str]:
