@@ -259,6 +259,7 @@ def test_a_signal_while_waiting_for_what_the_command_left_reaches_it(
     out, err = process.communicate(timeout=60)  # the apply waits 60 s for `go` unless the signal reached it
     assert "processes of the command still run" in out, err
     assert not (workdir / "done").exists()  # ended by the signal, not by finishing
+    assert process.returncode == 128 + signal.SIGTERM  # a cancelled deploy never reads as a success
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1}
 
 

@@ -116,6 +116,8 @@ class _Run:
         watcher.start()
         try:
             code = child.exit_code(child.wait(child.start(self.argv, self.signals), self.signals, self.ctx.report.line))
+            if not code and self.signals.received:  # it was stopped (what it left behind, or it exited 0 on the signal):
+                code = 128 + self.signals.received[0]  # a cancelled deploy never reads as a success
         except child.Interrupted:
             watcher.stop(final=False)
             raise
