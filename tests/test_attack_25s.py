@@ -191,3 +191,36 @@ def test_a_reader_that_followed_a_save_then_saves_leaves_no_page_behind(
     change(manifest, next(iter(manifest.jobs)), "this run")
     reader.save(manifest)
     assert _stored_pages(store, seed, "d1") == set(_page_names(store, seed, "d1"))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("small_pages")
+def test_a_read_beside_a_run_that_saves_at_every_page_read_ends(
+    seed: Seeder, workdir: Path, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Following newer heads is bounded: a writer faster than the reader makes it give up with one error, not spin."""
+    configure(workdir, f"signing-key: kms:{signing_key(seed)}")
+    seed.client("s3").create_bucket(Bucket=BUCKET)
+    store = f"s3://{BUCKET}/deploys"
+    _jobs(seed, "work", 5)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    monkeypatch.setattr("jobguard.adapters.stores.paged.FOLLOWS", 3)
+    writer = Manifests(open_store(store, Aws(AwsSettings())), None, ACCOUNT, REGION, Reporter(io.StringIO(), io.StringIO()))
+    written = writer.load("d1")
+    assert written is not None
+    reader = Manifests(open_store(store, Aws(AwsSettings())), None, ACCOUNT, REGION, Reporter(io.StringIO(), io.StringIO()))
+    read_pages, saves = type(reader.store)._pages_of, [0]  # type: ignore[attr-defined]
+
+    def pages_of(self: Any, keys: list[str]) -> list[bytes | None]:
+        if self is reader.store:  # another run saves (the last page changed) before each read of this one
+            last = list(written.jobs)[-1]
+            written.jobs[last] = replace(written.jobs[last], reason=f"save {saves[0]}")
+            written.changed.add(last)
+            writer.save(written)
+            saves[0] += 1
+        return list(read_pages(self, keys))
+
+    monkeypatch.setattr(type(reader.store), "_pages_of", pages_of)
+    with pytest.raises(JobguardError, match="kept replacing the manifest while it was read"):
+        reader.load("d1")
+    assert saves[0] < 100

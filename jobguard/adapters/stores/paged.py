@@ -29,6 +29,7 @@ from .base import Page, Versioned
 KIND = "pages"
 DIGEST = re.compile(r"[0-9a-f]{64}")
 READ_AHEAD = 16  # pages read at once (S3: in parallel)
+FOLLOWS = 64  # newer heads one read of the pages goes on with (a save replaced the head it was reading)
 
 
 def page_key(deploy_id: str, index: int, digest: str) -> str:
@@ -76,6 +77,8 @@ def load(
             keys = [page_key(deploy_id, i, d) for i, d in enumerate(settled[-1].named)]
             for index, body in enumerate(read(keys[index : index + READ_AHEAD]), start=index):  # noqa: B020
                 if body is None:
+                    if len(settled) > FOLLOWS:  # saves faster than the pages can be read: the caller reads again, a bounded number of times
+                        raise ConflictError(f"{where}: replaced by other runs {FOLLOWS} times while it was read")
                     settled.append(_followed(settled[-1], read_head(), keys, index, deploy_id, where))
                     break
                 yield _records(parse_json(body, f"{where} page {index}"), deploy_id, index, where)
