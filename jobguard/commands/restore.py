@@ -407,7 +407,8 @@ class _Restore:
             self.contested |= {r.job_id for r in interrupted}
             self.earlier = self._look_up(requests, interrupted)
         while pending:
-            wave = [r for r in pending.values() if not set(r.dependency_jobs) & set(pending)] or list(pending.values())
+            # pending.keys(), not set(pending) per record: that was O(N^2) (14 minutes before the first SubmitJob at 100 000 jobs)
+            wave = [r for r in pending.values() if not pending.keys() & set(r.dependency_jobs)] or list(pending.values())
             for page in chunks(wave, SUBMIT_PAGE):
                 self._submit_page(requests, [self.manifest.jobs[r.job_id] for r in page])
             for record in wave:
