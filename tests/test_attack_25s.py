@@ -14,6 +14,7 @@ import pytest
 
 from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.stores import open_store
+from jobguard.adapters.stores.file import FileStore
 from jobguard.commands.manifests import Manifests
 from jobguard.domain.manifest import Manifest
 from jobguard.errors import JobguardError
@@ -224,3 +225,39 @@ def test_a_read_beside_a_run_that_saves_at_every_page_read_ends(
     with pytest.raises(JobguardError, match="kept replacing the manifest while it was read"):
         reader.load("d1")
     assert saves[0] < 100
+
+
+class _Killed(BaseException):
+    """kill -9 as far as the store can tell: the process stops between two writes, nothing after runs."""
+
+
+@pytest.mark.usefixtures("small_pages")
+@pytest.mark.parametrize("save", [2, 3, 5])
+def test_a_drain_killed_between_its_pages_and_its_head_then_restore(
+    seed: Seeder, workdir: Path, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, save: int
+) -> None:
+    """The pages are written, the head is not (its 2nd, 3rd, 5th save): the previous head and its pages are whole;
+    restore brings back each job the drain stopped, once; the pages left unnamed are only storage."""
+    store = workdir / "m"
+    jobs = _jobs(seed, "work", 7)
+    write, heads = FileStore._write_atomically, [0]
+
+    def killed(self: FileStore, path: Path, body: bytes) -> None:
+        if path == store / "d1.json":
+            heads[0] += 1
+            if heads[0] == save:
+                raise _Killed
+        write(self, path, body)
+
+    monkeypatch.setattr(FileStore, "_write_atomically", killed)
+    with pytest.raises(_Killed):
+        run("drain", "--store", f"file://{store}", "--queue", "work", "--deploy-id", "d1")
+    monkeypatch.setattr(FileStore, "_write_atomically", write)
+    for lock in (store / "leases").glob("*.json"):  # the killed process's leases: freed at once on this machine
+        lock.unlink()
+    restored = run("restore", "--store", f"file://{store}", "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    replaced = {j: len(r) for j, r in replacements_of(aws).items()}
+    with aws.batch.lock:
+        kept = {j for j in jobs if aws.batch.jobs[j].status not in ("SUCCEEDED", "FAILED")}
+    assert set(replaced.values()) <= {1} and set(replaced) | kept == set(jobs) and not set(replaced) & kept, replaced
