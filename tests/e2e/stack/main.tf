@@ -45,8 +45,10 @@ resource "aws_batch_compute_environment" "ec2" {
     security_group_ids  = var.security_group_ids
   }
 
+  # Terminates running jobs on an infrastructure update: drain then takes the started jobs at once
+  # (with false, it would give them job_execution_timeout_minutes first; tests/test_precision.py).
   update_policy {
-    terminate_jobs_on_update      = false
+    terminate_jobs_on_update      = true
     job_execution_timeout_minutes = 30
   }
 }
