@@ -119,6 +119,8 @@ class Manifests:
             manifest = Manifest.from_document(found.value, where)
         else:
             manifest = Manifest.from_document({**found.value, "jobs": []}, where)
+        # Whose manifest it is, before any page is read: a head copied or dropped in from elsewhere names pages that are not here.
+        self._check_head(manifest, deploy_id, where)
         size = found.value.get("page_records", PAGE_RECORDS)
         layout = Layout(size, stored=not found.whole)
         if found.pages is None:
@@ -145,7 +147,7 @@ class Manifests:
         self._check(manifest, deploy_id, where, layout)
         return found.version, manifest, layout
 
-    def _check(self, manifest: Manifest, deploy_id: str, where: str, layout: Layout) -> None:
+    def _check_head(self, manifest: Manifest, deploy_id: str, where: str) -> None:
         if manifest.deploy_id != deploy_id:
             raise ManifestError(f"{where}: the manifest says deploy {manifest.deploy_id!r}, its name says {deploy_id!r}: a copy or an edit")
         if (manifest.account, manifest.region) != (self.account, self.region):
@@ -153,6 +155,9 @@ class Manifests:
                 f"{where}: manifest of account {manifest.account} in {manifest.region}; the credentials are for account "
                 f"{self.account} in {self.region}"
             )
+
+    def _check(self, manifest: Manifest, deploy_id: str, where: str, layout: Layout) -> None:
+        self._check_head(manifest, deploy_id, where)  # again: a save during the read may have put another head in place
         prefix = re.compile(rf"arn:aws[a-z-]*:batch:{re.escape(self.region)}:{re.escape(self.account)}:job/")
         for record in manifest:
             if not prefix.match(record.job_arn) or not record.job_arn.endswith(f"/{record.job_id}"):
