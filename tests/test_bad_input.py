@@ -984,7 +984,9 @@ def test_store_connection_dropped(seed: Seeder, aws: SimulatedAWS, workdir: Path
 
 @pytest.mark.parametrize(("store", "action"), [("s3", "s3:DeleteObject"), ("dynamodb", "dynamodb:DeleteItem")])
 def test_lease_delete_dropped_after_the_work_is_done(seed: Seeder, aws: SimulatedAWS, workdir: Path, run, store: str, action: str) -> None:
-    """The issue's lease delete: restore's last step. The work is done; the lease and index entry expire or are cleaned up later."""
+    """The lease delete, restore's last step, fails after its retries. The work is done, but the queue
+    would stay held for lease-ttl: restore exits 4 with one line naming the queue and the command that
+    releases it; that command (the next restore of the deploy) releases it and sends nothing twice."""
     first, second = world(seed)
     store = aws_store(seed, workdir, store)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
@@ -992,12 +994,15 @@ def test_lease_delete_dropped_after_the_work_is_done(seed: Seeder, aws: Simulate
     result = run("restore", "--store", store, "--deploy-id", "d1")
     aws.fault = None
     assert "Traceback" not in result.out + result.err
-    assert result.code == 0, result.err
-    assert not [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert result.code == 4, result.err
+    errors = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: queue work: could not release deploy d1's lease; it blocks the next deploy's drain until released"]
+    assert f"hint: run `jobguard restore --store {store} --deploy-id d1`" in result.err
     assert {k: len(v) for k, v in replacements_of(aws).items()} == {first: 1, second: 1}
-    again = run("restore", "--store", store)  # the stale index entry is cleaned up, nothing is sent twice
+    again = run("restore", "--store", store, "--deploy-id", "d1")  # the command the hint names
     assert again.code == 0, again.err
     assert {k: len(v) for k, v in replacements_of(aws).items()} == {first: 1, second: 1}
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2", "--lock-timeout", "1").code == 0  # released
 
 
 # -- outputs that cannot be written after the work is done -----------------------------------------------
