@@ -250,7 +250,8 @@ class _Restore:
             self.ctx.report.line(
                 f"jobguard restore: deploy {self.manifest.deploy_id}, manifest {self.ctx.store.uri(self.manifest.deploy_id)}{dry}"
             )
-            swept = sweep(self.ctx, self.manifest, self.queues, set(self.manifest.frozen_queues))
+            known = {*self.elsewhere, *(r.replacement_id for r in self.elsewhere.values() if r.replacement_id)}
+            swept = sweep(self.ctx, self.manifest, self.queues, set(self.manifest.frozen_queues), known)
             self.swept = swept.recorded
             self.result.facts += swept.facts
             self.result.problems += swept.problems

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,10 +156,11 @@ class Swept:
     recorded: dict[str, Json] = field(default_factory=dict)  # JobDetails of the killed jobs it recorded (ended: final)
 
 
-def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) -> Swept:
+def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str], known: Collection[str] = ()) -> Swept:
     """Find the jobs created on this deploy's queues since its drain began, record those the deploy
     killed (WATCHED, then judged by `settle`), and stamp the window swept. `queues`: the queues this
-    restore may act on; `frozen`: queues the drain disabled (nothing could be submitted to them)."""
+    restore may act on; `frozen`: queues the drain disabled (nothing could be submitted to them);
+    `known`: jobs another open deploy records or made (two deploys' windows can overlap: one owner)."""
     swept = Swept()
     if not manifest.window_open:
         return swept
@@ -176,7 +177,7 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str]) 
     _warn_deleted(ctx, manifest, frozen | watched, unreachable)
     swept.problems += len(unreachable)
     made = {r.replacement_id for r in manifest if r.replacement_id}
-    late = {i: s for i, s in listed.items() if i not in manifest.jobs and i not in made}
+    late = {i: s for i, s in listed.items() if i not in manifest.jobs and i not in made and i not in known}
     failed = [i for i, s in late.items() if s.get("status") == "FAILED"]
     details = {i: j for i, j in ctx.batch.describe(failed).items() if not _ours(manifest, j)}
     late = {i: s for i, s in late.items() if i in details or i not in failed}  # less this deploy's own replacements
