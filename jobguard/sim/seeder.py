@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -11,22 +12,42 @@ from .server import REGION, SimulatedAWS
 SEEDED_AGE = 60.0
 
 
+@functools.lru_cache(maxsize=1)
+def _loader() -> Any:
+    """botocore's reader of service models, shared by every Seeder of the process: each new session
+    would read and parse the same JSON models again (a test suite makes a Seeder per test)."""
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
+
+
 class Seeder:
     """Creates resources as a user would, through boto3 (unrecorded: it is not jobguard)."""
 
     def __init__(self, aws: SimulatedAWS) -> None:
         import boto3
+        import botocore.session
 
         self.aws = aws
+        core, loader = botocore.session.get_session(), _loader()
+        core.register_component("data_loader", loader)
         self.session = boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", aws_session_token="testing", region_name=REGION
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            aws_session_token="testing",
+            region_name=REGION,
+            botocore_session=core,
         )
+        loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))  # each boto3 session adds its data folder again
+        self._clients: dict[str, Any] = {}
         self.batch = self.client("batch")
         self._service_role = ""
 
     def client(self, service: str) -> Any:
-        """A boto3 client for the simulation."""
-        return self.session.client(service, endpoint_url=self.aws.endpoint)  # type: ignore[call-overload]
+        """A boto3 client for the simulation (one per service: a client costs tens of milliseconds to make)."""
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service, endpoint_url=self.aws.endpoint)  # type: ignore[call-overload]
+        return self._clients[service]
 
     def compute_environment(self, name: str) -> str:
         """An unmanaged compute environment; its ARN."""
