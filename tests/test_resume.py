@@ -20,7 +20,7 @@ from jobguard.sim import Seeder, SimulatedAWS
 from .conftest import Hook, configure, load_manifest, replacements_of
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "checkpointed_sum.py"
-STEPS = 40
+STEPS = 400  # the interrupted run would take 20 s: the drain and its SIGTERM always come first, even on a loaded machine
 
 
 def _env(detail: dict[str, Any]) -> dict[str, str]:

@@ -118,7 +118,7 @@ def test_a_job_a_spot_reclaim_killed_before_the_drain_began_is_not_the_deploys(
     with aws.batch.lock:
         aws.batch.jobs[reclaimed].reason = HOST
     aws.batch.set_status(reclaimed, "FAILED")
-    time.sleep(2.5)  # the drain begins a moment later
+    aws.batch.advance_clock(2.5)  # the drain begins a moment later (on Batch's clock, which its answers' Date carries)
     store = f"file://{workdir}/manifests"
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     late = _late(seed, "late-running", "RUNNING")
