@@ -2,8 +2,9 @@
 Batch model), reset before each test; a seeder; every store kind with its signing key; and the
 CLI run as a user runs it, in-process or as a separate process.
 
-The simulated Batch is not instant: a stopped running job keeps running for `Timing().stop_seconds`,
-ListJobs lags, dependencies fail their dependents. A test that needs the instant world says so.
+The simulated Batch is not instant: a stopped running job keeps running for `Timing().stop_seconds`
+(QUICK_TIMING's in the tests not marked slow), ListJobs lags, dependencies fail their dependents. A
+test that needs the instant world says so.
 """
 
 from __future__ import annotations
@@ -164,10 +165,16 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+# A stopped job runs on for 0.2 s in the quick tests: still running when the drain first looks, ended
+# by its first poll (0.25 s later), so every drain of the quick suite waits once and no longer. The
+# slow sweeps (faults, kills, overlapping deploys) keep Timing()'s 0.4 s: a wider window for a race to show.
+QUICK_TIMING = Timing(stop_seconds=0.2)
+
+
 @pytest.fixture
-def aws(simulation: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedAWS]:
+def aws(simulation: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[SimulatedAWS]:
     """The simulated AWS, emptied, with this process's boto3 pointed at it."""
-    simulation.reset(Timing())
+    simulation.reset(Timing() if request.node.get_closest_marker("slow") else QUICK_TIMING)
     for key, value in simulation.env().items():
         monkeypatch.setenv(key, value)
     yield simulation
