@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ def test_summaries_of_several_deploys_together_fit_githubs_limit() -> None:
 def test_a_cell_cannot_break_the_table_or_open_html() -> None:
     manifest = _manifest(1)
     (record,) = manifest
-    manifest.put([JobRecord(**{**record.__dict__, "note": "a | b <script>x</script> [link](http://evil) `code`\nnext"})])
+    manifest.put([replace(record, note="a | b <script>x</script> [link](http://evil) `code`\nnext")])
     row = next(line for line in markdown("drain", manifest, "file:///m").splitlines() if line.startswith("| ["))
     assert row.count(" | ") == 6 and "<script>" not in row and "[link](http://evil)" not in row and "\n" not in row
     assert re.search(r"a \\\| b &lt;script&gt;", row)

@@ -7,6 +7,7 @@ deploys or manifests.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,9 +44,9 @@ class Queue:
     compute_environments: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobState:
-    """What Batch says of a job now."""
+    """What Batch says of a job now (kept for every job a command looks at: 100 000 of them, so its strings are shared)."""
 
     status: str
     stopped_by_request: bool = False  # isTerminated or isCancelled: it ended because it was asked to
@@ -78,9 +79,9 @@ def _queue(queue: Json) -> Queue:
 
 def _state(job: Json) -> JobState:
     return JobState(
-        status=str(job["status"]),
+        status=sys.intern(str(job["status"])),
         stopped_by_request=bool(job.get("isTerminated") or job.get("isCancelled")),
-        reason=one_line(str(job.get("statusReason") or ""), 200),
+        reason=sys.intern(one_line(str(job.get("statusReason") or ""), 200)),
         children_active=children_in(job, ("SUBMITTED", "RUNNABLE", "STARTING", "RUNNING")),
     )
 
@@ -137,10 +138,11 @@ class Batch:
         self._call("update_job_queue", f"set job queue {queue} {state}", jobQueue=queue, state=state)
 
     # -- jobs ------------------------------------------------------------------------------
-    def list_jobs(self, queue_arn: str, status: str) -> list[Json]:
-        """Summaries of the queue's jobs in one status, array and node children left out."""
+    def list_jobs(self, queue_arn: str, status: str) -> Iterator[Json]:
+        """Summaries of the queue's jobs in one status, array and node children left out, a page at a time as they
+        are iterated (a queue may list 100 000 jobs: about 1 KB of Python objects each, never all held at once)."""
         request: Json = {"jobQueue": queue_arn, "jobStatus": status, "maxResults": LIST_PAGE}
-        return [s for s in self._pages(request, f"list {status} jobs of {queue_arn.rsplit('/', 1)[-1]}") if not _listed_child(s)]
+        return (s for s in self._pages(request, f"list {status} jobs of {queue_arn.rsplit('/', 1)[-1]}") if not _listed_child(s))
 
     def list_children(self, array_job_id: str, status: str) -> list[int]:
         """Indexes of an array job's children in one status."""
@@ -183,7 +185,8 @@ class Batch:
     def _describe(self, job_ids: Iterable[str], keep: Callable[[Json], T]) -> dict[str, T]:
         def page(chunk: list[str]) -> dict[str, T]:
             answer = self._call("describe_jobs", f"describe {len(chunk)} jobs", jobs=chunk)
-            return {str(job["jobId"]): keep(job) for job in answer.get("jobs", [])}
+            asked = {job_id: job_id for job_id in chunk}  # the caller's id strings, not one more copy of each from the answer
+            return {asked.get(str(job["jobId"]), str(job["jobId"])): keep(job) for job in answer.get("jobs", [])}
 
         pages = self.aws.parallel(page, chunks(list(dict.fromkeys(job_ids)), DESCRIBE_BATCH))
         return {job_id: kept for found in pages for job_id, kept in found.items()}

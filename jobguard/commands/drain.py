@@ -60,6 +60,7 @@ RETRIED_BY_BATCH = "started jobs left running: their retryStrategy has Batch run
 STARTED = ("STARTING", "RUNNING")
 RECORD_PAGE = 500  # records saved per store write, before any of them is stopped
 MAX_PASSES = 10
+ENDED_PAGE = 10 * RECORD_PAGE  # ends seen while waiting, saved at once
 
 
 @dataclass(frozen=True)
@@ -621,6 +622,8 @@ class _Drain:
                     record = self._ended(manifest.jobs[job_id], state)
                     manifest.put([record])
                     self._announce(manifest, record)
+                    if len(manifest.changed) >= ENDED_PAGE:  # the records these replace are let go (else two versions of every one)
+                        self.ctx.manifests.save(manifest)
             elapsed = time.monotonic() - started
             if not waiting or elapsed >= bound:
                 break

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sys
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
@@ -132,7 +131,7 @@ class Manifests:
                 if short or not records or len(records) > size:
                     raise ManifestError(f"{where}: page {index} holds {len(records)} records, pages hold {size}: pages were edited")
                 short = len(records) < size
-                page = Manifest.from_document({**found.value, "jobs": [_interned(r) for r in records]}, f"{where} page {index}")
+                page = Manifest.from_document({**found.value, "jobs": records}, f"{where} page {index}")
                 for job_id, record in page.jobs.items():
                     if job_id in manifest.jobs:
                         raise ManifestError(f"{where} page {index}: job {job_id} is recorded twice")
@@ -309,16 +308,6 @@ class Manifests:
 
 
 FIELDS = tuple(f.name for f in fields(JobRecord))
-# Fields whose few values repeat over a manifest's records: one string each, not one per record (100 000 records).
-REPEATED = ("queue", "job_definition", "status_at_drain", "outcome", "stage", "job_type", "reason", "replacement_job_definition")
-
-
-def _interned(record: Any) -> Any:
-    if isinstance(record, dict):
-        for name in REPEATED:
-            if isinstance(record.get(name), str):
-                record[name] = sys.intern(record[name])
-    return record
 
 
 def _plain(record: JobRecord) -> dict[str, Any]:

@@ -75,11 +75,13 @@ def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | N
             _Restore(ctx, manifest, queues, candidates, result).run()
         return result
     held = leases or Leases(ctx.store, owner, ctx.options.lease, ctx.report.notice, lease_scope(ctx.account, ctx.region))
+    chosen = [c.deploy_id for c in candidates]
+    del candidates  # every record as first read: kept beside the ones the restore makes, 100 000 jobs would cost ~50 MB more
     try:
         held.acquire(queues)
         ctx.manifests.fence = ctx.aws.guard = held.check
         # Read again under the leases: another run may have moved them on while we waited.
-        fresh = [m for m in (ctx.manifests.load(c.deploy_id) for c in candidates) if m is not None]
+        fresh = [m for m in (ctx.manifests.load(deploy) for deploy in chosen) if m is not None]
         _restore_all(ctx, fresh, queues, result, held)
         result.manifests = fresh
         _tell_engines(ctx, fresh, result)
@@ -260,8 +262,9 @@ class _Restore:
         owed = [r for r in self.manifest if r.owed and r.queue in self.queues and (self.only is None or r.job_id in self.only)]
         with self.ctx.report.group(f"deploy {self.manifest.deploy_id}: {len(owed)} jobs to look at"):
             self._refresh(owed)
-            owed = self._originals(owed)
-            self._waves(owed)
+            ready = [r.job_id for r in self._originals(owed)]
+            del owed  # by id from here: a record replaced in the manifest is not kept beside its replacement
+            self._waves(ready)
             if not self.ctx.options.dry_run:
                 self._reconcile()
         if self.manifest.changed and not self.ctx.options.dry_run:
@@ -398,25 +401,31 @@ class _Restore:
             )
 
     # -- submitting ------------------------------------------------------------------------
-    def _waves(self, records: list[JobRecord]) -> None:
-        """Dependencies first; jobs whose dependencies are held are held too."""
-        pending = {r.job_id: r for r in records}
+    def _waves(self, job_ids: list[str]) -> None:
+        """Dependencies first; jobs whose dependencies are held are held too. Records are read from the manifest
+        as each page is submitted (by id until then: never an old record kept beside the one that replaced it)."""
+        pending = {i: tuple(self.manifest.jobs[i].dependency_jobs) for i in job_ids}  # () is one object: most jobs have none
         requests = Requests(self.ctx.batch, self.ctx.options, self.states, self.elsewhere.get)
         self.queue_of = requests.queue
-        if not self.ctx.options.dry_run:  # once for every page: listing a name's jobs per page would cost pages x jobs
-            interrupted = contested(records)
-            self.contested |= {r.job_id for r in interrupted}
-            self.earlier = self._look_up(requests, interrupted)
+        if not self.ctx.options.dry_run:
+            self.earlier = self._interrupted(requests, job_ids)
         while pending:
             # pending.keys(), not set(pending) per record: that was O(N^2) (14 minutes before the first SubmitJob at 100 000 jobs)
-            wave = [r for r in pending.values() if not pending.keys() & set(r.dependency_jobs)] or list(pending.values())
+            wave = [i for i, needs in pending.items() if not pending.keys() & set(needs)] or list(pending)
             for page in chunks(wave, SUBMIT_PAGE):
-                self._submit_page(requests, [self.manifest.jobs[r.job_id] for r in page])
-            for record in wave:
-                pending.pop(record.job_id)
-            if len(records) > SUBMIT_PAGE:
-                done = len(records) - len(pending)
-                self.ctx.report.line(f"  {done} of {len(records)} jobs looked at")
+                self._submit_page(requests, [self.manifest.jobs[i] for i in page])
+            for job_id in wave:
+                pending.pop(job_id)
+            if len(job_ids) > SUBMIT_PAGE:
+                done = len(job_ids) - len(pending)
+                self.ctx.report.line(f"  {done} of {len(job_ids)} jobs looked at")
+
+    def _interrupted(self, requests: Requests, job_ids: list[str]) -> dict[str, str]:
+        """The replacements an earlier, interrupted run made: looked up once for every page (listing a name's
+        jobs per page would cost pages x jobs)."""
+        interrupted = contested(self.manifest.jobs[i] for i in job_ids)
+        self.contested |= {r.job_id for r in interrupted}
+        return self._look_up(requests, interrupted)
 
     def _submit_page(self, requests: Requests, records: list[JobRecord]) -> None:
         planned: list[tuple[JobRecord, Planned, bool]] = []
@@ -550,7 +559,7 @@ class _Restore:
             return
         done = reconcile(self.ctx, self.queue_of, self.manifest, records)
         if done.reopened:  # the recorded replacement was stopped as a double and none other lives: submit again
-            self._waves(done.reopened)
+            self._waves([r.job_id for r in done.reopened])
 
     def _finish(self, record: JobRecord) -> None:
         with self.lock:

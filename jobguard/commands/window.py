@@ -202,7 +202,8 @@ def sweep(ctx: Context, manifest: Manifest, queues: set[str], frozen: set[str], 
 
 
 def _listed(ctx: Context, manifest: Manifest, names: list[str], watched: set[str]) -> tuple[dict[str, Json], list[str], int]:
-    """Summaries of the jobs created on `names` in the window, and of those that ended FAILED in it, by id;
+    """Summaries of the jobs created on `names` in the window, and of those that ended FAILED in it, by id (none
+    this deploy drained: each of those ended FAILED in the window, 100 000 of them in a large deploy);
     the queues that no longer exist (but those in `watched`: `jobguard run` recorded their jobs until they went);
     and when the window closed: Batch's clock as the sweep began, read from its first answer.
 
@@ -228,6 +229,8 @@ def _listed(ctx: Context, manifest: Manifest, names: list[str], watched: set[str
             continue
         opened = int(manifest.window[OPENED])
         for summary in ctx.batch.list_created_after(queue.arn, opened - CLOCK_MARGIN_MS):
+            if str(summary["jobId"]) in manifest.jobs:  # drained (created in the margin), not late
+                continue
             if int(summary.get("createdAt") or 0) <= closed + CLOCK_SLACK_MS:  # one created once restore began is not late
                 listed[str(summary["jobId"])] = summary
         # Jobs queued before drain began that started afterwards, on instances the apply then took away
@@ -235,6 +238,8 @@ def _listed(ctx: Context, manifest: Manifest, names: list[str], watched: set[str
         # during the window, and no AFTER_CREATED_AT listing shows them.
         for summary in ctx.batch.list_jobs(queue.arn, "FAILED"):
             stopped = summary.get("stoppedAt")
+            if str(summary["jobId"]) in manifest.jobs:  # drained, not late (every drained job is listed here: not kept)
+                continue
             if isinstance(stopped, int) and opened - CLOCK_MARGIN_MS // 2 <= stopped <= closed + CLOCK_SLACK_MS:
                 listed.setdefault(str(summary["jobId"]), summary)
     return listed, unreachable, _clock_ms(ctx) if closed is None else closed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -40,16 +41,41 @@ DRAIN, RESTORE = "drain", "restore"
 
 
 def now() -> str:
-    """The current UTC time, ISO 8601 to the millisecond (for people: jobguard never compares two machines' stamps)."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time, ISO 8601 to the millisecond (for people: jobguard never compares two machines' stamps).
+
+    Interned: the records a command moves at once (a page of 500) share their stamp's one string.
+    """
+    return sys.intern(datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
 
 
 _LATER_FIELDS = ("engine", "engine_role")  # record fields newer than whole-document signatures
+# Record fields whose values repeat over a manifest's records (its queues, definitions, outcomes, reasons,
+# notes): one string each, not one per record. A record is about 1.5 KB of Python objects; there may be 100 000.
+_SHARED = (
+    "queue",
+    "job_definition",
+    "status_at_drain",
+    "outcome",
+    "stage",
+    "job_type",
+    "reason",
+    "replacement_job_definition",
+    "error",
+    "note",
+    "engine",
+    "engine_role",
+)
+_NO_DEPENDENCIES: dict[str, str] = {}  # shared by every record without any: records are never changed in place
+_NO_CHILDREN: list[int] = []
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobRecord:
-    """One drained job: what it was, the submission to replay, and what became of it."""
+    """One drained job: what it was, the submission to replay, and what became of it.
+
+    Never changed in place (`moved_to`, `dataclasses.replace`): records share their repeated values and
+    empty collections (`__post_init__`), and drain, restore and the store's cache share records.
+    """
 
     job_id: str
     job_arn: str
@@ -66,8 +92,8 @@ class JobRecord:
     started_at: int | None = None
     attempts: int = 0
     reason: str | None = None  # why drain took it: the risk to its queue, or the job it depends on
-    dependencies: dict[str, str] = field(default_factory=dict)  # dependency id -> its status when drained
-    array_succeeded: list[int] = field(default_factory=list)  # indexes of an array's children that had succeeded
+    dependencies: dict[str, str] = field(default_factory=lambda: _NO_DEPENDENCIES)  # dependency id -> its status when drained
+    array_succeeded: list[int] = field(default_factory=lambda: _NO_CHILDREN)  # indexes of an array's children that had succeeded
     replacement_id: str | None = None
     replacement_job_definition: str | None = None
     error: str | None = None
@@ -76,6 +102,16 @@ class JobRecord:
     resubmits: int = 0  # how many deploys already resubmitted this line
     engine: str | None = None  # the workflow engine that submitted and tracks the job (domain/engines.py)
     engine_role: str | None = None  # task or head
+
+    def __post_init__(self) -> None:
+        for name in _SHARED:
+            value = getattr(self, name)
+            if type(value) is str:
+                object.__setattr__(self, name, sys.intern(value))
+        if not self.dependencies and self.dependencies is not _NO_DEPENDENCIES:
+            object.__setattr__(self, "dependencies", _NO_DEPENDENCIES)
+        if not self.array_succeeded and self.array_succeeded is not _NO_CHILDREN:
+            object.__setattr__(self, "array_succeeded", _NO_CHILDREN)
 
     @property
     def lineage(self) -> str:
@@ -256,7 +292,7 @@ class Manifest:
         for index, job in enumerate(document["jobs"]):
             if job["job_id"] in jobs:
                 raise ManifestError(f"{where}: jobs[{index}].job_id: job {job['job_id']} is recorded twice")
-            jobs[job["job_id"]] = JobRecord(**job)
+            jobs[job["job_id"]] = JobRecord(**_shared_stamps(job))
         header = {k: document[k] for k in ("deploy_id", "account", "region", "created_at", "updated_at")}
         return cls(
             **header,
@@ -284,3 +320,12 @@ class Manifest:
         merged.window = dict(self.window if self.window_changed else theirs.window)
         merged.window_changed = self.window_changed or theirs.window_changed
         return merged
+
+
+def _shared_stamps(job: dict[str, Any]) -> dict[str, Any]:
+    """A stored record's fields (a checked copy of its JSON), its stamps and its submission's jobName sharing
+    the strings other records (or its own job_name) hold: a page of records was stamped within a few milliseconds."""
+    job["times"] = {k: sys.intern(v) if type(v) is str else v for k, v in job["times"].items()}
+    if job["submission"].get("jobName") == job["job_name"]:
+        job["submission"]["jobName"] = job["job_name"]
+    return job

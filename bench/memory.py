@@ -1,0 +1,125 @@
+"""Where a large manifest's memory goes: write one, then read it as restore does, measuring peak RSS.
+
+  python -m bench.memory write FOLDER [--jobs 100000]      a signed manifest "bench" of N records in a folder store
+  python -m bench.memory load FOLDER [--trace 15]          read it as restore does (twice: to choose, then under
+                                                           the leases); peak RSS, and tracemalloc's top allocators
+
+The records are shaped as `bench.run` leaves them after a real drain (a job seeded as its `_seed` does,
+drained and seen to end; the record below was copied from such a run), with ids, names, inputs and
+times varied per job. Each `load` runs in its own process, so its peak RSS (VmHWM) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from jobguard.adapters.signing import FileSigner
+from jobguard.adapters.stores.file import FileStore
+from jobguard.commands.manifests import Manifests
+from jobguard.domain.manifest import JobRecord
+from jobguard.output.report import Reporter
+from jobguard.sim import ACCOUNT, REGION
+
+from .peak import _peak_kb
+
+DEPLOY = "bench"
+
+
+def _stamp(ms: float) -> str:
+    """A stamp `ms` after the drain began. As a real drain stamps them: `recorded` as each job's record is made (about
+    0.4 ms of CPU a job), `terminating` once for a page of 500, `terminated` as the wait finds a hundred ended at once."""
+    return (
+        (datetime(2026, 12, 7, 10, 3, tzinfo=timezone.utc) + timedelta(milliseconds=ms))
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def record(index: int) -> JobRecord:
+    """One drained job as `bench.run` seeds and drains it (RUNNING, then terminated)."""
+    job_id = str(uuid.UUID(int=index + 1, version=4))
+    started = 1796637769778 + index
+    return JobRecord(
+        job_id=job_id,
+        job_arn=f"arn:aws:batch:{REGION}:{ACCOUNT}:job/{job_id}",
+        job_name=f"job-{index}",
+        queue="bench",
+        job_definition="work:1",
+        status_at_drain="RUNNING",
+        submission={"containerOverrides": {"environment": [{"name": "INPUT", "value": f"s3://in/{index}"}]}, "jobName": f"job-{index}"},
+        outcome="terminated",
+        stage="drain",
+        times={
+            "recorded": _stamp(index * 0.4),
+            "terminating": _stamp(index // 500 * 200 + 210),
+            "terminated": _stamp(index // 100 * 50 + 30000),
+        },
+        created_at=started,
+        started_at=started + 30000,
+        reason="configured",
+    )
+
+
+def _manifests(folder: Path) -> Manifests:
+    signer = FileSigner(folder / "signing.key", create=True)
+    return Manifests(FileStore(folder / "manifests"), signer, ACCOUNT, REGION, Reporter())
+
+
+def write(folder: Path, jobs: int) -> None:
+    """A signed, paged manifest of `jobs` records, saved as drain saves it (one page of records at a time)."""
+    manifests = _manifests(folder)
+    manifest = manifests.new(DEPLOY, {})
+    manifest.queues = ["bench"]
+    for start in range(0, jobs, 500):
+        manifest.put(record(i) for i in range(start, min(jobs, start + 500)))
+        manifests.save(manifest)
+    print(f"wrote {jobs} records to {manifests.store.uri(DEPLOY)}")
+
+
+def load(folder: Path, trace: int) -> None:
+    """Read the manifest as restore reads it, and say what it cost."""
+    if trace:
+        tracemalloc.start(1)
+    before = _peak_kb()
+    started = time.monotonic()
+    manifests = _manifests(folder)
+    chosen = manifests.load(DEPLOY)  # restore: the candidates
+    fresh = manifests.load(DEPLOY)  # restore: read again under the leases
+    assert chosen is not None and fresh is not None
+    seconds = time.monotonic() - started
+    gc.collect()
+    print(
+        f"{len(fresh.jobs)} records read in {seconds:.1f} s; peak RSS {_peak_kb() / 1024:.0f} MB (before reading: {before / 1024:.0f} MB)"
+    )
+    if trace:
+        snapshot = tracemalloc.take_snapshot()
+        current, peak = tracemalloc.get_traced_memory()
+        print(f"tracemalloc: {current / 2**20:.0f} MB held, {peak / 2**20:.0f} MB at the peak")
+        for stat in snapshot.statistics("lineno")[:trace]:
+            print(f"  {stat.size / 2**20:7.1f} MB {stat.count:9d} blocks  {stat.traceback[0]}")
+    _ = chosen, fresh
+
+
+def main(argv: list[str] | None = None) -> Any:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("write", "load"))
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--trace", type=int, default=0, help="show this many of tracemalloc's top allocators (slower)")
+    args = parser.parse_args(argv)
+    args.folder.mkdir(parents=True, exist_ok=True)
+    if args.what == "write":
+        write(args.folder, args.jobs)
+    else:
+        load(args.folder, args.trace)
+
+
+if __name__ == "__main__":
+    main()
