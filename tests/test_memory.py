@@ -1,0 +1,45 @@
+"""A manifest of 100 000 jobs must fit in a few hundred MB (README: peak RSS at 100 000 jobs): the records
+read from the store share their repeated values, and reading costs a bounded number of bytes a record."""
+
+from __future__ import annotations
+
+import tracemalloc
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from bench.memory import DEPLOY, _manifests, write
+from jobguard.domain.manifest import RESTORE, RESUBMITTED
+
+JOBS = 2000
+BUDGET = 1750  # bytes a record read (bench.run's records: 1 630 measured; 2 290 before records shared their values)
+
+
+def test_records_read_share_their_repeated_values_and_cost_a_bounded_size(tmp_path: Path) -> None:
+    write(tmp_path, JOBS)
+    tracemalloc.start()
+    try:
+        manifest = _manifests(tmp_path).load(DEPLOY)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert manifest is not None and len(manifest.jobs) == JOBS
+    assert held / JOBS < BUDGET, f"{held / JOBS:.0f} bytes a record"
+    first, second, *_ = manifest
+    for name in ("queue", "job_definition", "status_at_drain", "outcome", "stage", "job_type", "reason"):
+        assert getattr(first, name) is getattr(second, name), name
+    assert first.dependencies is second.dependencies and first.array_succeeded is second.array_succeeded
+    assert first.times["terminating"] is second.times["terminating"]  # stamped in the same millisecond
+    assert first.submission["jobName"] is first.job_name
+
+
+def test_a_shared_empty_value_is_never_changed_through_a_record(tmp_path: Path) -> None:
+    write(tmp_path, 2)
+    manifest = _manifests(tmp_path).load(DEPLOY)
+    assert manifest is not None
+    first, second = manifest
+    copied = asdict(first)  # a copy: changing it changes no record
+    copied["dependencies"]["other"] = "RUNNING"
+    copied["array_succeeded"].append(1)
+    moved = replace(first.moved_to(RESUBMITTED, RESTORE), dependencies={"other": "RUNNING"}, array_succeeded=[1])
+    assert (first.dependencies, first.array_succeeded, second.dependencies, second.array_succeeded) == ({}, [], {}, [])
+    assert (moved.dependencies, moved.array_succeeded) == ({"other": "RUNNING"}, [1])
