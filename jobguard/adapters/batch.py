@@ -185,8 +185,13 @@ class Batch:
     def _describe(self, job_ids: Iterable[str], keep: Callable[[Json], T]) -> dict[str, T]:
         def page(chunk: list[str]) -> dict[str, T]:
             answer = self._call("describe_jobs", f"describe {len(chunk)} jobs", jobs=chunk)
-            asked = {job_id: job_id for job_id in chunk}  # the caller's id strings, not one more copy of each from the answer
-            return {asked.get(str(job["jobId"]), str(job["jobId"])): keep(job) for job in answer.get("jobs", [])}
+            asked = {job_id: job_id for job_id in chunk}
+            kept: dict[str, T] = {}
+            for job in answer.get("jobs", []):
+                # The caller's id strings, not one more copy of each from the answer: drain keeps 100 000 of them.
+                job["jobId"] = job_id = asked.get(str(job["jobId"]), str(job["jobId"]))
+                kept[job_id] = keep(job)
+            return kept
 
         pages = self.aws.parallel(page, chunks(list(dict.fromkeys(job_ids)), DESCRIBE_BATCH))
         return {job_id: kept for found in pages for job_id, kept in found.items()}
