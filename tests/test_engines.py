@@ -418,7 +418,10 @@ def test_the_engines_retry_during_the_drain_is_not_stopped_again(seed: Seeder, a
     jobs = _world(seed, (NEXTFLOW_TASK, ORDINARY))
     store = f"file://{workdir}/m"
     assert run("drain", "--queue", QUEUE, "--store", store, "--deploy-id", "d1").code == 0
-    retry = seed.job(age=0, jobQueue=QUEUE, **NEXTFLOW_TASK.submit)  # Nextflow saw its task FAILED (143)
+    # Nextflow sees its task FAILED (143), then submits its retry: later on Batch's clock than the drain's
+    # start by more than the half second to which the drain knows that clock (from whole-second Dates).
+    aws.batch.advance_clock(1.0)
+    retry = seed.job(age=0, jobQueue=QUEUE, **NEXTFLOW_TASK.submit)
     late_ordinary = seed.job(age=0, jobQueue=QUEUE, **{**ORDINARY.submit, "jobName": "late-report"})
     time.sleep(aws.batch.timing.list_lag_seconds)  # ListJobs shows a job this long after it was made
     again = run("drain", "--queue", QUEUE, "--store", store, "--deploy-id", "d1")
