@@ -158,16 +158,17 @@ def _check_stopped_only_when_marked(aws: SimulatedAWS, jobs: list[str], stored: 
 @pytest.mark.parametrize(
     ("failing", "stopped"),
     [
-        ("save 2", 0),  # the first page's records: nothing is stopped
-        ("save 3", 0),  # the first page's `terminating` mark: recorded, nothing stopped
-        ("save 6", 100),  # the second page's `terminating` mark: only the first page was stopped
-        ("after terminate", 100),  # every write from the first TerminateJob on: the first page's end never written
+        ("save 2", 0),  # the first page's records, marked `terminating`: nothing is stopped
+        ("save 3", 90),  # the second page's records: only the first page was stopped
+        # Every write from the first TerminateJobs on: the first page's stops are on their way while the second
+        # page is recorded, so that page's write comes before or after them; no page's end is ever written.
+        ("after terminate", None),
     ],
 )
 def test_store_failing_mid_drain_stops_terminating(
-    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, failing: str, stopped: int
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, failing: str, stopped: int | None
 ) -> None:
-    monkeypatch.setattr("jobguard.commands.drain.RECORD_PAGE", 100)
+    monkeypatch.setattr("jobguard.commands.drain.RECORD_PAGE", 90)  # a page is one write on every store (DynamoDB: 99 records)
     jobs = _independent(seed, 150)
     saves = [0]
     with monkeypatch.context() as patched:
@@ -180,7 +181,8 @@ def test_store_failing_mid_drain_stops_terminating(
         result = _drain(run, store)
         aws.fault = None
     assert result.code == 4 and "error: cannot write" in result.err, result.err
-    assert len(_check_stopped_only_when_marked(aws, jobs, records(store, seed, "d1"))) == stopped
+    taken = len(_check_stopped_only_when_marked(aws, jobs, records(store, seed, "d1")))
+    assert taken == stopped if stopped is not None else taken in (90, 150)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0  # the rerun finishes the drain
     _check_stopped_only_when_marked(aws, jobs, records(store, seed, "d1"))
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0

@@ -164,13 +164,16 @@ def _fail_store_after_terminate(store: str, aws: SimulatedAWS, monkeypatch: pyte
 
 @pytest.mark.slow
 def test_restore_right_after_a_drain_whose_store_failed_after_terminate(
-    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, workdir: Path
 ) -> None:
+    # drain saves nothing between a page's TerminateJobs and its wait for the stops when Batch took
+    # every stop: its first write after them is the wait's, which gives up before the jobs end.
+    configure(workdir, "stop-timeout: 1")
     _world(seed)
     jobs = [_job(seed, f"j{i}") for i in range(3)]
     jobs.append(_job(seed, "dependent", "PENDING", after=jobs[0]))
     for job in jobs[:3]:
-        aws.batch.jobs[job].stop_seconds = 2.0
+        aws.batch.jobs[job].stop_seconds = 4.0
     with monkeypatch.context() as patched:
         _fail_store_after_terminate(store, aws, patched)
         drained = _drain(run, store)
@@ -178,6 +181,7 @@ def test_restore_right_after_a_drain_whose_store_failed_after_terminate(
     assert drained.code == 4 and "error: cannot write" in drained.err, drained.err
     assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"terminating"}
     assert any(aws.batch.stopping(j) for j in jobs[:3])  # the outage outlived the drain; the originals still run
+    configure(workdir, "stop-timeout: 180")
     restored = _restore(run, store)
     assert restored.code == 0, restored.err
     replaced = _exactly_once(aws, jobs)

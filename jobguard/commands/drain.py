@@ -23,6 +23,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +51,7 @@ from ..domain.plan import MAX_PLAN_BYTES, Risk, exposure, read_plan, risks
 from ..domain.policies import WAIT
 from ..errors import JobCallError, UsageError
 from .context import Context, github_origin
+from .dependents import Waiting, list_waiting
 from .doubles import doubles_of_others, stop_double_of_other
 from .manifests import ForeignManifestError
 from .records import records_of
@@ -314,6 +316,7 @@ class _Drain:
         self.hosts_lost_queues: set[str] = set()  # queues that stay, where only instances go, terminated (Target.hosts_lost)
         self.left_to_batch: dict[str, str] = {}  # started job -> its queue: its retryStrategy has Batch run it again
         self.stopping: list[tuple[Manifest, str]] = []  # (manifest, job id) asked to stop by this run
+        self.in_flight: tuple[Manifest, list[JobRecord], Future[dict[str, JobCallError]]] | None = None  # a page's stops on their way
         self.problems = 0
         self.finished_in_grace = 0
 
@@ -459,30 +462,48 @@ class _Drain:
         self._record_and_stop(self.manifest, self._dependents(stopped))
 
     def _take(self, found: dict[str, str], statuses: tuple[str, ...], reasons: dict[str, str], final: bool) -> None:
-        """Record and stop the jobs found (still in `statuses`), and every job PENDING on one of them."""
-        ids = list(found)
-        for page_number, page in enumerate(chunks(ids, RECORD_PAGE), start=1):
-            details = self.ctx.batch.describe(page)
-            jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses]
-            if final:  # where only instances go, a job Batch itself runs again is not at risk (domain/host_retry.py)
-                retried = {str(j["jobId"]) for j in jobs if found[str(j["jobId"])] in self.hosts_lost_queues and retried_by_batch(j)}
-                self.left_to_batch.update({job_id: found[job_id] for job_id in retried})
-                jobs = [j for j in jobs if str(j["jobId"]) not in retried]
-            records = records_of(self.ctx, jobs, lambda job: reasons.get(found[job["jobId"]], ""), found)
-            if final:
-                records = [self._policy(r) for r in records]
-            else:
-                # Queued passes leave to the final pass, after the grace period, the jobs under the wait
-                # policy and the arrays whose children have started (running, although their parent is PENDING).
-                running = {str(j["jobId"]) for j in jobs if children_in(j, STARTED)}
-                left = {r.job_id for r in records if r.job_id in running or self._action(r) == WAIT or self._engine_retry(r)}
-                self.not_queued |= left
-                records = [r for r in records if r.job_id not in left]
-            records = self._doubles(jobs, records)
-            dependents = self._dependents({r.job_id for r in records if r.outcome == RECORDED})
-            self._record_and_stop(self.manifest, records + dependents)
-            if len(ids) > RECORD_PAGE:
-                self.ctx.report.line(f"  recorded {min(page_number * RECORD_PAGE, len(ids))} of {len(ids)} jobs")
+        """Record and stop the jobs found (still in `statuses`), and every job waiting on one of them.
+
+        A page at a time; the next page is described while this one is recorded and stopped (describing
+        only reads, and DescribeJobs and TerminateJobs are throttled apart).
+        """
+        pages = list(chunks(list(found), RECORD_PAGE))
+        if not pages:
+            return
+        waiting = list_waiting(self.ctx, self._taken)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobguard-ahead") as ahead:
+            described = ahead.submit(self.ctx.batch.describe, pages[0])
+            for number, page in enumerate(pages, start=1):
+                details = described.result()
+                if number < len(pages):
+                    described = ahead.submit(self.ctx.batch.describe, pages[number])
+                # A job of this page already taken as a dependent of an earlier page is not taken again.
+                jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses and not self._taken(i)]
+                self._take_page(jobs, found, reasons, final, waiting, ahead)
+                if len(pages) > 1:
+                    self.ctx.report.line(f"  recorded {min(number * RECORD_PAGE, len(found))} of {len(found)} jobs")
+            self._collect()
+
+    def _take_page(
+        self, jobs: list[dict[str, Any]], found: dict[str, str], reasons: dict[str, str], final: bool, waiting: Waiting, ahead: Executor
+    ) -> None:
+        if final:  # where only instances go, a job Batch itself runs again is not at risk (domain/host_retry.py)
+            retried = {str(j["jobId"]) for j in jobs if found[str(j["jobId"])] in self.hosts_lost_queues and retried_by_batch(j)}
+            self.left_to_batch.update({job_id: found[job_id] for job_id in retried})
+            jobs = [j for j in jobs if str(j["jobId"]) not in retried]
+        records = records_of(self.ctx, jobs, lambda job: reasons.get(found[job["jobId"]], ""), found)
+        if final:
+            records = [self._policy(r) for r in records]
+        else:
+            # Queued passes leave to the final pass, after the grace period, the jobs under the wait
+            # policy and the arrays whose children have started (running, although their parent is PENDING).
+            running = {str(j["jobId"]) for j in jobs if children_in(j, STARTED)}
+            left = {r.job_id for r in records if r.job_id in running or self._action(r) == WAIT or self._engine_retry(r)}
+            self.not_queued |= left
+            records = [r for r in records if r.job_id not in left]
+        records = self._doubles(jobs, records)
+        dependents = self._dependents({r.job_id for r in records if r.outcome == RECORDED}, waiting)
+        self._record_and_stop(self.manifest, records + dependents, ahead)
 
     def _doubles(self, jobs: list[dict[str, Any]], records: list[JobRecord]) -> list[JobRecord]:
         """Doubles an earlier deploy left live are stopped first, then recorded skipped: never resubmitted (commands/doubles.py)."""
@@ -495,37 +516,24 @@ class _Drain:
             for r in records
         ]
 
-    def _dependents(self, stopping: set[str]) -> list[JobRecord]:
-        """Every job, in any queue, PENDING on a job being stopped (directly or not): Batch would fail it."""
+    def _dependents(self, stopping: set[str], waiting: Waiting | None = None) -> list[JobRecord]:
+        """Every job, in any queue, waiting on a job being stopped (directly or not): Batch would fail it.
+
+        `waiting`: the pass's one listing of waiting jobs (commands/dependents.py); by default, listed now.
+        """
         if not stopping:
             return []
-        waiting: dict[str, str] = {}  # PENDING job id -> its queue name
-        for queue in self.ctx.batch.queues():
-            for status in ("SUBMITTED", "PENDING"):
-                for summary in self.ctx.batch.list_jobs(queue.arn, status):
-                    if summary["jobId"] not in self.manifest.jobs and summary["jobId"] not in self.owner:
-                        waiting[summary["jobId"]] = queue.name
-        waiting = {k: v for k, v in waiting.items() if k not in stopping}
-        if not waiting:
-            return []
-        details = self.ctx.batch.describe(waiting)
-        needs: dict[str, list[str]] = {}
-        for job_id, job in details.items():
-            for dependency in job.get("dependsOn") or []:  # on a job, or on one child of an array (ARRAY:INDEX)
-                needs.setdefault(str(dependency.get("jobId", "")).split(":", 1)[0], []).append(job_id)
-        chosen: dict[str, str] = {}  # dependent -> the job it depends on
-        frontier = list(stopping)
-        while frontier:
-            stopped = frontier.pop()
-            for dependent in needs.get(stopped, []):
-                if dependent not in chosen and dependent in details and details[dependent].get("status") in ("SUBMITTED", "PENDING"):
-                    chosen[dependent] = stopped
-                    frontier.append(dependent)
+        waiting = waiting or list_waiting(self.ctx, self._taken)
+        chosen = waiting.dependents(stopping, self._taken)
         if not chosen:
             return []
-        self._check_dependent_queues({waiting[d] for d in chosen}, chosen, waiting)
-        jobs = [details[d] for d in chosen]
-        return records_of(self.ctx, jobs, lambda job: f"depends on {chosen[str(job['jobId'])]}", waiting)
+        self._check_dependent_queues({waiting.queue_of[d] for d in chosen}, chosen, waiting.queue_of)
+        jobs = [waiting.details[d] for d in chosen]
+        return records_of(self.ctx, jobs, lambda job: f"depends on {chosen[str(job['jobId'])]}", waiting.queue_of)
+
+    def _taken(self, job_id: str) -> bool:
+        """Recorded by this drain, or owed by another open deploy: not recorded again."""
+        return job_id in self.manifest.jobs or job_id in self.owner
 
     def _check_dependent_queues(self, queues: set[str], chosen: dict[str, str], waiting: dict[str, str]) -> None:
         allowed = {q.rsplit("/", 1)[-1] for q in self.ctx.options.queues}
@@ -565,40 +573,66 @@ class _Drain:
         return engines.decide(record, self.ctx.options.policies, self.ctx.options.engines).action
 
     # -- stopping ----------------------------------------------------------------------------
-    def _record_and_stop(self, manifest: Manifest, records: list[JobRecord]) -> None:
-        """Save the records first, then stop those that are to be stopped."""
+    def _record_and_stop(self, manifest: Manifest, records: list[JobRecord], ahead: Executor | None = None) -> None:
+        """Save the records, those to be stopped already marked `terminating` (one write), then stop those."""
         if not records:
             return
+        records = [r.moved_to(TERMINATING, DRAIN) if r.outcome == RECORDED else r for r in records]
         manifest.put(records)
         self.ctx.manifests.save(manifest)
         for record in records:
-            if record.outcome != RECORDED:
+            if record.outcome != TERMINATING:
                 self._announce(manifest, record)
-        self._stop(manifest, [r for r in records if r.outcome == RECORDED])
+        self._send_stops(manifest, [r for r in records if r.outcome == TERMINATING], ahead)
 
     def _stop(self, manifest: Manifest, records: list[JobRecord]) -> None:
-        """Mark `terminating` in the store, then stop them, 50 a call (asynchronous: the jobs end later)."""
+        """Mark `terminating` in the store, then stop them (records saved by an earlier run or step)."""
         if not records:
             return
         marked = [r.moved_to(TERMINATING, DRAIN) for r in records]
         manifest.put(marked)
         self.ctx.manifests.save(manifest)
+        self._send_stops(manifest, marked)
+
+    def _send_stops(self, manifest: Manifest, marked: list[JobRecord], ahead: Executor | None = None) -> None:
+        """TerminateJobs, 50 a call (asynchronous: the jobs end later), for records saved `terminating`.
+
+        With `ahead`, the calls go out on its thread while the drain records the next page, one page in
+        flight at a time; their answers are taken on the drain's own thread (`_collect`).
+        """
+        if not marked:
+            return
+        self._collect()
         reason = f"jobguard: drained for deploy {self.manifest.deploy_id}"
         self.leases.check()  # and again right before each call leaves (Aws.guard)
-        failed = self.ctx.batch.terminate_many({r.job_id: r.queue for r in marked}, reason)
-        done = [self._sent(record, failed.get(record.job_id)) for record in marked]
-        manifest.put(done)
-        self.ctx.manifests.save(manifest)
-        for record in done:
+        stops = {r.job_id: r.queue for r in marked}
+        if ahead is None:
+            self._answered(manifest, marked, self.ctx.batch.terminate_many(stops, reason))
+        else:
+            self.in_flight = (manifest, marked, ahead.submit(self.ctx.batch.terminate_many, stops, reason))
+
+    def _collect(self) -> None:
+        """The answers of the stops in flight, if any (their page is saved `terminating` already)."""
+        if self.in_flight is not None:
+            manifest, marked, answer = self.in_flight
+            self.in_flight = None
+            self._answered(manifest, marked, answer.result())
+
+    def _answered(self, manifest: Manifest, marked: list[JobRecord], failed: dict[str, JobCallError]) -> None:
+        """Records Batch took the stop of stay `terminating` (no write); those it refused, or whose answer
+        was lost, are saved with what it said."""
+        answered = [self._sent(record, failed[record.job_id]) for record in marked if record.job_id in failed]
+        if answered:
+            manifest.put(answered)
+            self.ctx.manifests.save(manifest)
+        for record in (manifest.jobs[r.job_id] for r in marked):
             if record.outcome == FAILED:
                 self._announce(manifest, record)
             else:
                 self.stopping.append((manifest, record.job_id))
 
-    def _sent(self, record: JobRecord, error: JobCallError | None) -> JobRecord:
-        """The record of a job asked to stop, by what Batch answered for it."""
-        if error is None:
-            return record
+    def _sent(self, record: JobRecord, error: JobCallError) -> JobRecord:
+        """The record of a job Batch did not plainly take the stop of, by what it answered for it."""
         if error.uncertain:  # it may have been carried out: the wait for the stops will tell
             return replace(record, error=str(error))
         self.problems += 1

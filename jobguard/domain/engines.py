@@ -66,13 +66,12 @@ class EngineRule:
     def matches(self, job: Mapping[str, Any], definition: Mapping[str, Any] | None = None) -> bool:
         """True when the JobDetail `job` meets every criterion of the rule; parameters are also looked up in the
         job's `definition` (AWS does not document whether DescribeJobs shows the definition's defaults)."""
-        parameters = {**((definition or {}).get("parameters") or {}), **(job.get("parameters") or {})}
         definition_name = str(job.get("jobDefinition", "")).rsplit("/", 1)[-1].rsplit(":", 1)[0]
         return (
             _glob(str(job.get("jobName", "")), self.job_name)
             and _glob(definition_name, self.job_definition)
             and _pairs(job.get("tags") or {}, self.tags)
-            and _pairs(parameters, self.parameters)
+            and (not self.parameters or _pairs(_parameters(job, definition), self.parameters))
             and (not self.environment or _pairs(_environment(job), self.environment))
             and (self.command is None or any(fnmatch.fnmatchcase(" ".join(c), self.command) for c in _commands(job)))
         )
@@ -225,6 +224,10 @@ def _said(record: JobRecord, action: str) -> str:
 
 def _glob(value: str, pattern: str | None) -> bool:
     return pattern is None or fnmatch.fnmatchcase(value, pattern)
+
+
+def _parameters(job: Mapping[str, Any], definition: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {**((definition or {}).get("parameters") or {}), **(job.get("parameters") or {})}
 
 
 def _pairs(values: Mapping[str, Any], wanted: Pairs) -> bool:

@@ -467,7 +467,7 @@ def _clean(value: Any) -> Any:
 
 def _recovered_overrides(job: Json, definition: Json) -> tuple[Json, list[Key]]:
     """(the override members of the request, keys overridden on containers no override can address)."""
-    mine, theirs = _spec_view(job, "container"), _spec_view(definition, "containerProperties")
+    mine, theirs = _spec_view(job, "container"), _definition_view(definition)
     allowed = _ALWAYS_ALLOWED | {key[0] for key in theirs}
     parameters = job.get("parameters") or {}
     changed = {
@@ -477,6 +477,22 @@ def _recovered_overrides(job: Json, definition: Json) -> tuple[Json, list[Key]]:
     }
     lost = [key for key in changed if _unaddressable(key)]
     return _build({key: raw for key, raw in changed.items() if key not in lost}), lost
+
+
+_DEFINITION_VIEWS: dict[int, tuple[Json, View]] = {}  # id(definition) -> (it, its view): a drain recovers thousands of jobs of a few
+_DEFINITION_VIEWS_KEPT = 64  # revisions; the definition is kept with its view, so its id is not reused meanwhile
+
+
+def _definition_view(definition: Json) -> View:
+    """The view of a job definition, computed once per definition object (up to 64 kept)."""
+    kept = _DEFINITION_VIEWS.get(id(definition))
+    if kept is not None and kept[0] is definition:
+        return kept[1]
+    if len(_DEFINITION_VIEWS) >= _DEFINITION_VIEWS_KEPT:
+        _DEFINITION_VIEWS.clear()  # atomic: `jobguard run` records late jobs on its watcher's thread too
+    view = _spec_view(definition, "containerProperties")
+    _DEFINITION_VIEWS[id(definition)] = (definition, view)
+    return view
 
 
 def _same(key: Key, leaf: Leaf, base: Leaf | None, parameters: Mapping[str, str]) -> bool:

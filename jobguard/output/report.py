@@ -40,7 +40,7 @@ class Reporter:
 
     def safe(self, text: str) -> str:
         """One line (control characters become spaces, alignment is kept); in Actions, no `::` a runner would read."""
-        cleaned = "".join(c if c.isprintable() else " " for c in text)
+        cleaned = text if text.isprintable() else "".join(c if c.isprintable() else " " for c in text)
         return _unparsable(cleaned) if self.github else cleaned
 
     def job(self, record: JobRecord, verb: str | None = None, detail: str = "") -> None:

@@ -1,0 +1,64 @@
+"""The jobs waiting on jobs a drain stops: Batch fails a job whose dependency fails, so the drain
+records and stops it too ("depends on X"), in any queue.
+
+Every queue's SUBMITTED and PENDING jobs are listed and described once per pass, before the pass
+stops anything, and each page of the pass takes its dependents from that one listing: listed per
+page, it cost three round trips a page and a description of every waiting job a page (at 100 000
+jobs, 200 pages). A job that comes to depend on a stopped one after the listing is found by the
+drain's last look (`_late_dependents`), or by restore's sweep of the deploy window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .context import Context
+
+Json = dict[str, Any]
+WAITING = ("SUBMITTED", "PENDING")  # in lifecycle order: a job moving on between the two listings is still seen
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Every job waiting on others, as listed at one moment: its queue, its JobDetail, who needs whom."""
+
+    queue_of: dict[str, str]  # waiting job id -> its queue name
+    details: dict[str, Json]
+    needs: dict[str, list[str]]  # job id -> the waiting jobs that depend on it (on it, or on one of its children)
+
+    def dependents(self, stopping: set[str], taken: Callable[[str], bool]) -> dict[str, str]:
+        """Each job still waiting on one of `stopping` (directly or through another): dependent -> the job it depends on.
+
+        `taken`: jobs already recorded (by this drain, or owed by another deploy), left out.
+        """
+        chosen: dict[str, str] = {}
+        frontier = list(stopping)
+        while frontier:
+            stopped = frontier.pop()
+            for dependent in self.needs.get(stopped, []):
+                if dependent in chosen or dependent in stopping or taken(dependent):
+                    continue
+                if self.details[dependent].get("status") in WAITING:
+                    chosen[dependent] = stopped
+                    frontier.append(dependent)
+        return chosen
+
+
+def list_waiting(ctx: Context, taken: Callable[[str], bool]) -> Waiting:
+    """Every queue's waiting jobs (`taken` ones left out), described: one listing, queues side by side."""
+
+    def listed(queue: tuple[str, str]) -> list[tuple[str, str]]:
+        arn, name = queue
+        return [(str(s["jobId"]), name) for status in WAITING for s in ctx.batch.list_jobs(arn, status)]
+
+    queue_of: dict[str, str] = {}
+    for pairs in ctx.aws.parallel(listed, [(q.arn, q.name) for q in ctx.batch.queues()]):
+        queue_of.update((job_id, name) for job_id, name in pairs if not taken(job_id))
+    details = ctx.batch.describe(queue_of) if queue_of else {}
+    needs: dict[str, list[str]] = {}
+    for job_id, job in details.items():
+        for dependency in job.get("dependsOn") or []:  # on a job, or on one child of an array (ARRAY:INDEX)
+            needs.setdefault(str(dependency.get("jobId", "")).split(":", 1)[0], []).append(job_id)
+    return Waiting(queue_of, details, needs)
