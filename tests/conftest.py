@@ -286,6 +286,12 @@ def load_manifest(store: str, seed: Seeder, deploy_id: str) -> dict[str, Any]:
     return document
 
 
+def asked_to_stop(aws: SimulatedAWS, job_id: str) -> bool:
+    """True once Batch received a stop call for the job (whatever it did with it since)."""
+    with aws.batch.lock:
+        return bool(aws.batch.jobs[job_id].stop_kind)
+
+
 def records(store: str, seed: Seeder, deploy_id: str) -> dict[str, dict[str, Any]]:
     """The stored records of a manifest, by original job id."""
     return {r["job_id"]: r for r in load_manifest(store, seed, deploy_id)["jobs"]}

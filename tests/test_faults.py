@@ -25,7 +25,7 @@ from jobguard.errors import StoreError
 from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT, REGION
 
-from .conftest import TABLE, configure, create_table, overlapping, record_faults, records, replacements_of, run_process
+from .conftest import TABLE, asked_to_stop, configure, create_table, overlapping, record_faults, records, replacements_of, run_process
 
 pytestmark = pytest.mark.slow  # fault and kill sweeps: every case waits for real stops and retries
 
@@ -141,15 +141,9 @@ def test_invalid_request_is_not_retried(seed: Seeder, store: str, run, aws: Simu
     _assert_exactly_once(aws, jobs, runs=4)
 
 
-def _asked_to_stop(aws: SimulatedAWS, job_id: str) -> bool:
-    """True once Batch received a TerminateJob for the job (whatever it did with it since)."""
-    with aws.batch.lock:
-        return bool(aws.batch.jobs[job_id].stop_kind)
-
-
 def _check_stopped_only_when_marked(aws: SimulatedAWS, jobs: list[str], stored: dict[str, dict[str, Any]]) -> set[str]:
     """No job stopped without a record, and every stopped job marked `terminating` in the store first; the stopped ones."""
-    stopped = {j for j in jobs if _asked_to_stop(aws, j)}
+    stopped = {j for j in jobs if asked_to_stop(aws, j)}
     assert stopped <= set(stored)
     assert all("terminating" in stored[j]["times"] for j in stopped)
     return stopped

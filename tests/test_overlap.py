@@ -30,14 +30,24 @@ from jobguard.domain.tags import mark_of
 from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT
 
-from .conftest import configure, load_manifest, merged_config, overlapping, record_faults, records, replacements_of, run_process
+from .conftest import (
+    asked_to_stop,
+    configure,
+    load_manifest,
+    merged_config,
+    overlapping,
+    record_faults,
+    records,
+    replacements_of,
+    run_process,
+)
 
 pytestmark = pytest.mark.slow  # every case runs two or more pipelines against each other, with real waits
 
 ACTIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 
 # Test-only: put on PYTHONPATH of a jobguard subprocess to give it another machine's clock or
-# name, or to kill it right after it recorded jobs and before it stops any. Never in the product.
+# name, or to kill it right after it recorded jobs (marked `terminating`) and before it stops any. Never in the product.
 SITECUSTOMIZE = """\
 import os
 import time
@@ -58,14 +68,14 @@ if os.environ.get("JOBGUARD_TEST_KILL_BEFORE_STOP"):
 
     from jobguard.commands import drain
 
-    _stop = drain._Drain._stop
+    _send_stops = drain._Drain._send_stops
 
-    def _killed(self, manifest, records):
-        if records:  # the records are in the store as `recorded`; no TerminateJob was sent
+    def _killed(self, manifest, marked, ahead=None):
+        if marked:  # the records are in the store, marked `terminating`; no stop call was sent
             os.kill(os.getpid(), signal.SIGKILL)
-        return _stop(self, manifest, records)
+        return _send_stops(self, manifest, marked, ahead)
 
-    drain._Drain._stop = _killed
+    drain._Drain._send_stops = _killed
 """
 
 
@@ -323,7 +333,8 @@ def test_killed_drain_then_the_pipeline_goes_on(
     assert process.returncode == -signal.SIGKILL
     stored = records(store, seed, "3001")
     assert set(stored) == set(jobs)
-    assert {r["outcome"] for r in stored.values()} == ({"recorded"} if killed == "after-recording" else {"terminating"})
+    assert {r["outcome"] for r in stored.values()} == {"terminating"}  # marked before any stop call is sent
+    assert sum(asked_to_stop(aws, j) for j in jobs) == (0 if killed == "after-recording" else len(jobs))  # one TerminateJobs call
     runs = 1
     if then == "restore-at-once":  # the drain step failed: apply is skipped, restore runs (always)
         at_once = first.restore()
@@ -371,7 +382,8 @@ def test_restore_of_everything_while_a_drain_starts(seed: Seeder, store: str, ru
     assert by_hand.code == 0, by_hand.err
     code, _, err = drain.finish()
     assert code == -signal.SIGKILL, err
-    assert {r["outcome"] for r in records(store, seed, "1301").values()} == {"recorded"}
+    assert {r["outcome"] for r in records(store, seed, "1301").values()} == {"terminating"}
+    assert not any(asked_to_stop(aws, j) for j in jobs)
     second = Pipeline(run, store, "1302", ("work",))
     drained = second.drain()
     assert drained.code == 0, drained.err
