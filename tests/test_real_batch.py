@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from jobguard.adapters.stores.file import FileStore
+from jobguard.commands.dependents import list_waiting
 from jobguard.errors import StoreError
 from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS, Timing
 
@@ -216,6 +217,46 @@ def test_cross_queue_and_transitive_dependents_come_back_remapped(seed: Seeder, 
     assert _depends_on(aws, replaced[last]) == [replaced[middle]]
     assert aws.batch.jobs[replaced[last]].queue_arn.endswith("/legacy-queue")
     assert set(replacements_of(aws)) == {upstream, middle, last}
+
+
+@pytest.mark.parametrize("status", ["RUNNABLE", "RUNNING"])
+def test_a_dependent_submitted_after_the_pass_listed_the_waiting_jobs_comes_back_remapped(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, status: str
+) -> None:
+    # The pass lists every queue's waiting jobs once, before its first page is stopped; a job submitted
+    # just after, on a configured queue the plan leaves alone, depends on a job of the second page. Batch
+    # fails it with that job (at once when it had not started), before the drain's last look: no listing
+    # of waiting jobs sees it, and restore sweeps only the queues the deploy drained. (Batch here stops at
+    # once and lists at once: a job still unlisted when the drain ends stays unseen, README "Finding every job".)
+    aws.batch.timing = Timing.instant()
+    seed.definition("proc")
+    for queue in ("science-queue", "legacy-queue"):
+        seed.queue(queue)
+    monkeypatch.setattr("jobguard.commands.drain.RECORD_PAGE", 1)
+    first, second = (_job(seed, name, status, queue="science-queue") for name in ("first", "second"))
+    late: list[str] = []
+
+    def then_submitted(*args: Any) -> Any:
+        waiting = list_waiting(*args)
+        if not late:
+            late.append(
+                seed.job(
+                    age=0, status="PENDING", jobName="late", jobQueue="legacy-queue", jobDefinition="proc", dependsOn=[{"jobId": second}]
+                )
+            )
+        return waiting
+
+    monkeypatch.setattr("jobguard.commands.drain.list_waiting", then_submitted)
+    queues = [arg for q in ("science-queue", "legacy-queue") for arg in ("--queue", q)]
+    drained = run("drain", "--plan", str(PLANS / "queue-replace.json"), *queues, "--no-freeze", "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert aws.batch.jobs[late[0]].status == "FAILED"
+    assert records(store, seed, "d1")[late[0]]["outcome"] == "watched"  # killed with `second`: restore judges it
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    replaced = _exactly_once(aws, [first, second, late[0]])
+    assert _depends_on(aws, replaced[late[0]]) == [replaced[second]]
+    assert aws.batch.jobs[replaced[late[0]]].queue_arn.endswith("/legacy-queue")
 
 
 def test_a_dependent_on_a_queue_jobguard_may_not_touch_stops_the_drain(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:

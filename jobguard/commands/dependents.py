@@ -5,7 +5,11 @@ Every queue's SUBMITTED and PENDING jobs are listed and described once per pass,
 stops anything, and each page of the pass takes its dependents from that one listing: listed per
 page, it cost three round trips a page and a description of every waiting job a page (at 100 000
 jobs, 200 pages). A job that comes to depend on a stopped one after the listing is found by the
-drain's last look (`_late_dependents`), or by restore's sweep of the deploy window.
+drain's last look (`_late_dependents`): still waiting, it is taken as above; already failed with its
+dependency (a job not yet started is cancelled at once), it is recorded as a late job the deploy killed
+(`failed_dependents`), for restore to judge and resubmit, its dependency remapped. Restore's sweep of the
+deploy window finds such a job only on a queue the deploy drained, not on a configured queue the plan
+leaves alone.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..adapters.batch import Queue
+from ..domain.window import DEPENDENCY_FAILED, KILLED, judge
 from .context import Context
 
 Json = dict[str, Any]
@@ -62,3 +68,30 @@ def list_waiting(ctx: Context, taken: Callable[[str], bool]) -> Waiting:
         for dependency in job.get("dependsOn") or []:  # on a job, or on one child of an array (ARRAY:INDEX)
             needs.setdefault(str(dependency.get("jobId", "")).split(":", 1)[0], []).append(job_id)
     return Waiting(queue_of, details, needs)
+
+
+def failed_dependents(ctx: Context, queues: list[Queue], stopped: set[str], since_ms: int, taken: Callable[[str], bool]) -> list[Json]:
+    """The JobDetails of the jobs on `queues` that Batch failed, since `since_ms` (Batch's clock), because a
+    job of `stopped` failed (directly or through another of them); `taken` ones left out.
+
+    One listing of each queue's FAILED jobs: those whose reason says a dependency failed are described.
+    """
+
+    def listed(queue: Queue) -> list[str]:
+        return [
+            str(s["jobId"])
+            for s in ctx.batch.list_jobs(queue.arn, "FAILED")
+            if int(s.get("stoppedAt") or since_ms) >= since_ms
+            and str(s.get("statusReason") or DEPENDENCY_FAILED).startswith(DEPENDENCY_FAILED)
+            and not taken(str(s["jobId"]))
+        ]
+
+    ids = [job_id for found in ctx.aws.parallel(listed, queues) for job_id in found]
+    details = ctx.batch.describe(ids) if ids else {}
+    killed, chosen = set(stopped), dict[str, Json]()
+    while True:  # a chain: a job failed because a dependent failed, which failed because a stopped job did
+        more = {i: job for i, job in details.items() if i not in chosen and judge(job, killed=killed).kind == KILLED}
+        if not more:
+            return list(chosen.values())
+        chosen.update(more)
+        killed |= set(more)

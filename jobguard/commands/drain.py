@@ -51,11 +51,11 @@ from ..domain.plan import MAX_PLAN_BYTES, Risk, exposure, read_plan, risks
 from ..domain.policies import WAIT
 from ..errors import JobCallError, UsageError
 from .context import Context, github_origin
-from .dependents import Waiting, list_waiting
+from .dependents import Waiting, failed_dependents, list_waiting
 from .doubles import doubles_of_others, stop_double_of_other
 from .manifests import ForeignManifestError
 from .records import records_of
-from .window import close_drain, open_window
+from .window import CLOCK_MARGIN_MS, close_drain, open_window, watch
 
 QUEUED = ("SUBMITTED", "PENDING", "RUNNABLE")
 RETRIED_BY_BATCH = "started jobs left running: their retryStrategy has Batch run them again after the apply (same job id)"
@@ -460,6 +460,24 @@ class _Drain:
         perhaps on a queue no pass lists): Batch would fail them with it."""
         stopped = {r.job_id for r in self.manifest if r.outcome in (TERMINATING, TERMINATED)}
         self._record_and_stop(self.manifest, self._dependents(stopped))
+        self._failed_dependents(stopped)
+
+    def _failed_dependents(self, stopped: set[str]) -> None:
+        """Late dependents Batch already failed with a job this drain stopped, on the queues jobguard may act on:
+        recorded as late jobs the deploy killed (WATCHED), which restore judges and resubmits (commands/window.py)."""
+        if not stopped or OPENED not in self.manifest.window:
+            return
+        allowed = {q.rsplit("/", 1)[-1] for q in self.ctx.options.queues}
+        queues = [q for q in self.ctx.batch.queues() if q.name in allowed]
+        since = int(self.manifest.window[OPENED]) - CLOCK_MARGIN_MS
+        jobs = failed_dependents(self.ctx, queues, stopped, since, self._taken)
+        if not jobs:
+            return
+        names = {str(job.get("jobQueue", "")).rsplit("/", 1)[-1] for job in jobs}
+        for name in sorted(names):
+            self.manifest.add_queue(name)
+        self.leases.acquire(names)
+        watch(self.ctx, self.manifest, jobs)
 
     def _take(self, found: dict[str, str], statuses: tuple[str, ...], reasons: dict[str, str], final: bool) -> None:
         """Record and stop the jobs found (still in `statuses`), and every job waiting on one of them.
