@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from contextlib import suppress
@@ -267,6 +269,52 @@ def test_kill_9_after_every_call_then_what_the_workflow_does_next(
         k += 1
     print(f"\nkill sweep of {killed} on {kind}: {totals} in {time.monotonic() - started:.0f} s")
     assert totals["kills"] >= MIN_KILLS[killed], f"the sweep killed the process only {totals['kills']} times"
+
+
+# A page's TerminateJobs go out on a worker thread while the next page is described and recorded:
+# a kill at a page's stop falls while the next page's write may be on its way.
+PAGED_DRAIN = "import sys, jobguard.commands.drain as d; d.RECORD_PAGE = 2; from jobguard.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize(("stop_call", "follow_up"), [(1, "restore"), (2, "rerun"), (3, "next-push")])
+def test_kill_9_at_a_page_stop_while_the_next_page_is_recorded(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch, stop_call: int, follow_up: str
+) -> None:
+    configure(workdir, SWEEP)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    seed.queue("work")
+    seed.definition("proc")
+    jobs = [seed.job(status=("RUNNING", "RUNNABLE")[i % 2], jobName=f"j{i}", jobQueue="work", jobDefinition="proc") for i in range(8)]
+    # dependents of jobs of later pages, one of them a chain
+    jobs += [
+        seed.job(status="PENDING", jobName=f"d{i}", jobQueue="work", jobDefinition="proc", dependsOn=[{"jobId": jobs[2 * i + 3]}])
+        for i in range(2)
+    ]
+    jobs.append(seed.job(status="PENDING", jobName="chain", jobQueue="work", jobDefinition="proc", dependsOn=[{"jobId": jobs[-1]}]))
+    pid: list[int] = []
+
+    def kill(action: str, count: int) -> None:  # right after Batch carried the call out
+        if action in STOP_ACTIONS and count == stop_call and pid:
+            with suppress(ProcessLookupError):
+                os.kill(pid[0], signal.SIGKILL)
+
+    aws.after = kill
+    monkeypatch.setenv("GITHUB_RUN_ID", "r1")
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAGED_DRAIN, "drain", "--store", store, "--queue", "work"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid.append(process.pid)
+    _, err = process.communicate(timeout=120)
+    aws.after = None
+    assert process.returncode == -signal.SIGKILL, err
+    assert _check_stopped_only_when_marked(aws, jobs, records(store, seed, "r1"))  # some were stopped, each marked first
+    runs = 1 + _follow_up("drain", follow_up, run, seed, monkeypatch, store, "r1", jobs)
+    lost, doubled = _count(aws, jobs)
+    record_faults(runs=runs, faults=1, jobs=len(jobs), lost=len(lost), doubled=len(doubled))
+    assert (lost, doubled) == ([], [])
 
 
 def _round_store(store: str, k: int, seed: Seeder) -> str:
