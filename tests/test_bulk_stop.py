@@ -100,6 +100,32 @@ def test_per_job_errors_are_retried_where_batch_says_so_and_reported_per_job_oth
     assert overlapping(aws) == []
 
 
+def test_a_refused_stop_is_recorded_left_running_when_the_next_page_stops_the_drain(
+    seed: Seeder, run, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first page's TerminateJobs go out on a worker thread while the second page is recorded; that page
+    # has a dependent on a queue jobguard may not act on, which stops the drain (exit 2) before the answers
+    # of the first page are taken. Batch refused one of its jobs: that answer must still be saved.
+    monkeypatch.setattr("jobguard.commands.drain.RECORD_PAGE", 2)
+    _world(seed, "work", "elsewhere")
+    # ListJobs answers newest first: `later`, the oldest, is alone on the second page
+    denied, stopped, later = (seed.job(age=age, jobName=f"j{age}", jobQueue="work", jobDefinition="proc") for age in (100, 200, 300))
+    outsider = seed.job(status="PENDING", jobName="outsider", jobQueue="elsewhere", jobDefinition="proc", dependsOn=[{"jobId": later}])
+    aws.refuse_stop = lambda job_id: (
+        ("AccessDenied", "not authorized to perform batch:TerminateJob on this job") if job_id == denied else None
+    )
+    store = f"file://{workdir}/m"
+    drained = _drain(run, store)
+    assert drained.code == 2 and f"job {outsider} on queue elsewhere depends on job {later}" in drained.err, drained.err
+    assert _outcomes(store, seed) == {denied: "failed", stopped: "terminating"}, drained.out
+    assert f"[{denied}]: TerminateJobs refused it: AccessDenied" in drained.err and "left running" in drained.err
+    aws.refuse_stop = None
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0  # the refused job is left running, not stopped again
+    assert aws.batch.jobs[denied].status == "RUNNING" and aws.batch.jobs[later].status == "RUNNING"
+    assert {j: len(v) for j, v in replacements_of(aws).items()} == {stopped: 1}
+    assert overlapping(aws) == []
+
+
 def test_a_call_refused_whole_is_sent_again_one_job_at_a_time_and_bulk_stays_on(
     seed: Seeder, run, aws: SimulatedAWS, workdir: Path
 ) -> None:

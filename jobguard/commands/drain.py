@@ -49,7 +49,7 @@ from ..domain.manifest import (
 )
 from ..domain.plan import MAX_PLAN_BYTES, Risk, exposure, read_plan, risks
 from ..domain.policies import WAIT
-from ..errors import JobCallError, UsageError
+from ..errors import JobCallError, JobguardError, UsageError
 from .context import Context, github_origin
 from .dependents import Waiting, failed_dependents, list_waiting
 from .doubles import doubles_of_others, stop_double_of_other
@@ -490,17 +490,25 @@ class _Drain:
             return
         waiting = list_waiting(self.ctx, self._taken)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobguard-ahead") as ahead:
-            described = ahead.submit(self.ctx.batch.describe, pages[0])
-            for number, page in enumerate(pages, start=1):
-                details = described.result()
-                if number < len(pages):
-                    described = ahead.submit(self.ctx.batch.describe, pages[number])
-                # A job of this page already taken as a dependent of an earlier page is not taken again.
-                jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses and not self._taken(i)]
-                self._take_page(jobs, found, reasons, final, waiting, ahead)
-                if len(pages) > 1:
-                    self.ctx.report.line(f"  recorded {min(number * RECORD_PAGE, len(found))} of {len(found)} jobs")
-            self._collect()
+            try:
+                described = ahead.submit(self.ctx.batch.describe, pages[0])
+                for number, page in enumerate(pages, start=1):
+                    details = described.result()
+                    if number < len(pages):
+                        described = ahead.submit(self.ctx.batch.describe, pages[number])
+                    # A job of this page already taken as a dependent of an earlier page is not taken again.
+                    jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses and not self._taken(i)]
+                    self._take_page(jobs, found, reasons, final, waiting, ahead)
+                    if len(pages) > 1:
+                        self.ctx.report.line(f"  recorded {min(number * RECORD_PAGE, len(found))} of {len(found)} jobs")
+                self._collect()
+            except BaseException:
+                # The pass fails while a page's stops are on their way (a dependent on a queue jobguard may not act
+                # on, a lease lost, the store down): their answers are still saved where they can be, so that a job
+                # Batch refused to stop is recorded left running, not `terminating` (restore would stop it again).
+                with suppress(JobguardError):
+                    self._collect()
+                raise
 
     def _take_page(
         self, jobs: list[dict[str, Any]], found: dict[str, str], reasons: dict[str, str], final: bool, waiting: Waiting, ahead: Executor
