@@ -71,17 +71,19 @@ def list_waiting(ctx: Context, taken: Callable[[str], bool]) -> Waiting:
 
 
 def failed_dependents(ctx: Context, queues: list[Queue], stopped: set[str], since_ms: int, taken: Callable[[str], bool]) -> list[Json]:
-    """The JobDetails of the jobs on `queues` that Batch failed, since `since_ms` (Batch's clock), because a
-    job of `stopped` failed (directly or through another of them); `taken` ones left out.
+    """The JobDetails of the jobs created on `queues` since `since_ms` (Batch's clock) that Batch failed because
+    a job of `stopped` failed (directly or through another of them); `taken` ones left out.
 
-    One listing of each queue's FAILED jobs: those whose reason says a dependency failed are described.
+    A job waiting when the pass listed was seen then: only one created since can be such a late dependent. One
+    listing of each queue's new jobs (not of its FAILED ones: those the drain stopped are among them); those
+    FAILED because a dependency failed are described.
     """
 
     def listed(queue: Queue) -> list[str]:
         return [
             str(s["jobId"])
-            for s in ctx.batch.list_jobs(queue.arn, "FAILED")
-            if int(s.get("stoppedAt") or since_ms) >= since_ms
+            for s in ctx.batch.list_created_after(queue.arn, since_ms)
+            if s.get("status") == "FAILED"
             and str(s.get("statusReason") or DEPENDENCY_FAILED).startswith(DEPENDENCY_FAILED)
             and not taken(str(s["jobId"]))
         ]
