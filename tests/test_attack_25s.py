@@ -237,7 +237,8 @@ def test_a_drain_killed_between_its_pages_and_its_head_then_restore(
     seed: Seeder, workdir: Path, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, save: int
 ) -> None:
     """The pages are written, the head is not (its 2nd save, the records marked terminating, and the two after the
-    stops): the previous head and its pages are whole; restore brings back each job the drain stopped, once; the pages left unnamed are only storage."""
+    stops): the previous head and its pages are whole; restore brings back each job the drain stopped, once; the
+    pages left unnamed are only storage."""
     store = workdir / "m"
     jobs = _jobs(seed, "work", 7)
     write, heads = FileStore._write_atomically, [0]
