@@ -23,9 +23,13 @@ from .hostile import (
     file_mac,
     job_named,
     kms_mac,
+    mark_open,
     one_error,
+    read_document,
+    resign,
     snapshot,
     world,
+    write_document,
 )
 
 Json = dict[str, Any]
@@ -123,6 +127,26 @@ def test_copied_manifest_is_refused_and_the_original_restores_once(drained, seed
     assert replacements_of(aws) == {}
     result = run("restore", "--store", store, "--deploy-id", "d1")
     assert result.code == 0, result.err
+    assert {k: len(v) for k, v in replacements_of(aws).items()} == {first: 1, second: 1}
+
+
+def test_a_job_owed_by_two_deploys_is_restored_once_by_the_older(drained, seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
+    """Two open deploys owe the same jobs (a later deploy's manifest, validly signed, records them too: a jobguard
+    with a bug, or the key's holder): the restore that adopts both submits each job once, the older deploy's,
+    and the later deploy records them skipped. (Before, the skip was noted on a copy read before the leases:
+    both deploys resubmitted them.)"""
+    first, second = drained
+    document = read_document(store, seed, "d1")
+    document.update(deploy_id="d2", created_at="2099-01-01T00:00:00.000Z")
+    resign(document, seed)
+    write_document(store, seed, "d2", document)
+    mark_open(store, seed, "d2")
+    result = run("restore", "--store", store, "--deploy-id", "d1")
+    assert result.code == 0, result.err
+    assert result.err.count("is owed by deploys d1 and d2: d1 restores it") == 2
+    assert {k: len(v) for k, v in replacements_of(aws).items()} == {first: 1, second: 1}
+    assert {r["outcome"] for r in records(store, seed, "d2").values()} == {"skipped"}
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     assert {k: len(v) for k, v in replacements_of(aws).items()} == {first: 1, second: 1}
 
 

@@ -71,6 +71,7 @@ def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | N
         # A drain that died after taking its leases but before saving its manifest: its restore still releases them.
         queues |= _leased_to(ctx, deploy_id)
     if ctx.options.dry_run:
+        _drop_duplicates(ctx, candidates)
         for manifest in candidates:
             _Restore(ctx, manifest, queues, candidates, result).run()
         return result
@@ -82,6 +83,7 @@ def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | N
         ctx.manifests.fence = ctx.aws.guard = held.check
         # Read again under the leases: another run may have moved them on while we waited.
         fresh = [m for m in (ctx.manifests.load(deploy) for deploy in chosen) if m is not None]
+        _drop_duplicates(ctx, fresh)  # on the manifests acted on (and saved), not on copies read before the leases
         _restore_all(ctx, fresh, queues, result, held)
         result.manifests = fresh
         _tell_engines(ctx, fresh, result)
@@ -154,7 +156,6 @@ def _candidates(ctx: Context, deploy_id: str | None, named: bool, result: Restor
             continue
         if deploy_id is None or _adopted_by(ctx, manifest, deploy_id):
             found[other] = manifest
-    _drop_duplicates(ctx, list(found.values()))
     return sorted(found.values(), key=lambda m: m.created_at)
 
 
