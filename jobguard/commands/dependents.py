@@ -52,15 +52,18 @@ class Waiting:
         return chosen
 
 
-def list_waiting(ctx: Context, taken: Callable[[str], bool]) -> Waiting:
-    """Every queue's waiting jobs (`taken` ones left out), described: one listing, queues side by side."""
+def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue] | None = None) -> Waiting:
+    """Every queue's waiting jobs (`taken` ones left out), described: one listing, queues side by side.
+
+    `queues`: every queue of the account, when the caller has just listed them; else listed here.
+    """
 
     def listed(queue: tuple[str, str]) -> list[tuple[str, str]]:
         arn, name = queue
         return [(str(s["jobId"]), name) for status in WAITING for s in ctx.batch.list_jobs(arn, status)]
 
     queue_of: dict[str, str] = {}
-    for pairs in ctx.aws.parallel(listed, [(q.arn, q.name) for q in ctx.batch.queues()]):
+    for pairs in ctx.aws.parallel(listed, [(q.arn, q.name) for q in (ctx.batch.queues() if queues is None else queues)]):
         queue_of.update((job_id, name) for job_id, name in pairs if not taken(job_id))
     details = ctx.batch.describe(queue_of) if queue_of else {}
     needs: dict[str, list[str]] = {}

@@ -459,16 +459,19 @@ class _Drain:
         """Jobs that came to depend on a job this drain stops after it was taken (submitted meanwhile,
         perhaps on a queue no pass lists): Batch would fail them with it."""
         stopped = {r.job_id for r in self.manifest if r.outcome in (TERMINATING, TERMINATED)}
-        self._record_and_stop(self.manifest, self._dependents(stopped))
-        self._failed_dependents(stopped)
+        if not stopped:
+            return
+        queues = self.ctx.batch.queues()  # one listing for both looks
+        self._record_and_stop(self.manifest, self._dependents(stopped, list_waiting(self.ctx, self._taken, queues)))
+        self._failed_dependents(stopped, queues)
 
-    def _failed_dependents(self, stopped: set[str]) -> None:
+    def _failed_dependents(self, stopped: set[str], every_queue: list[Queue]) -> None:
         """Late dependents Batch already failed with a job this drain stopped, on the queues jobguard may act on:
         recorded as late jobs the deploy killed (WATCHED), which restore judges and resubmits (commands/window.py)."""
-        if not stopped or OPENED not in self.manifest.window:
+        if OPENED not in self.manifest.window:
             return
         allowed = {q.rsplit("/", 1)[-1] for q in self.ctx.options.queues}
-        queues = [q for q in self.ctx.batch.queues() if q.name in allowed]
+        queues = [q for q in every_queue if q.name in allowed]
         since = int(self.manifest.window[OPENED]) - CLOCK_MARGIN_MS
         jobs = failed_dependents(self.ctx, queues, stopped, since, self._taken)
         if not jobs:
