@@ -138,7 +138,7 @@ def _past_deploys(seed: Seeder, store: str, count: int) -> None:
     assert template is not None and not template.has_work_left
     for index in range(1, count):
         deploy_id = f"past-{index:05d}"
-        copy = dataclasses.replace(template, deploy_id=deploy_id, changed=set(template.jobs))
+        copy = dataclasses.replace(template, deploy_id=deploy_id, changed=dict.fromkeys(template.jobs))
         ctx.manifests.versions[deploy_id] = None
         ctx.manifests.save(copy)
     assert len(ctx.store.deploy_ids()) == count and not ctx.manifests.open_ids()

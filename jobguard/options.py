@@ -75,6 +75,11 @@ class Options:
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     aws: AwsSettings = field(default_factory=AwsSettings)
 
+    @property
+    def queue_names(self) -> frozenset[str]:
+        """The configured queues by name (a queue may be given by ARN): the queues jobguard may act on, when set."""
+        return frozenset(q.rsplit("/", 1)[-1] for q in self.queues)
+
 
 # -- value parsers: (value, where) -> parsed -------------------------------------------------
 Parser = Callable[[Any, str], Any]

@@ -133,7 +133,7 @@ def test_a_manifest_is_read_while_another_run_keeps_saving_it(
         while not stop.is_set():
             job_id = ids[saves[0] % len(ids)]
             manifest.jobs[job_id] = replace(manifest.jobs[job_id], reason=f"save {saves[0]}")
-            manifest.changed.add(job_id)
+            manifest.changed[job_id] = None
             writing.save(manifest)
             saves[0] += 1
 
@@ -171,7 +171,7 @@ def test_a_reader_that_followed_a_save_then_saves_leaves_no_page_behind(
 
     def change(manifest: Manifest, job_id: str, reason: str) -> None:
         manifest.jobs[job_id] = replace(manifest.jobs[job_id], reason=reason)
-        manifest.changed.add(job_id)
+        manifest.changed[job_id] = None
 
     writer, reader = manifests(), manifests()
     written = writer.load("d1")
@@ -216,7 +216,7 @@ def test_a_read_beside_a_run_that_saves_at_every_page_read_ends(
         if self is reader.store:  # another run saves (the last page changed) before each read of this one
             last = list(written.jobs)[-1]
             written.jobs[last] = replace(written.jobs[last], reason=f"save {saves[0]}")
-            written.changed.add(last)
+            written.changed[last] = None
             writer.save(written)
             saves[0] += 1
         return list(read_pages(self, keys))

@@ -161,7 +161,7 @@ def test_a_conflicting_write_is_merged_record_by_record() -> None:
     theirs.frozen_queues["etl"] = "ENABLED"
     merged = ours.merged_onto(theirs)
     assert [r.job_id for r in merged] == ["a", "b", "c"] and merged.jobs["a"].outcome == TERMINATED
-    assert merged.frozen_queues == {"etl": "ENABLED", "work": "ENABLED"} and merged.changed == {"a"}
+    assert merged.frozen_queues == {"etl": "ENABLED", "work": "ENABLED"} and list(merged.changed) == ["a"]
 
 
 def test_the_digest_covers_every_field_but_not_the_order_of_jobs() -> None:

@@ -5,9 +5,9 @@ Every queue's SUBMITTED and PENDING jobs are listed and described once per pass,
 stops anything, and each page of the pass takes its dependents from that one listing: listed per
 page, it cost three round trips a page and a description of every waiting job a page (at 100 000
 jobs, 200 pages). A job that comes to depend on a stopped one after the listing is found by the
-drain's last look (`_late_dependents`): still waiting, it is taken as above; already failed with its
+drain's last look (`look_late`): still waiting, it is taken as above; already failed with its
 dependency (a job not yet started is cancelled at once), it is recorded as a late job the deploy killed
-(`failed_dependents`), for restore to judge and resubmit, its dependency remapped. Restore's sweep of the
+(`failed_since`, `killed_by`), for restore to judge and resubmit, its dependency remapped. Restore's sweep of the
 deploy window finds such a job only on a queue the deploy drained, not on a configured queue the plan
 leaves alone.
 """
@@ -15,6 +15,7 @@ leaves alone.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,18 +53,22 @@ class Waiting:
         return chosen
 
 
-def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue] | None = None) -> Waiting:
+def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue] | None = None, side_by_side: bool = False) -> Waiting:
     """Every queue's waiting jobs (`taken` ones left out), described: one listing, queues side by side.
 
     `queues`: every queue of the account, when the caller has just listed them; else listed here.
+    `side_by_side`: a queue's two statuses at once too, when a later look in lifecycle order (the drain's
+    last) finds the jobs this one misses as they move on from SUBMITTED to PENDING.
     """
 
-    def listed(queue: tuple[str, str]) -> list[tuple[str, str]]:
-        arn, name = queue
-        return [(str(s["jobId"]), name) for status in WAITING for s in ctx.batch.list_jobs(arn, status)]
+    def listed(queue: tuple[str, str, tuple[str, ...]]) -> list[tuple[str, str]]:
+        arn, name, statuses = queue
+        return [(str(s["jobId"]), name) for status in statuses for s in ctx.batch.list_jobs(arn, status)]
 
+    every = ctx.batch.queues() if queues is None else queues
+    looks = [(q.arn, q.name, (status,)) for q in every for status in WAITING] if side_by_side else [(q.arn, q.name, WAITING) for q in every]
     queue_of: dict[str, str] = {}
-    for pairs in ctx.aws.parallel(listed, [(q.arn, q.name) for q in (ctx.batch.queues() if queues is None else queues)]):
+    for pairs in ctx.aws.parallel(listed, looks):
         queue_of.update((job_id, name) for job_id, name in pairs if not taken(job_id))
     details = ctx.batch.describe(queue_of) if queue_of else {}
     needs: dict[str, list[str]] = {}
@@ -73,11 +78,11 @@ def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue]
     return Waiting(queue_of, details, needs)
 
 
-def failed_dependents(ctx: Context, queues: list[Queue], stopped: set[str], since_ms: int, taken: Callable[[str], bool]) -> list[Json]:
-    """The JobDetails of the jobs created on `queues` since `since_ms` (Batch's clock) that Batch failed because
-    a job of `stopped` failed (directly or through another of them); `taken` ones left out.
+def failed_since(ctx: Context, queues: list[Queue], since_ms: int, taken: Callable[[str], bool]) -> dict[str, Json]:
+    """JobDetail by id of the jobs created on `queues` since `since_ms` (Batch's clock) that Batch failed because
+    a dependency failed; `taken` ones left out.
 
-    A job waiting when the pass listed was seen then: only one created since can be such a late dependent. One
+    A job waiting when the pass listed was seen then: only one created since can be a late dependent. One
     listing of each queue's new jobs (not of its FAILED ones: those the drain stopped are among them); those
     FAILED because a dependency failed are described.
     """
@@ -92,11 +97,38 @@ def failed_dependents(ctx: Context, queues: list[Queue], stopped: set[str], sinc
         ]
 
     ids = [job_id for found in ctx.aws.parallel(listed, queues) for job_id in found]
-    details = ctx.batch.describe(ids) if ids else {}
+    return ctx.batch.describe(ids) if ids else {}
+
+
+def killed_by(failed: dict[str, Json], stopped: set[str]) -> list[Json]:
+    """Of `failed` (from `failed_since`), the jobs Batch failed because a job of `stopped` failed, directly or
+    through another of them."""
     killed, chosen = set(stopped), dict[str, Json]()
     while True:  # a chain: a job failed because a dependent failed, which failed because a stopped job did
-        more = {i: job for i, job in details.items() if i not in chosen and judge(job, killed=killed).kind == KILLED}
+        more = {i: job for i, job in failed.items() if i not in chosen and judge(job, killed=killed).kind == KILLED}
         if not more:
             return list(chosen.values())
         chosen.update(more)
         killed |= set(more)
+
+
+@dataclass(frozen=True)
+class LateLook:
+    """What the drain's last look read: every queue's waiting jobs, and the jobs Batch failed for a dependency
+    on `allowed` queues since the drain began."""
+
+    waiting: Waiting
+    failed: dict[str, Json]
+
+
+def look_late(ctx: Context, taken: Callable[[str], bool], allowed: frozenset[str], since_ms: int | None) -> LateLook:
+    """The reads of the last look, its two listings side by side (they only read: a pass may list meanwhile).
+
+    `since_ms`: when the drain began (Batch's clock, less the clocks' margin); None: no deploy window, so no
+    failed jobs are looked for."""
+    queues = ctx.batch.queues()  # one listing for both
+    if since_ms is None:
+        return LateLook(list_waiting(ctx, taken, queues), {})
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobguard-late") as pool:
+        failed = pool.submit(failed_since, ctx, [q for q in queues if q.name in allowed], since_ms, taken)
+        return LateLook(list_waiting(ctx, taken, queues), failed.result())

@@ -3,9 +3,10 @@ until it has stopped.
 
 1. The queues: the configured ones (each must exist), or those of them the Terraform plan puts
    at risk. Their deploy leases are taken (adopting a dead deploy's unfinished work).
-2. Passes over the queues, listing statuses in lifecycle order, until a pass finds nothing new.
-   Each pass also finds, in every queue, the jobs PENDING on a job it stops (Batch would fail
-   them): they are recorded and stopped too, "depends on X".
+2. Passes over the queues until a pass that lists their statuses in lifecycle order finds nothing
+   new (a first pass lists them side by side, to save round trips). Each pass also finds, in every
+   queue, the jobs PENDING on a job it stops (Batch would fail them): they are recorded and stopped
+   too, "depends on X".
 3. No job is stopped before its record is in the store, and each is marked `terminating` in the
    store before its stop call is sent (TerminateJobs, 50 jobs a call; TerminateJob per job where
    the endpoint does not know TerminateJobs), so a later run can tell "sent" from "never sent".
@@ -51,7 +52,7 @@ from ..domain.plan import MAX_PLAN_BYTES, Risk, exposure, read_plan, risks
 from ..domain.policies import WAIT
 from ..errors import JobCallError, JobguardError, UsageError
 from .context import Context, github_origin
-from .dependents import Waiting, failed_dependents, list_waiting
+from .dependents import LateLook, Waiting, killed_by, list_waiting, look_late
 from .doubles import doubles_of_others, stop_double_of_other
 from .manifests import ForeignManifestError
 from .records import records_of
@@ -244,16 +245,24 @@ def _scope(target: Target) -> str:
     return "; only its started jobs are drained, queued jobs stay"
 
 
-def exposed_ids(ctx: Context, target: Target, statuses: tuple[str, ...], known: Callable[[str], bool]) -> list[str]:
+def exposed_ids(
+    ctx: Context, target: Target, statuses: tuple[str, ...], known: Callable[[str], bool], side_by_side: bool = False
+) -> list[str]:
     """Ids of the target's jobs in `statuses` that the plan puts at risk, in listing order; `known` ids left out.
+
+    The statuses are listed in lifecycle order, each after the one before has answered, so that a job
+    moving on meanwhile is still seen; `side_by_side` lists them at once, which saves a round trip a
+    status but may miss a job moving on between two listings (a pass like that never confirms that
+    every job was found).
 
     Where only instances go, a PENDING job is at risk only as an array parent whose children have
     started (Batch keeps the parent PENDING while they run); the PENDING jobs that depend on a job
     drained are found as dependents, in every queue.
     """
-    ids: list[str] = []
-    parents: list[str] = []
-    for status in (s for s in statuses if s in target.statuses):
+
+    def exposed(status: str) -> tuple[list[str], list[str]]:
+        ids: list[str] = []
+        parents: list[str] = []
         for summary in ctx.batch.list_jobs(target.queue.arn, status):
             job_id = str(summary["jobId"])
             if known(job_id):
@@ -262,6 +271,12 @@ def exposed_ids(ctx: Context, target: Target, statuses: tuple[str, ...], known: 
                 ids.append(job_id)
             elif (summary.get("arrayProperties") or {}).get("size"):
                 parents.append(job_id)
+        return ids, parents
+
+    wanted = [s for s in statuses if s in target.statuses]
+    listed = ctx.aws.parallel(exposed, wanted) if side_by_side else [exposed(s) for s in wanted]
+    ids = [job_id for found, _ in listed for job_id in found]
+    parents = [job_id for _, found in listed for job_id in found]
     if parents:
         details = ctx.batch.describe(parents)
         ids += [p for p in parents if p in details and children_in(details[p], STARTED)]
@@ -357,7 +372,7 @@ class _Drain:
         # right before it released these queues) may be listed only now, after the wait for the stops.
         if self.stopping:
             stopped = len(self.stopping)
-            self._passes(targets, LIFECYCLE, reasons, final=True)
+            self._passes(targets, LIFECYCLE, reasons, final=True, confirmed=True)
             if len(self.stopping) > stopped:
                 self.stopping = self.stopping[stopped:]  # those still running were reported once already
                 self._wait_for_stops()
@@ -427,27 +442,41 @@ class _Drain:
         self._record_and_stop(self.manifest, dependents)
 
     # -- finding jobs ----------------------------------------------------------------------
-    def _passes(self, targets: list[Target], statuses: tuple[str, ...], reasons: dict[str, str], final: bool) -> None:
+    def _passes(
+        self, targets: list[Target], statuses: tuple[str, ...], reasons: dict[str, str], final: bool, confirmed: bool = False
+    ) -> None:
+        """Passes until one finds nothing new; the first lists side by side, and only a pass in lifecycle order
+        ends them, unless `confirmed` (an earlier pass in lifecycle order found every job: this one looks for
+        jobs ListJobs was slow to show). A pass that may be the last reads the last look beside its listing."""
         for number in range(1, MAX_PASSES + 1):
-            found = self._list(targets, statuses, skip=set() if final else self.not_queued)
-            if not found:
-                self._late_dependents()
-                return
+            side_by_side = number == 1
+            stopped = self._stopped() if confirmed or not side_by_side else set()
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobguard-late") as late:
+                look = late.submit(self._look_late) if stopped else None
+                found = self._list(targets, statuses, skip=set() if final else self.not_queued, side_by_side=side_by_side)
+                if not found and side_by_side and not confirmed:
+                    continue
+                if not found:
+                    if look is not None:
+                        self._late_dependents(stopped, look.result())
+                    return
             self.ctx.report.line(f"pass {number}: {len(found)} new {'active' if final else 'queued'} jobs")
             self._take(found, statuses, reasons, final)
         self.ctx.report.warning(
             f"new jobs kept arriving after {MAX_PASSES} passes; freeze the queues (--freeze) so no new work starts during the deploy"
         )
-        self._late_dependents()
+        stopped = self._stopped()
+        if stopped:
+            self._late_dependents(stopped, self._look_late())
 
-    def _list(self, targets: list[Target], statuses: tuple[str, ...], skip: set[str]) -> dict[str, str]:
-        """New job id -> queue name, listing each queue's statuses in lifecycle order."""
+    def _list(self, targets: list[Target], statuses: tuple[str, ...], skip: set[str], side_by_side: bool) -> dict[str, str]:
+        """New job id -> queue name, queues side by side (their statuses too, if `side_by_side`)."""
 
         def known(job_id: str) -> bool:
             return job_id in self.manifest.jobs or job_id in self.owner or job_id in skip or job_id in self.left_to_batch
 
         def listed(target: Target) -> list[tuple[str, str]]:
-            return [(job_id, target.queue.name) for job_id in exposed_ids(self.ctx, target, statuses, known)]
+            return [(job_id, target.queue.name) for job_id in exposed_ids(self.ctx, target, statuses, known, side_by_side)]
 
         found: dict[str, str] = {}
         for pairs in self.ctx.aws.parallel(listed, targets):
@@ -455,25 +484,21 @@ class _Drain:
                 found.setdefault(job_id, queue)
         return found
 
-    def _late_dependents(self) -> None:
-        """Jobs that came to depend on a job this drain stops after it was taken (submitted meanwhile,
-        perhaps on a queue no pass lists): Batch would fail them with it."""
-        stopped = {r.job_id for r in self.manifest if r.outcome in (TERMINATING, TERMINATED)}
-        if not stopped:
-            return
-        queues = self.ctx.batch.queues()  # one listing for both looks
-        self._record_and_stop(self.manifest, self._dependents(stopped, list_waiting(self.ctx, self._taken, queues)))
-        self._failed_dependents(stopped, queues)
+    def _stopped(self) -> set[str]:
+        return {r.job_id for r in self.manifest if r.outcome in (TERMINATING, TERMINATED)}
 
-    def _failed_dependents(self, stopped: set[str], every_queue: list[Queue]) -> None:
-        """Late dependents Batch already failed with a job this drain stopped, on the queues jobguard may act on:
-        recorded as late jobs the deploy killed (WATCHED), which restore judges and resubmits (commands/window.py)."""
-        if OPENED not in self.manifest.window:
-            return
-        allowed = {q.rsplit("/", 1)[-1] for q in self.ctx.options.queues}
-        queues = [q for q in every_queue if q.name in allowed]
-        since = int(self.manifest.window[OPENED]) - CLOCK_MARGIN_MS
-        jobs = failed_dependents(self.ctx, queues, stopped, since, self._taken)
+    def _look_late(self) -> LateLook:
+        """The reads of the last look; they may run beside a pass's listing (both only read)."""
+        since = int(self.manifest.window[OPENED]) - CLOCK_MARGIN_MS if OPENED in self.manifest.window else None
+        return look_late(self.ctx, self._taken, self.ctx.options.queue_names, since)
+
+    def _late_dependents(self, stopped: set[str], look: LateLook) -> None:
+        """Jobs that came to depend on a job this drain stops after it was taken (submitted meanwhile,
+        perhaps on a queue no pass lists): Batch would fail them with it. Those still waiting are recorded
+        and stopped; those Batch already failed, on the queues jobguard may act on, are recorded as late jobs
+        the deploy killed (WATCHED), which restore judges and resubmits (commands/window.py)."""
+        self._record_and_stop(self.manifest, self._dependents(stopped, look.waiting))
+        jobs = killed_by(look.failed, stopped)
         if not jobs:
             return
         names = {str(job.get("jobQueue", "")).rsplit("/", 1)[-1] for job in jobs}
@@ -491,17 +516,17 @@ class _Drain:
         pages = list(chunks(list(found), RECORD_PAGE))
         if not pages:
             return
-        waiting = list_waiting(self.ctx, self._taken)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobguard-ahead") as ahead:
             try:
                 described = ahead.submit(self.ctx.batch.describe, pages[0])
+                listed = ahead.submit(list_waiting, self.ctx, self._taken, None, True)  # meanwhile: both only read
                 for number, page in enumerate(pages, start=1):
                     details = described.result()
                     if number < len(pages):
                         described = ahead.submit(self.ctx.batch.describe, pages[number])
                     # A job of this page already taken as a dependent of an earlier page is not taken again.
                     jobs = [details[i] for i in page if details.get(i, {}).get("status") in statuses and not self._taken(i)]
-                    self._take_page(jobs, found, reasons, final, waiting, ahead)
+                    self._take_page(jobs, found, reasons, final, listed, ahead)
                     if len(pages) > 1:
                         self.ctx.report.line(f"  recorded {min(number * RECORD_PAGE, len(found))} of {len(found)} jobs")
                 self._collect()
@@ -514,7 +539,13 @@ class _Drain:
                 raise
 
     def _take_page(
-        self, jobs: list[dict[str, Any]], found: dict[str, str], reasons: dict[str, str], final: bool, waiting: Waiting, ahead: Executor
+        self,
+        jobs: list[dict[str, Any]],
+        found: dict[str, str],
+        reasons: dict[str, str],
+        final: bool,
+        waiting: Future[Waiting],
+        ahead: Executor,
     ) -> None:
         if final:  # where only instances go, a job Batch itself runs again is not at risk (domain/host_retry.py)
             retried = {str(j["jobId"]) for j in jobs if found[str(j["jobId"])] in self.hosts_lost_queues and retried_by_batch(j)}
@@ -531,7 +562,7 @@ class _Drain:
             self.not_queued |= left
             records = [r for r in records if r.job_id not in left]
         records = self._doubles(jobs, records)
-        dependents = self._dependents({r.job_id for r in records if r.outcome == RECORDED}, waiting)
+        dependents = self._dependents({r.job_id for r in records if r.outcome == RECORDED}, waiting.result())
         self._record_and_stop(self.manifest, records + dependents, ahead)
 
     def _doubles(self, jobs: list[dict[str, Any]], records: list[JobRecord]) -> list[JobRecord]:
@@ -565,7 +596,7 @@ class _Drain:
         return job_id in self.manifest.jobs or job_id in self.owner
 
     def _check_dependent_queues(self, queues: set[str], chosen: dict[str, str], waiting: dict[str, str]) -> None:
-        allowed = {q.rsplit("/", 1)[-1] for q in self.ctx.options.queues}
+        allowed = self.ctx.options.queue_names
         for dependent, stopped in chosen.items():
             queue = waiting[dependent]
             if queue not in allowed:

@@ -91,7 +91,7 @@ class Requests:
         if successor and self.queue(name) is None and self.queue(successor) is not None:
             notes.append(f"queue {name} was renamed {successor} by the deploy: submitted there")
             name = successor
-        allowed = {q.rsplit("/", 1)[-1] for q in self.options.queues}
+        allowed = self.options.queue_names
         if allowed and name not in allowed and name != successor:
             raise Hold(f"queue {name} is not one of the configured queues: jobguard may not submit to it")
         queue = self.queue(name)

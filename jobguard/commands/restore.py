@@ -163,7 +163,7 @@ def _leased_to(ctx: Context, deploy_id: str) -> set[str]:
     """The queues whose lease `deploy_id` holds (a handful: one per queue jobguard has drained), of the configured ones if any."""
     held = set()
     scope = lease_scope(ctx.account, ctx.region)
-    allowed = {q.rsplit("/", 1)[-1] for q in ctx.options.queues}
+    allowed = ctx.options.queue_names
     for name in ctx.store.keys("leases"):
         queue = name[len(scope) :]
         if not name.startswith(scope) or (allowed and queue not in allowed):
@@ -200,7 +200,7 @@ def _drop_duplicates(ctx: Context, manifests: list[Manifest]) -> None:
 def _restorable_queues(ctx: Context, manifests: list[Manifest], deploy_id: str | None, result: Restored) -> set[str]:
     """The queues this restore may act on: of its configured queues (if any), those free, expired, or held by its own deploy."""
     queues: set[str] = set()
-    allowed = {q.rsplit("/", 1)[-1] for q in ctx.options.queues}
+    allowed = ctx.options.queue_names
     for queue in sorted({q for m in manifests for q in m.record_queues()}):
         if allowed and queue not in allowed:  # a matrix leg restores its own queues; the other legs share its deploy id
             owed = sum(1 for m in manifests for r in m if r.queue == queue and r.owed)

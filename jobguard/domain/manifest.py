@@ -171,7 +171,7 @@ class Manifest:
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     window: dict[str, Any] = field(default_factory=dict)  # OPENED/DRAINED/SWEPT stamps, and "found": late jobs by kind
     signature: dict[str, str] | None = None
-    changed: set[str] = field(default_factory=set, repr=False, compare=False)  # job ids changed since read
+    changed: dict[str, None] = field(default_factory=dict, repr=False, compare=False)  # job ids changed since read, in order
     released_queues: set[str] = field(default_factory=set, repr=False, compare=False)  # frozen queues put back since read
     window_changed: bool = field(default=False, repr=False, compare=False)  # `window` changed since read
 
@@ -179,7 +179,7 @@ class Manifest:
         """Add or replace records."""
         for record in records:
             self.jobs[record.job_id] = record
-            self.changed.add(record.job_id)
+            self.changed[record.job_id] = None
 
     def stamp_window(self, key: str, value: Any) -> None:
         """Set one entry of the deploy window (OPENED, DRAINED, SWEPT, "found")."""
@@ -308,7 +308,7 @@ class Manifest:
     def merged_onto(self, theirs: Manifest) -> Manifest:
         """`theirs` (just read back after a conflicting write) with this copy's changes applied on top."""
         merged = replace(
-            theirs, changed=set(theirs.changed) | self.changed, jobs=dict(theirs.jobs), released_queues=set(self.released_queues)
+            theirs, changed={**theirs.changed, **self.changed}, jobs=dict(theirs.jobs), released_queues=set(self.released_queues)
         )
         for job_id in self.changed:
             if job_id in self.jobs:

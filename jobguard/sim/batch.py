@@ -146,7 +146,8 @@ class BatchModel:
         self.deletions: list[tuple[float, list[str]]] = []  # DeleteJobQueue: when, and the jobs it ends in order
         self.lock = threading.RLock()
         # What `tick` looks at, so that a call costs the same with 100 or 200 000 jobs known:
-        self._watched: dict[str, None] = {}  # jobs with a stop due, waiting on dependencies, or array parents (ordered)
+        self._watched: dict[str, None] = {}  # jobs waiting on dependencies, and array parents (ordered)
+        self._due: list[tuple[float, str]] = []  # heap of (stop_at, job id): stops asked for, taken in time order
         self._by_queue: dict[str, set[str]] = {}  # queue ARN -> its jobs (children too): a deleted queue ends them
         self._ended: list[tuple[float, str]] = []  # heap of (stoppedAt, job id): forgotten in that order
         self._changes = 0  # moves so far: ListJobs' sorted candidates are kept until the next move
@@ -349,12 +350,18 @@ class BatchModel:
         if job.status == "PENDING":
             job.stop_requested, job.stop_kind = True, "cancelled"
         elif job.status in NOT_STARTED:
-            job.stop_at = min(job.stop_at or float("inf"), self.now() + self.timing.cancel_seconds)
+            self._stop_by(job, self.now() + self.timing.cancel_seconds)
             job.stop_kind = "cancelled"
         elif kind == "terminated" and job.stop_at is None:  # STARTING or RUNNING: SIGTERM, then exit
-            stop = self.timing.stop_seconds if job.stop_seconds is None else job.stop_seconds
-            job.stop_at, job.stop_kind = self.now() + stop, "terminated"
+            self._stop_by(job, self.now() + (self.timing.stop_seconds if job.stop_seconds is None else job.stop_seconds))
+            job.stop_kind = "terminated"
         self._watched[job.job_id] = None
+
+    def _stop_by(self, job: Job, when: float) -> None:
+        """The job ends at `when` at the latest (an earlier stop already due stands)."""
+        if job.stop_at is None or when < job.stop_at:
+            job.stop_at = when
+            heapq.heappush(self._due, (when, job.job_id))
 
     # -- job definitions ---------------------------------------------------------------------
     def register_job_definition(self, body: Json) -> Json:
@@ -564,16 +571,21 @@ class BatchModel:
     def tick(self) -> None:
         """Let what is due happen: stops, dependency failures, cancellations, forgetting.
 
-        Only the jobs that can change on their own are looked at (`_watched`), so that a call does
-        not cost a pass over every job Batch knows.
+        Only the jobs that can change on their own are looked at: stops in the order they fall due
+        (`_due`), then the jobs waiting on others and array parents (`_watched`), so that a call costs
+        what is due, not a pass over every job Batch knows or is stopping.
         """
         with self.lock:
             now = self.now()
-            for job in self._watching():
-                if job.stop_at is not None and job.stop_at <= now and job.status in ACTIVE and not job.children:
-                    if job.stop_kind == "host" and self._retried(job):
-                        continue
-                    self._end(job, "FAILED", job.reason, job.stop_kind)
+            while self._due and self._due[0][0] <= now:
+                _, job_id = heapq.heappop(self._due)
+                job = self.jobs.get(job_id)
+                # an entry is stale once its job ended, was retried or was given an earlier stop
+                if job is None or job.stop_at is None or job.stop_at > now or job.status not in ACTIVE or job.children:
+                    continue
+                if job.stop_kind == "host" and self._retried(job):
+                    continue
+                self._end(job, "FAILED", job.reason, job.stop_kind)
             self._queue_deletions(now)
             self._resolve_dependencies()
             for job in self._watching():
@@ -586,11 +598,7 @@ class BatchModel:
         jobs = []
         for job_id in list(self._watched):
             job = self.jobs.get(job_id)
-            if (
-                job is None
-                or job.status not in ACTIVE
-                or not (job.stop_at is not None or job.children or job.status in ("SUBMITTED", "PENDING"))
-            ):
+            if job is None or job.status not in ACTIVE or not (job.children or job.status in ("SUBMITTED", "PENDING")):
                 del self._watched[job_id]
             else:
                 jobs.append(job)
@@ -665,7 +673,7 @@ class BatchModel:
             self._attempt(job)
             job.stopped_at, job.stop_at = self.now(), None
             heapq.heappush(self._ended, (job.stopped_at, job.job_id))
-        elif status in ("SUBMITTED", "PENDING") or job.stop_at is not None or job.children:
+        elif status in ("SUBMITTED", "PENDING") or job.children:
             self._watched[job.job_id] = None
 
     def _end(self, job: Job, status: str, reason: str | None, kind: str) -> None:
@@ -684,9 +692,8 @@ class BatchModel:
                 on = (job.compute_environment or "").rsplit("/", 1)[-1]
                 if job.status in ("STARTING", "RUNNING") and not job.children and on == name and job.stop_kind != "host":
                     stop = self.timing.stop_seconds if job.stop_seconds is None else job.stop_seconds
-                    job.stop_at = min(job.stop_at or float("inf"), self.now() + stop)
+                    self._stop_by(job, self.now() + stop)
                     job.stop_kind, job.reason = "host", f"Host EC2 (instance i-{uuid.uuid4().hex[:17]}) terminated."
-                    self._watched[job.job_id] = None
 
     def _retried(self, job: Job) -> bool:
         """A host-terminated attempt its retryStrategy retries: the job is RUNNABLE again (Automated job retries)."""
