@@ -8,11 +8,11 @@ shows a new job after `--list-lag` seconds. jobguard and the loop run as separat
 measured in the same run.
 
   python -m bench.run [--sizes 300,2000,10000] [--latencies 0.05,0.1] [--limit 50] [--loop-sample 1000]
-                      [--stop-seconds 30] [--list-lag 1] [--row-limits 100000=250]
+                      [--stop-seconds 30] [--list-lag 1] [--restore-limits 100000=150]
 
-`--row-limits N=RATE` raises the simulated limit (and jobguard's own `rate`, 96 % of it, as the
-defaults are 48 of AWS's 50) for the rows of N jobs: at 50 calls/s, 100 000 SubmitJob calls take
-33 minutes. Each row says the limit it ran at; its floors are at that limit.
+`--restore-limits N=RATE` raises the simulated limit (and jobguard's own `rate`, 96 % of it, as the
+defaults are 48 of AWS's 50) for the restores of N jobs: at 50 calls/s, 100 000 SubmitJob calls take
+33 minutes. Drain always runs at `--limit`. Each row says the limit it ran at; its floors are at that limit.
 
 "store B/job" is what drain and restore wrote to the (folder) store, in bytes per job: manifest
 heads, pages, leases and index entries, counted where the store writes them. "load" is the
@@ -25,10 +25,14 @@ its start to its last stop call plus whatever follows the wait; restore has no s
 
 The floors ("floor s"): restore's is N/limit s, one SubmitJob per job at the limit. drain stops in
 bulk (TerminateJobs, 50 jobs a call), so what it must call is its listing, its describing and its
-stopping: ceil(N/1000) + 4 ListJobs pages (one per status; a page needs the previous page's token,
-so each costs a round trip, `--latencies`), then every job described (DescribeJobs, 100 a call)
-before it is stopped (TerminateJobs, 50 a call), each at the limit: floor = (ceil(N/1000) + 4) x
-latency + (ceil(N/100) + ceil(N/50)) / limit.
+stopping: ceil(N/1000) ListJobs pages one after another (a page needs the previous page's token, so
+each costs a round trip, `--latencies`; the statuses are listed side by side, and the bench's jobs are
+all RUNNING), then every job described (DescribeJobs, 100 a call) before it is stopped (TerminateJobs,
+50 a call), each at the limit: floor = ceil(N/1000) x latency + (ceil(N/100) + ceil(N/50)) / limit.
+
+"start s" is what any Python tool pays before its work: a process that imports boto3 and makes one
+call (GetCallerIdentity, as jobguard does to learn its account), measured in the same run against the
+same simulated AWS. "÷ floor+start" divides each operation's time by its floor plus that start.
 
 The loop is measured on min(N, --loop-sample) jobs and scaled to N (it is linear: one call after
 another); the table says so. Ratios are the figures to read: timings on shared machines are noisy.
@@ -47,7 +51,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from jobguard.domain.manifest import ACTIVE_STATUSES as ACTIVE
 from jobguard.domain.tags import mark_of
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim import Timing as BatchTiming
@@ -120,18 +123,38 @@ def _seed(aws: SimulatedAWS, queue: str, count: int) -> list[str]:
     return ids
 
 
-def measure(count: int, latency: float, limit: float, loop_sample: int, work: Path, timing: BatchTiming) -> list[dict[str, object]]:
-    """One size at one latency: jobguard's drain and restore, then the loop's."""
+def _pace(aws: SimulatedAWS, folder: Path, limit: float) -> None:
+    """The simulated limit, and jobguard's own pacing under it (its defaults, 48 burst 50, are for AWS's 50)."""
+    aws.rate = aws.burst = limit
+    pace = f"rate: {limit * 0.96:g}\nburst: {limit:g}\n" if limit != 50 else ""
+    (folder / ".jobguard.yml").write_text(f"lock-timeout: 5\n{pace}")
+
+
+def _start(env: dict[str, str], cwd: str) -> float:
+    """Seconds for a Python process that imports boto3 and makes one call, the least any tool's start costs."""
+    command = [sys.executable, "-c", "import boto3; boto3.client('sts').get_caller_identity()"]
+    times = []
+    for _ in range(3):  # the least of three: the start, not the machine's other work
+        started = time.monotonic()
+        subprocess.run(command, env=env, cwd=cwd, check=True)
+        times.append(time.monotonic() - started)
+    return min(times)
+
+
+def measure(
+    count: int, latency: float, limits: tuple[float, float], loop_sample: int, work: Path, timing: BatchTiming
+) -> list[dict[str, object]]:
+    """One size at one latency: jobguard's drain and restore, then the loop's; `limits`: drain's and restore's."""
     with SimulatedAWS(timing) as aws:
-        aws.latency, aws.rate, aws.burst = latency, limit, limit
+        aws.latency = latency
         seed = Seeder(aws)
         seed.queue("bench")
         seed.queue("loop")
         seed.definition("work")
         env = {**os.environ, **aws.env()}
         folder = Path(tempfile.mkdtemp(dir=work))
-        pace = f"rate: {limit * 0.96:g}\nburst: {limit:g}\n" if limit != 50 else ""  # 50: the defaults (48, burst 50)
-        (folder / ".jobguard.yml").write_text(f"lock-timeout: 5\n{pace}")
+        _pace(aws, folder, limits[0])
+        start = _start(env, str(folder))
         store = f"file://{folder}/manifests"
         jobs = _seed(aws, "bench", count)
         stops = Stops()
@@ -141,6 +164,7 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
         aws.after = None
         drain_429 = sum(aws.throttled.values()) - before
         seed.definition("work")  # the deploy
+        _pace(aws, folder, limits[1])
         before = sum(aws.throttled.values())
         restore = _process("jobguard", ["restore", "--store", store, "--deploy-id", "bench"], env, str(folder))
         restore_429 = sum(aws.throttled.values()) - before
@@ -154,17 +178,19 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
         sample = min(count, loop_sample)
         _seed(aws, "loop", sample)
         saved = str(folder / "loop.json")
+        _pace(aws, folder, limits[0])
         loop_drain = _process("bench.loop", ["drain", "loop", saved], env, str(folder))  # the loop never waits for the stops
+        _pace(aws, folder, limits[1])
         loop_restore = _process("bench.loop", ["restore", "loop", saved], env, str(folder))
         scale = count / sample
     floors = {
-        "drain": (math.ceil(count / 1000) + len(ACTIVE) - 1) * latency + (math.ceil(count / 100) + math.ceil(count / 50)) / limit,
-        "restore": count / limit,
+        "drain": math.ceil(count / 1000) * latency + (math.ceil(count / 100) + math.ceil(count / 50)) / limits[0],
+        "restore": count / limits[1],
     }
     rows = []
-    for name, measured, loop, throttled, waited in (
-        ("drain", drain, loop_drain, drain_429, stops.wait),
-        ("restore", restore, loop_restore, restore_429, 0.0),
+    for name, limit, measured, loop, throttled, waited in (
+        ("drain", limits[0], drain, loop_drain, drain_429, stops.wait),
+        ("restore", limits[1], restore, loop_restore, restore_429, 0.0),
     ):
         loop_seconds = loop.seconds * scale
         rows.append(
@@ -177,6 +203,8 @@ def measure(count: int, latency: float, limit: float, loop_sample: int, work: Pa
                 "stop_wait": waited,
                 "floor": floors[name],
                 "floor_ratio": measured.seconds / floors[name],
+                "start": start,
+                "started_ratio": measured.seconds / (floors[name] + start),
                 "loop_seconds": loop_seconds,
                 "loop_ratio": loop_seconds / measured.seconds,
                 "loop_sample": sample,
@@ -199,9 +227,9 @@ def main() -> None:
     parser.add_argument("--loop-sample", type=int, default=1000)
     parser.add_argument("--stop-seconds", type=float, default=30.0, help="how long a terminated running job runs on (ECS: 30 s)")
     parser.add_argument("--list-lag", type=float, default=1.0, help="seconds before ListJobs shows a new job")
-    parser.add_argument("--row-limits", default="", help="N=RATE,...: the simulated limit for the rows of N jobs")
+    parser.add_argument("--restore-limits", default="", help="N=RATE,...: the simulated limit for the restores of N jobs")
     args = parser.parse_args()
-    row_limits = {int(n): float(rate) for n, _, rate in (pair.partition("=") for pair in args.row_limits.split(",") if pair)}
+    restore_limits = {int(n): float(rate) for n, _, rate in (pair.partition("=") for pair in args.restore_limits.split(",") if pair)}
     timing = BatchTiming(stop_seconds=args.stop_seconds, cancel_seconds=min(1.0, args.stop_seconds), list_lag_seconds=args.list_lag)
     machine = f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(
@@ -209,20 +237,20 @@ def main() -> None:
         flush=True,
     )
     print(
-        "| N | limit/s | latency | op | jobguard s | floor s | ÷ floor | stop wait s | loop s | loop ÷ jobguard | peak RSS MB "
-        "| store B/job "
-        "| load | 429s | lost | doubled |"
+        "| N | limit/s | latency | op | jobguard s | floor s | ÷ floor | start s | ÷ floor+start | stop wait s | loop s | loop ÷ jobguard "
+        "| peak RSS MB | store B/job | load | 429s | lost | doubled |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as work:
         for latency in (float(x) for x in args.latencies.split(",")):
             for count in (int(x) for x in args.sizes.split(",")):
-                limit = row_limits.get(count, args.limit)
-                for row in measure(count, latency, limit, args.loop_sample, Path(work), timing):
+                limits = (args.limit, restore_limits.get(count, args.limit))
+                for row in measure(count, latency, limits, args.loop_sample, Path(work), timing):
                     sampled = "" if row["loop_sample"] == row["N"] else f" (scaled from {row['loop_sample']})"
                     print(
                         f"| {row['N']} | {row['limit']:g} | {row['latency_ms']} ms | {row['op']} | {row['seconds']:.1f} | "
-                        f"{row['floor']:.1f} | {row['floor_ratio']:.2f} | {row['stop_wait']:.1f} | "
+                        f"{row['floor']:.1f} | {row['floor_ratio']:.2f} | {row['start']:.2f} | {row['started_ratio']:.2f} | "
+                        f"{row['stop_wait']:.1f} | "
                         f"{row['loop_seconds']:.1f}{sampled} | {row['loop_ratio']:.2f} | "
                         f"{row['peak_rss_mb']:.0f} | {row['store_bytes_per_job']:.0f} | {row['load']:.1f} | {row['throttled']} | "
                         f"{row['lost']} | {row['doubled']} |",
