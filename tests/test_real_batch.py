@@ -408,6 +408,38 @@ def test_a_job_changing_state_while_drain_lists_is_drained(
     _exactly_once(aws, [steady, mover])
 
 
+def test_a_job_moving_on_between_two_side_by_side_listings_is_found_by_a_pass_in_lifecycle_order(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """drain's first pass lists the statuses at once: RUNNING is answered, the job moves on from RUNNABLE to
+    RUNNING, and only then is RUNNABLE answered. That pass finds nothing, and must not be the last."""
+    _world(seed)
+    mover = _job(seed, "mover", "RUNNABLE")
+    list_jobs = aws.batch.list_jobs
+    moved = threading.Event()
+    held: list[bool] = []
+
+    def racing(body: dict[str, Any]) -> dict[str, Any]:
+        status = body.get("jobStatus")
+        if status == "RUNNING" and not moved.is_set():
+            answer = list_jobs(body)
+            aws.batch.set_status(mover, "RUNNING")
+            moved.set()
+            return answer
+        if status == "RUNNABLE" and not held:
+            held.append(True)
+            moved.wait(timeout=5)  # the RUNNING listing is in flight beside this one in a side-by-side pass
+        return list_jobs(body)
+
+    monkeypatch.setattr(aws.batch, "list_jobs", racing)
+    drained = _drain(run, store)
+    assert drained.code == 0, drained.err
+    assert moved.is_set() and set(records(store, seed, "d1")) == {mover}
+    assert aws.batch.jobs[mover].status == "FAILED"
+    assert _restore(run, store).code == 0
+    _exactly_once(aws, [mover])
+
+
 # -- policy wait -----------------------------------------------------------------------------------
 
 
