@@ -53,12 +53,14 @@ class Waiting:
         return chosen
 
 
-def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue] | None = None, side_by_side: bool = False) -> Waiting:
+def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue] | None = None) -> Waiting:
     """Every queue's waiting jobs (`taken` ones left out), described: one listing, queues side by side.
 
     `queues`: every queue of the account, when the caller has just listed them; else listed here.
-    `side_by_side`: a queue's two statuses at once too, when a later look in lifecycle order (the drain's
-    last) finds the jobs this one misses as they move on from SUBMITTED to PENDING.
+    A queue's two statuses are listed in lifecycle order, SUBMITTED then PENDING: a job moving on from one
+    to the other between two listings side by side would be in neither, and no later look is sure to see
+    it (its dependency stopped, Batch fails it; created before the drain, the last look's failed ones
+    leave it out).
     """
 
     def listed(queue: tuple[str, str, tuple[str, ...]]) -> list[tuple[str, str]]:
@@ -66,7 +68,7 @@ def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue]
         return [(str(s["jobId"]), name) for status in statuses for s in ctx.batch.list_jobs(arn, status)]
 
     every = ctx.batch.queues() if queues is None else queues
-    looks = [(q.arn, q.name, (status,)) for q in every for status in WAITING] if side_by_side else [(q.arn, q.name, WAITING) for q in every]
+    looks = [(q.arn, q.name, WAITING) for q in every]
     queue_of: dict[str, str] = {}
     for pairs in ctx.aws.parallel(listed, looks):
         queue_of.update((job_id, name) for job_id, name in pairs if not taken(job_id))

@@ -446,15 +446,17 @@ class _Drain:
         self, targets: list[Target], statuses: tuple[str, ...], reasons: dict[str, str], final: bool, confirmed: bool = False
     ) -> None:
         """Passes until one finds nothing new; the first lists side by side, and only a pass in lifecycle order
-        ends them, unless `confirmed` (an earlier pass in lifecycle order found every job: this one looks for
-        jobs ListJobs was slow to show). A pass that may be the last reads the last look beside its listing."""
+        ends them. `confirmed` (after the wait for stops: this pass looks for jobs ListJobs was slow to show)
+        lists in lifecycle order from the first pass: a job it finds moving on between two listings side by
+        side would be in neither, and no pass would follow to find it. A pass that may be the last reads the
+        last look beside its listing."""
         for number in range(1, MAX_PASSES + 1):
-            side_by_side = number == 1
-            stopped = self._stopped() if confirmed or not side_by_side else set()
+            side_by_side = number == 1 and not confirmed
+            stopped = set() if side_by_side else self._stopped()
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobguard-late") as late:
                 look = late.submit(self._look_late) if stopped else None
                 found = self._list(targets, statuses, skip=set() if final else self.not_queued, side_by_side=side_by_side)
-                if not found and side_by_side and not confirmed:
+                if not found and side_by_side:
                     continue
                 if not found:
                     if look is not None:
@@ -519,7 +521,7 @@ class _Drain:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobguard-ahead") as ahead:
             try:
                 described = ahead.submit(self.ctx.batch.describe, pages[0])
-                listed = ahead.submit(list_waiting, self.ctx, self._taken, None, True)  # meanwhile: both only read
+                listed = ahead.submit(list_waiting, self.ctx, self._taken)  # meanwhile: both only read
                 for number, page in enumerate(pages, start=1):
                     details = described.result()
                     if number < len(pages):

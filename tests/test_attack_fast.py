@@ -1,0 +1,116 @@
+"""Attacks on commit 85e29d5 (`fast`): side-by-side listings in drain, the last look on a thread, the
+simulation's deadline heap and O(changes) manifest saves. Each test checks the promise itself: no job
+lost, none doubled."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobguard.sim import Seeder, SimulatedAWS, Timing
+
+from .conftest import overlapping, records, replacements_of
+
+PLANS = Path(__file__).parent / "plans"
+
+
+def _job(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work", after: str | None = None) -> str:
+    depends: dict[str, Any] = {"dependsOn": [{"jobId": after}]} if after else {}
+    return seed.job(status=status, jobName=name, jobQueue=queue, jobDefinition="proc", **depends)
+
+
+def _exactly_once(aws: SimulatedAWS, jobs: list[str]) -> dict[str, str]:
+    found = replacements_of(aws)
+    assert {j: len(found.get(j, [])) for j in jobs} == dict.fromkeys(jobs, 1)
+    assert overlapping(aws) == []
+    return {j: found[j][0] for j in jobs}
+
+
+def test_a_dependent_moving_from_submitted_to_pending_while_the_waiting_jobs_are_listed_is_not_lost(
+    seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job waiting on a drained job, on a configured queue the plan leaves alone, moves on from SUBMITTED
+    to PENDING while the pass lists the waiting jobs: after PENDING was listed, before SUBMITTED is. Listed
+    in lifecycle order (SUBMITTED, then PENDING) it is seen in one of them; listed side by side it is in
+    neither. Batch fails it as soon as its dependency is stopped, and it was created before the drain: the
+    last look (waiting jobs, and failed ones created since the drain began) never sees it. Lost."""
+    aws.batch.timing = Timing.instant()
+    seed.definition("proc")
+    for queue in ("science-queue", "legacy-queue"):
+        seed.queue(queue)
+    upstream = _job(seed, "upstream", queue="science-queue")
+    dependent = _job(seed, "dependent", "SUBMITTED", queue="legacy-queue", after=upstream)
+    legacy = aws.batch.queues_by_name["legacy-queue"].arn if hasattr(aws.batch, "queues_by_name") else None
+    pending_listed = threading.Event()
+    moved: list[bool] = []
+    list_jobs = aws.batch.list_jobs
+
+    def racing(body: dict[str, Any]) -> dict[str, Any]:
+        on_legacy = str(body.get("jobQueue", "")).endswith("/legacy-queue") or body.get("jobQueue") in ("legacy-queue", legacy)
+        status = body.get("jobStatus")
+        if on_legacy and status == "SUBMITTED" and not moved:
+            # Batch moves it on just before this listing is answered; had PENDING been listed first, it is missed
+            pending_listed.wait(1.0)
+            moved.append(True)
+            aws.batch.set_status(dependent, "PENDING")
+        answer = list_jobs(body)
+        if on_legacy and status == "PENDING":
+            pending_listed.set()
+        return answer
+
+    monkeypatch.setattr(aws.batch, "list_jobs", racing)
+    queues = [arg for q in ("science-queue", "legacy-queue") for arg in ("--queue", q)]
+    drained = run("drain", "--plan", str(PLANS / "queue-replace.json"), *queues, "--no-freeze", "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert moved
+    stored = records(store, seed, "d1")
+    assert dependent in stored, f"dependent {aws.batch.jobs[dependent].status}, recorded: {sorted(stored)}"
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    _exactly_once(aws, [upstream, dependent])
+
+
+def test_a_job_listing_was_slow_to_show_is_drained_although_it_moves_on_during_the_confirming_pass(
+    seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the wait for the stops, a pass looks for jobs ListJobs was slow to show (README: a replacement
+    submitted just before the passes). One such job moves on from RUNNABLE to STARTING during that pass:
+    listed in lifecycle order it is seen in one of the two listings; listed side by side (STARTING answered
+    before it moved, RUNNABLE after) it is in neither, and no later pass looks: it runs on into the apply
+    with no record."""
+    seed.queue("work")
+    seed.definition("proc")
+    steady = _job(seed, "steady")
+    aws.batch.jobs[steady].stop_seconds = 1.0  # the drain waits a moment for it to end
+    slow = _job(seed, "slow", "RUNNABLE")
+    starting_listed = threading.Event()
+    moved: list[bool] = []
+    list_jobs = aws.batch.list_jobs
+
+    def lagging(body: dict[str, Any]) -> dict[str, Any]:
+        visible = aws.batch.jobs[steady].status == "FAILED"  # ListJobs shows `slow` only after the wait for the stops
+        status = body.get("jobStatus")
+        if visible and status == "RUNNABLE" and not moved:
+            starting_listed.wait(1.0)
+            moved.append(True)
+            aws.batch.set_status(slow, "STARTING")
+        answer = list_jobs(body)
+        if not visible:
+            answer = {**answer, "jobSummaryList": [s for s in answer.get("jobSummaryList", []) if s.get("jobId") != slow]}
+        elif status == "STARTING":
+            starting_listed.set()
+        return answer
+
+    monkeypatch.setattr(aws.batch, "list_jobs", lagging)
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert moved
+    stored = records(store, seed, "d1")
+    assert slow in stored, f"slow is {aws.batch.jobs[slow].status}, unrecorded"
+    assert aws.batch.jobs[slow].status == "FAILED"
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    _exactly_once(aws, [steady, slow])
