@@ -372,7 +372,7 @@ class _Drain:
         # right before it released these queues) may be listed only now, after the wait for the stops.
         if self.stopping:
             stopped = len(self.stopping)
-            self._passes(targets, LIFECYCLE, reasons, final=True, confirmed=True)
+            self._passes(targets, LIFECYCLE, reasons, final=True, in_order=True)
             if len(self.stopping) > stopped:
                 self.stopping = self.stopping[stopped:]  # those still running were reported once already
                 self._wait_for_stops()
@@ -443,15 +443,15 @@ class _Drain:
 
     # -- finding jobs ----------------------------------------------------------------------
     def _passes(
-        self, targets: list[Target], statuses: tuple[str, ...], reasons: dict[str, str], final: bool, confirmed: bool = False
+        self, targets: list[Target], statuses: tuple[str, ...], reasons: dict[str, str], final: bool, in_order: bool = False
     ) -> None:
         """Passes until one finds nothing new; the first lists side by side, and only a pass in lifecycle order
-        ends them. `confirmed` (after the wait for stops: this pass looks for jobs ListJobs was slow to show)
+        ends them. `in_order` (after the wait for stops: this pass looks for jobs ListJobs was slow to show)
         lists in lifecycle order from the first pass: a job it finds moving on between two listings side by
         side would be in neither, and no pass would follow to find it. A pass that may be the last reads the
         last look beside its listing."""
         for number in range(1, MAX_PASSES + 1):
-            side_by_side = number == 1 and not confirmed
+            side_by_side = number == 1 and not in_order
             stopped = set() if side_by_side else self._stopped()
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobguard-late") as late:
                 look = late.submit(self._look_late) if stopped else None
