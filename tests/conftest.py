@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -284,6 +284,35 @@ def load_manifest(store: str, seed: Seeder, deploy_id: str) -> dict[str, Any]:
         pages = [json.loads(read(f"pages/{deploy_id}/{i:06d}-{d}.json")) for i, d in enumerate(document.pop("pages"))]
         document["jobs"] = [job for page in pages for job in page["jobs"]]
     return document
+
+
+def race_listings(
+    aws: SimulatedAWS,
+    monkeypatch: pytest.MonkeyPatch,
+    held: Callable[[dict[str, Any]], bool],
+    first: Callable[[dict[str, Any]], bool],
+    move: Callable[[], None],
+) -> list[bool]:
+    """Batch moves a job on between two ListJobs answers: the listing `held` picks waits (up to 1 s) until the
+    one `first` picks has been answered, then `move()` runs, then it is answered. Listed side by side, the
+    job is in neither; listed one after the other in lifecycle order, the wait runs out and the job is seen
+    in one of them. The list returned holds True once the job has moved."""
+    answered = threading.Event()
+    moved: list[bool] = []
+    list_jobs = aws.batch.list_jobs
+
+    def racing(body: dict[str, Any]) -> dict[str, Any]:
+        if held(body) and not moved:
+            answered.wait(1.0)
+            moved.append(True)
+            move()
+        answer = list_jobs(body)
+        if first(body):
+            answered.set()
+        return answer
+
+    monkeypatch.setattr(aws.batch, "list_jobs", racing)
+    return moved
 
 
 def asked_to_stop(aws: SimulatedAWS, job_id: str) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import random
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from jobguard.commands.manifests import Manifests
 from jobguard.output.report import Reporter
 from jobguard.sim import ACCOUNT, REGION, Seeder, SimulatedAWS, Timing
 
-from .conftest import overlapping, records, replacements_of
+from .conftest import overlapping, race_listings, records, replacements_of
 
 PLANS = Path(__file__).parent / "plans"
 
@@ -50,24 +49,18 @@ def test_a_dependent_moving_from_submitted_to_pending_while_the_waiting_jobs_are
         seed.queue(queue)
     upstream = _job(seed, "upstream", queue="science-queue")
     dependent = _job(seed, "dependent", "SUBMITTED", queue="legacy-queue", after=upstream)
-    pending_listed = threading.Event()
-    moved: list[bool] = []
-    list_jobs = aws.batch.list_jobs
 
-    def racing(body: dict[str, Any]) -> dict[str, Any]:
-        on_legacy = str(body.get("jobQueue", "")).rsplit("/", 1)[-1] == "legacy-queue"
-        status = body.get("jobStatus")
-        if on_legacy and status == "SUBMITTED" and not moved:
-            # Batch moves it on just before this listing is answered; had PENDING been listed first, it is missed
-            pending_listed.wait(1.0)
-            moved.append(True)
-            aws.batch.set_status(dependent, "PENDING")
-        answer = list_jobs(body)
-        if on_legacy and status == "PENDING":
-            pending_listed.set()
-        return answer
+    def on_legacy(body: dict[str, Any], status: str) -> bool:
+        return str(body.get("jobQueue", "")).rsplit("/", 1)[-1] == "legacy-queue" and body.get("jobStatus") == status
 
-    monkeypatch.setattr(aws.batch, "list_jobs", racing)
+    # Batch moves it on just before legacy-queue's SUBMITTED listing is answered, after its PENDING one
+    moved = race_listings(
+        aws,
+        monkeypatch,
+        lambda body: on_legacy(body, "SUBMITTED"),
+        lambda body: on_legacy(body, "PENDING"),
+        lambda: aws.batch.set_status(dependent, "PENDING"),
+    )
     queues = [arg for q in ("science-queue", "legacy-queue") for arg in ("--queue", q)]
     drained = run("drain", "--plan", str(PLANS / "queue-replace.json"), *queues, "--no-freeze", "--store", store, "--deploy-id", "d1")
     assert drained.code == 0, drained.err
@@ -92,25 +85,25 @@ def test_a_job_listing_was_slow_to_show_is_drained_although_it_moves_on_during_t
     steady = _job(seed, "steady")
     aws.batch.jobs[steady].stop_seconds = 1.0  # the drain waits a moment for it to end
     slow = _job(seed, "slow", "RUNNABLE")
-    starting_listed = threading.Event()
-    moved: list[bool] = []
     list_jobs = aws.batch.list_jobs
 
+    def visible() -> bool:  # ListJobs shows `slow` only after the wait for the stops
+        return aws.batch.jobs[steady].status == "FAILED"
+
     def lagging(body: dict[str, Any]) -> dict[str, Any]:
-        visible = aws.batch.jobs[steady].status == "FAILED"  # ListJobs shows `slow` only after the wait for the stops
-        status = body.get("jobStatus")
-        if visible and status == "RUNNABLE" and not moved:
-            starting_listed.wait(1.0)
-            moved.append(True)
-            aws.batch.set_status(slow, "STARTING")
         answer = list_jobs(body)
-        if not visible:
-            answer = {**answer, "jobSummaryList": [s for s in answer.get("jobSummaryList", []) if s.get("jobId") != slow]}
-        elif status == "STARTING":
-            starting_listed.set()
-        return answer
+        if visible():
+            return answer
+        return {**answer, "jobSummaryList": [s for s in answer.get("jobSummaryList", []) if s.get("jobId") != slow]}
 
     monkeypatch.setattr(aws.batch, "list_jobs", lagging)
+    moved = race_listings(
+        aws,
+        monkeypatch,
+        lambda body: visible() and body.get("jobStatus") == "RUNNABLE",
+        lambda body: visible() and body.get("jobStatus") == "STARTING",
+        lambda: aws.batch.set_status(slow, "STARTING"),
+    )
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
     assert drained.code == 0, drained.err
     assert moved

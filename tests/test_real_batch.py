@@ -21,7 +21,7 @@ from jobguard.commands.dependents import list_waiting
 from jobguard.errors import StoreError
 from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS, Timing
 
-from .conftest import configure, overlapping, records, replacements_of, run_process
+from .conftest import configure, overlapping, race_listings, records, replacements_of, run_process
 
 PLANS = Path(__file__).parent / "plans"
 
@@ -415,26 +415,16 @@ def test_a_job_moving_on_between_two_side_by_side_listings_is_found_by_a_pass_in
     RUNNING, and only then is RUNNABLE answered. That pass finds nothing, and must not be the last."""
     _world(seed)
     mover = _job(seed, "mover", "RUNNABLE")
-    list_jobs = aws.batch.list_jobs
-    moved = threading.Event()
-    held: list[bool] = []
-
-    def racing(body: dict[str, Any]) -> dict[str, Any]:
-        status = body.get("jobStatus")
-        if status == "RUNNING" and not moved.is_set():
-            answer = list_jobs(body)
-            aws.batch.set_status(mover, "RUNNING")
-            moved.set()
-            return answer
-        if status == "RUNNABLE" and not held:
-            held.append(True)
-            moved.wait(timeout=5)  # the RUNNING listing is in flight beside this one in a side-by-side pass
-        return list_jobs(body)
-
-    monkeypatch.setattr(aws.batch, "list_jobs", racing)
+    moved = race_listings(
+        aws,
+        monkeypatch,
+        lambda body: body.get("jobStatus") == "RUNNABLE",
+        lambda body: body.get("jobStatus") == "RUNNING",
+        lambda: aws.batch.set_status(mover, "RUNNING"),
+    )
     drained = _drain(run, store)
     assert drained.code == 0, drained.err
-    assert moved.is_set() and set(records(store, seed, "d1")) == {mover}
+    assert moved and set(records(store, seed, "d1")) == {mover}
     assert aws.batch.jobs[mover].status == "FAILED"
     assert _restore(run, store).code == 0
     _exactly_once(aws, [mover])

@@ -63,14 +63,11 @@ def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue]
     leave it out).
     """
 
-    def listed(queue: tuple[str, str, tuple[str, ...]]) -> list[tuple[str, str]]:
-        arn, name, statuses = queue
-        return [(str(s["jobId"]), name) for status in statuses for s in ctx.batch.list_jobs(arn, status)]
+    def listed(queue: Queue) -> list[tuple[str, str]]:
+        return [(str(s["jobId"]), queue.name) for status in WAITING for s in ctx.batch.list_jobs(queue.arn, status)]
 
-    every = ctx.batch.queues() if queues is None else queues
-    looks = [(q.arn, q.name, WAITING) for q in every]
     queue_of: dict[str, str] = {}
-    for pairs in ctx.aws.parallel(listed, looks):
+    for pairs in ctx.aws.parallel(listed, ctx.batch.queues() if queues is None else queues):
         queue_of.update((job_id, name) for job_id, name in pairs if not taken(job_id))
     details = ctx.batch.describe(queue_of) if queue_of else {}
     needs: dict[str, list[str]] = {}
