@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,41 @@ def test_a_job_listing_was_slow_to_show_is_drained_although_it_moves_on_during_t
     stored = records(store, seed, "d1")
     assert slow in stored, f"slow is {aws.batch.jobs[slow].status}, unrecorded"
     assert aws.batch.jobs[slow].status == "FAILED"
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    _exactly_once(aws, [steady, slow])
+
+
+def test_the_pass_for_jobs_listing_was_slow_to_show_runs_while_the_stops_are_awaited(
+    seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass that looks for jobs ListJobs was slow to show runs once `lookup-window` (1.5 s here) has passed
+    since the passes began, while the drain still waits for a job that takes 6 s to stop: not after that wait,
+    which would add its listing to every drain. It still finds the job ListJobs showed late, which is drained
+    and replaced once."""
+    seed.queue("work")
+    seed.definition("proc")
+    steady = _job(seed, "steady")
+    aws.batch.jobs[steady].stop_seconds = 6.0
+    slow = _job(seed, "slow")
+    list_jobs = aws.batch.list_jobs
+    first: list[float] = []
+
+    def lagging(body: dict[str, Any]) -> dict[str, Any]:  # `slow` is listed only a second after the first listing
+        first.append(first[0] if first else time.monotonic())
+        answer = list_jobs(body)
+        if time.monotonic() - first[0] >= 1.0:
+            return answer
+        return {**answer, "jobSummaryList": [s for s in answer.get("jobSummaryList", []) if s.get("jobId") != slow]}
+
+    monkeypatch.setattr(aws.batch, "list_jobs", lagging)
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    lines = drained.out.splitlines()
+    found = max(i for i, line in enumerate(lines) if line.startswith("pass ") and "1 new active jobs" in line)  # the later pass
+    ended = next(i for i, line in enumerate(lines) if "terminated" in line and "steady" in line)
+    assert found < ended, drained.out
+    assert slow in records(store, seed, "d1")
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     assert restored.code == 0, restored.err
     _exactly_once(aws, [steady, slow])

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from jobguard.adapters.batch import PROBE_PAGES, STOP_PAGE
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim.batch import BULK_STOP, ClientException
 
@@ -55,12 +56,12 @@ def test_an_endpoint_without_terminate_jobs_is_found_out_once_and_gets_one_call_
 ) -> None:
     aws.bulk_stop = False  # as moto: TerminateJobs answers HTTP 500 with an HTML page
     _world(seed, "work", "other")
-    jobs = _jobs(seed, 60) + _jobs(seed, 2, "other")
+    jobs = _jobs(seed, (PROBE_PAGES + 2) * STOP_PAGE) + _jobs(seed, 2, "other")
     store = f"file://{workdir}/m"
     drained = _drain(run, store, "work", "other")
     assert drained.code == 0, drained.err
     assert set(_outcomes(store, seed).values()) == {"terminated"}
-    assert aws.calls["batch:TerminateJobs"] == 1  # asked once, not retried, not asked again for the other pages
+    assert aws.calls["batch:TerminateJobs"] == PROBE_PAGES  # the first wave, not retried, not asked again for the other pages
     assert aws.calls["batch:TerminateJob"] == len(jobs)
 
 

@@ -20,6 +20,7 @@ from .retry import error_code, error_message, is_throttling, is_transient, is_un
 
 DESCRIBE_BATCH = 100
 STOP_PAGE = 50  # job ids per TerminateJobs call, Batch's maximum
+PROBE_PAGES = 8  # TerminateJobs calls sent at once before it is known whether the endpoint knows them
 # Per-job error codes of a TerminateJobs answer that Batch says to retry.
 RETRY_PER_JOB = frozenset({"ThrottlingException", "ServerException"})
 LIST_PAGE = 1000
@@ -215,23 +216,21 @@ class Batch:
         job queue"), its answer read job by job: per-job throttling and server errors are retried,
         other per-job errors returned. A call refused whole (4xx) is sent again one job at a time, so
         that each job gets its own answer; an endpoint that does not know TerminateJobs (moto, an
-        older API) is found out by the first call and gets TerminateJob per job for the rest of the run.
+        older API) is found out by the first calls and gets TerminateJob per job for the rest of the run.
         Returns the jobs not (or not surely) asked to stop, each with its error; `uncertain` on an
         error that may have been carried out.
         """
         pages = [page for ids in _by_queue(jobs).values() for page in chunks(ids, STOP_PAGE)]
         failed: dict[str, JobCallError] = {}
         one_by_one: list[str] = []
-        while pages and self._bulk_stop is None:  # one call alone finds out whether the endpoint knows TerminateJobs
-            refused, again = self._terminate_page(pages.pop(0), reason)
-            failed.update(refused)
-            one_by_one += again
-        if self._bulk_stop:
-            for refused, again in self.aws.parallel(lambda page: self._terminate_page(page, reason), pages):
+        while pages and self._bulk_stop is not False:
+            # While it is not known whether the endpoint knows TerminateJobs, a few calls at once find out
+            # (not all: each one an older endpoint refuses is a call wasted), then the rest go at once.
+            wave, pages = (pages[:PROBE_PAGES], pages[PROBE_PAGES:]) if self._bulk_stop is None else (pages, [])
+            for refused, again in self.aws.parallel(lambda page: self._terminate_page(page, reason), wave):
                 failed.update(refused)
                 one_by_one += again
-        else:
-            one_by_one += [job_id for page in pages for job_id in page]
+        one_by_one += [job_id for page in pages for job_id in page]
 
         def one(job_id: str) -> JobCallError | None:
             try:

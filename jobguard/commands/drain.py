@@ -12,7 +12,8 @@ until it has stopped.
    the endpoint does not know TerminateJobs), so a later run can tell "sent" from "never sent".
 4. Stopping is asynchronous: drain waits (up to stop-timeout) until every job it stopped has
    ended, records each end state (a job that SUCCEEDED meanwhile is `finished`, never
-   resubmitted), and exits 1 naming any still running.
+   resubmitted), and exits 1 naming any still running. Meanwhile, once `lookup-window` has passed
+   (ListJobs lags), one more pass in lifecycle order looks for jobs it was slow to show.
 With a grace period, queued jobs are drained first and running ones get the grace period to
 finish. Policies keep jobs running (wait) or keep them from coming back (abandon).
 """
@@ -334,6 +335,7 @@ class _Drain:
         self.in_flight: tuple[Manifest, list[JobRecord], Future[dict[str, JobCallError]]] | None = None  # a page's stops on their way
         self.problems = 0
         self.finished_in_grace = 0
+        self.last_states: dict[str, JobState] = {}  # the wait's last look at the jobs it awaits
 
     def result(self) -> Drained:
         return Drained(self.manifest, self.facts, self.problems)
@@ -366,16 +368,14 @@ class _Drain:
         if any(self._grace_of(t) > 0 for t in targets):
             self._passes(targets, QUEUED, reasons, final=False)
             self._grace(targets)
+        listed_at = time.monotonic()
         self._passes(targets, LIFECYCLE, reasons, final=True)
-        self._wait_for_stops()
-        # ListJobs lags: a job created just before the passes (a replacement that a restore submitted
-        # right before it released these queues) may be listed only now, after the wait for the stops.
-        if self.stopping:
-            stopped = len(self.stopping)
-            self._passes(targets, LIFECYCLE, reasons, final=True, in_order=True)
-            if len(self.stopping) > stopped:
-                self.stopping = self.stopping[stopped:]  # those still running were reported once already
-                self._wait_for_stops()
+        # ListJobs lags: a job created just before the passes (a replacement that a restore submitted right
+        # before it released these queues) may be listed only `lookup-window` later. One more pass looks for
+        # it while the stops are awaited, once that window has passed, or when the wait ends, if sooner.
+        self._wait_for_stops(
+            lambda: self._passes(targets, LIFECYCLE, reasons, final=True, in_order=True), listed_at + self.ctx.options.lookup_window
+        )
         for target in targets:
             retried = sum(queue == target.queue.name for queue in self.left_to_batch.values())
             if retried:
@@ -453,8 +453,11 @@ class _Drain:
         for number in range(1, MAX_PASSES + 1):
             side_by_side = number == 1 and not in_order
             stopped = set() if side_by_side else self._stopped()
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobguard-late") as late:
-                look = late.submit(self._look_late) if stopped else None
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobguard-beside") as beside:
+                # Only reads, beside the listing: the last look where this pass may be the last; the waiting
+                # jobs where the first pass, which is never the last, will take what it finds.
+                look = beside.submit(self._look_late) if stopped else None
+                waiting = beside.submit(list_waiting, self.ctx, self._taken) if side_by_side else None
                 found = self._list(targets, statuses, skip=set() if final else self.not_queued, side_by_side=side_by_side)
                 if not found and side_by_side:
                     continue
@@ -462,8 +465,8 @@ class _Drain:
                     if look is not None:
                         self._late_dependents(stopped, look.result())
                     return
-            self.ctx.report.line(f"pass {number}: {len(found)} new {'active' if final else 'queued'} jobs")
-            self._take(found, statuses, reasons, final)
+                self.ctx.report.line(f"pass {number}: {len(found)} new {'active' if final else 'queued'} jobs")
+                self._take(found, statuses, reasons, final, waiting)
         self.ctx.report.warning(
             f"new jobs kept arriving after {MAX_PASSES} passes; freeze the queues (--freeze) so no new work starts during the deploy"
         )
@@ -509,11 +512,14 @@ class _Drain:
         self.leases.acquire(names)
         watch(self.ctx, self.manifest, jobs)
 
-    def _take(self, found: dict[str, str], statuses: tuple[str, ...], reasons: dict[str, str], final: bool) -> None:
+    def _take(
+        self, found: dict[str, str], statuses: tuple[str, ...], reasons: dict[str, str], final: bool, waiting: Future[Waiting] | None
+    ) -> None:
         """Record and stop the jobs found (still in `statuses`), and every job waiting on one of them.
 
         A page at a time; the next page is described while this one is recorded and stopped (describing
-        only reads, and DescribeJobs and TerminateJobs are throttled apart).
+        only reads, and DescribeJobs and TerminateJobs are throttled apart). `waiting`: the waiting jobs,
+        listed beside the pass's listing; None: listed here, beside the first page's describing.
         """
         pages = list(chunks(list(found), RECORD_PAGE))
         if not pages:
@@ -521,7 +527,7 @@ class _Drain:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobguard-ahead") as ahead:
             try:
                 described = ahead.submit(self.ctx.batch.describe, pages[0])
-                listed = ahead.submit(list_waiting, self.ctx, self._taken)  # meanwhile: both only read
+                listed = waiting or ahead.submit(list_waiting, self.ctx, self._taken)  # meanwhile: both only read
                 for number, page in enumerate(pages, start=1):
                     details = described.result()
                     if number < len(pages):
@@ -700,34 +706,38 @@ class _Drain:
         self.problems += 1
         return record.moved_to(FAILED, DRAIN, error=f"{error}; left running")
 
-    def _wait_for_stops(self) -> None:
-        """Wait (up to stop-timeout) until every job this run stopped has ended; record how each ended."""
-        waiting = {job_id: manifest for manifest, job_id in self.stopping if manifest.jobs[job_id].outcome == TERMINATING}
-        if not waiting:
-            return
+    def _wait_for_stops(self, look: Callable[[], None] | None = None, look_at: float = 0.0) -> None:
+        """Wait (up to stop-timeout) until every job this run stopped has ended; record how each ended.
+
+        `look` (a pass for jobs ListJobs was slow to show) runs once, when the wait has reached `look_at`
+        (monotonic) or has ended, whichever is first; the jobs it stops are waited for in turn. Nothing
+        stopped: no wait, and no look.
+        """
+        awaited = 0  # of self.stopping: those taken into the wait so far
+        waiting: dict[str, Manifest] = {}
         bound = self.ctx.options.stop_timeout
-        started = time.monotonic()
-        poll, said = 0.25, 0.0
-        self.ctx.report.line(f"waiting up to {bound:g} s for {len(waiting)} stopped jobs to end (TerminateJob is asynchronous)")
-        while waiting:
-            states = self.ctx.batch.states(waiting)
-            for job_id in list(waiting):
-                state = states.get(job_id)
-                if state is None or not state.may_run:
-                    manifest = waiting.pop(job_id)
-                    record = self._ended(manifest.jobs[job_id], state)
-                    manifest.put([record])
-                    self._announce(manifest, record)
-                    if len(manifest.changed) >= ENDED_PAGE:  # the records these replace are let go (else two versions of every one)
-                        self.ctx.manifests.save(manifest)
-            elapsed = time.monotonic() - started
+        started, poll, said = time.monotonic(), 0.25, 0.0
+        while True:
+            more = {job_id: m for m, job_id in self.stopping[awaited:] if m.jobs[job_id].outcome == TERMINATING}
+            awaited = len(self.stopping)
+            if more:
+                waiting.update(more)
+                started, poll, said = time.monotonic(), 0.25, 0.0
+                self.ctx.report.line(f"waiting up to {bound:g} s for {len(more)} stopped jobs to end (TerminateJob is asynchronous)")
+            if waiting:
+                self._poll_ended(waiting)
+            if look is not None and awaited and (not waiting or time.monotonic() >= look_at):
+                self._save_changed()  # what ended so far, before the pass may fail
+                run, look = look, None
+                run()
+                continue
+            elapsed = time.monotonic() - started if waiting else 0.0
             if not waiting or elapsed >= bound:
                 break
             if elapsed - said >= 10:
-                statuses = sorted({states[j].status for j in waiting if j in states})
-                self.ctx.report.notice(f"waiting for {len(waiting)} jobs to stop ({', '.join(statuses)}); {bound - elapsed:.0f} s left")
+                self.ctx.report.notice(f"waiting for {len(waiting)} jobs to stop ({self._still(waiting)}); {bound - elapsed:.0f} s left")
                 said = elapsed
-            time.sleep(min(poll, max(0.0, bound - elapsed)))
+            time.sleep(max(0.0, min(poll, bound - elapsed, look_at - time.monotonic() if look is not None else poll)))
             poll = min(5.0, poll * 1.5)
         for job_id, manifest in waiting.items():
             record = manifest.jobs[job_id]
@@ -735,6 +745,25 @@ class _Drain:
             self.ctx.report.error(
                 f"{record.job_name} [{job_id}] on {record.queue}: still running {bound:g} s after TerminateJob; restore waits for it"
             )
+        self._save_changed()
+
+    def _poll_ended(self, waiting: dict[str, Manifest]) -> None:
+        """One look at the jobs awaited: those ended are recorded (and let go from `waiting`)."""
+        self.last_states = self.ctx.batch.states(waiting)
+        for job_id in list(waiting):
+            state = self.last_states.get(job_id)
+            if state is None or not state.may_run:
+                manifest = waiting.pop(job_id)
+                record = self._ended(manifest.jobs[job_id], state)
+                manifest.put([record])
+                self._announce(manifest, record)
+                if len(manifest.changed) >= ENDED_PAGE:  # the records these replace are let go (else two versions of every one)
+                    self.ctx.manifests.save(manifest)
+
+    def _still(self, waiting: dict[str, Manifest]) -> str:
+        return ", ".join(sorted({self.last_states[j].status for j in waiting if j in self.last_states}))
+
+    def _save_changed(self) -> None:
         for manifest in [self.manifest, *self.others.values()]:
             if manifest.changed:
                 self.ctx.manifests.save(manifest)
