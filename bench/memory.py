@@ -1,8 +1,13 @@
 """Where a large manifest's memory goes: write one, then read it as restore does, measuring peak RSS.
 
   python -m bench.memory write FOLDER [--jobs 100000]      a signed manifest "bench" of N records in a folder store
+                         [--variables 1]                   each submission with this many environment variables
   python -m bench.memory load FOLDER [--trace 15]          read it as restore does (twice: to choose, then under
                                                            the leases); peak RSS, and tracemalloc's top allocators
+  python -m bench.memory restore FOLDER [--whole]          read it, then mark and save it page by page as restore's
+                                                           submissions do (`submitting`, then `resubmitted`), without
+                                                           Batch: the manifest's share of restore's peak RSS; --whole
+                                                           holds every record with its submission (as before elision)
 
 The records are shaped as `bench.run` leaves them after a real drain (a job seeded as its `_seed` does,
 drained and seen to end; the record below was copied from such a run), with ids, names, inputs and
@@ -23,7 +28,7 @@ from typing import Any
 from jobguard.adapters.signing import FileSigner
 from jobguard.adapters.stores.file import FileStore
 from jobguard.commands.manifests import Manifests
-from jobguard.domain.manifest import JobRecord
+from jobguard.domain.manifest import RESTORE, RESUBMITTED, SUBMITTING, JobRecord
 from jobguard.output.report import Reporter
 from jobguard.sim import ACCOUNT, REGION
 
@@ -42,8 +47,11 @@ def _stamp(ms: float) -> str:
     )
 
 
-def record(index: int) -> JobRecord:
-    """One drained job as `bench.run` seeds and drains it (RUNNING, then terminated)."""
+def record(index: int, variables: int = 1) -> JobRecord:
+    """One drained job as `bench.run` seeds and drains it (RUNNING, then terminated); `variables` > 1: its submission
+    carries that many inputs (real jobs' overrides hold commands, variables, parameters and tags: kilobytes)."""
+    environment = [{"name": "INPUT", "value": f"s3://in/{index}"}]
+    environment += [{"name": f"SETTING_{k}", "value": f"s3://bucket/prefix/{index}/setting-{k}.json"} for k in range(1, variables)]
     job_id = str(uuid.UUID(int=index + 1, version=4))
     started = 1796637769778 + index
     return JobRecord(
@@ -53,7 +61,7 @@ def record(index: int) -> JobRecord:
         queue="bench",
         job_definition="work:1",
         status_at_drain="RUNNING",
-        submission={"containerOverrides": {"environment": [{"name": "INPUT", "value": f"s3://in/{index}"}]}, "jobName": f"job-{index}"},
+        submission={"containerOverrides": {"environment": environment}, "jobName": f"job-{index}"},
         outcome="terminated",
         stage="drain",
         times={
@@ -72,13 +80,13 @@ def _manifests(folder: Path) -> Manifests:
     return Manifests(FileStore(folder / "manifests"), signer, ACCOUNT, REGION, Reporter())
 
 
-def write(folder: Path, jobs: int) -> None:
+def write(folder: Path, jobs: int, variables: int = 1) -> None:
     """A signed, paged manifest of `jobs` records, saved as drain saves it (one page of records at a time)."""
     manifests = _manifests(folder)
     manifest = manifests.new(DEPLOY, {})
     manifest.queues = ["bench"]
     for start in range(0, jobs, 500):
-        manifest.put(record(i) for i in range(start, min(jobs, start + 500)))
+        manifest.put(record(i, variables) for i in range(start, min(jobs, start + 500)))
         manifests.save(manifest)
     print(f"wrote {jobs} records to {manifests.store.uri(DEPLOY)}")
 
@@ -90,6 +98,7 @@ def load(folder: Path, trace: int) -> None:
     before = _peak_kb()
     started = time.monotonic()
     manifests = _manifests(folder)
+    manifests.elide = True  # as restore reads: records held without their submissions
     chosen = manifests.load(DEPLOY)  # restore: the candidates
     fresh = manifests.load(DEPLOY)  # restore: read again under the leases
     assert chosen is not None and fresh is not None
@@ -107,16 +116,44 @@ def load(folder: Path, trace: int) -> None:
     _ = chosen, fresh
 
 
+def restore(folder: Path, whole: bool) -> None:
+    """Read the manifest as restore does, then move every record as restore's pages of submissions do: each page's
+    submissions read back (`Manifests.whole`), marked `submitting` and saved, then `resubmitted` and saved."""
+    before = _peak_kb()
+    started = time.monotonic()
+    manifests = _manifests(folder)
+    manifests.elide = not whole
+    manifest = manifests.load(DEPLOY)
+    assert manifest is not None
+    ids = list(manifest.jobs)
+    for start in range(0, len(ids), 500):
+        page = manifests.whole(manifest, [manifest.jobs[i] for i in ids[start : start + 500]])
+        marked = [r.moved_to(SUBMITTING, RESTORE) for r in page]
+        manifest.put(marked)
+        manifests.save(manifest)
+        manifest.put(r.moved_to(RESUBMITTED, RESTORE, replacement_id=r.job_id) for r in marked)
+        manifests.save(manifest)
+    seconds = time.monotonic() - started
+    print(
+        f"{len(ids)} records resubmitted (store side) in {seconds:.1f} s, {'whole' if whole else 'elided'}; "
+        f"peak RSS {_peak_kb() / 1024:.0f} MB (before reading: {before / 1024:.0f} MB)"
+    )
+
+
 def main(argv: list[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("write", "load"))
+    parser.add_argument("what", choices=("write", "load", "restore"))
     parser.add_argument("folder", type=Path)
     parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--variables", type=int, default=1, help="write: environment variables per job's submission")
+    parser.add_argument("--whole", action="store_true", help="restore: hold every record whole (as before elision)")
     parser.add_argument("--trace", type=int, default=0, help="show this many of tracemalloc's top allocators (slower)")
     args = parser.parse_args(argv)
     args.folder.mkdir(parents=True, exist_ok=True)
     if args.what == "write":
-        write(args.folder, args.jobs)
+        write(args.folder, args.jobs, args.variables)
+    elif args.what == "restore":
+        restore(args.folder, args.whole)
     else:
         load(args.folder, args.trace)
 

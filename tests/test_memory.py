@@ -43,3 +43,24 @@ def test_a_shared_empty_value_is_never_changed_through_a_record(tmp_path: Path) 
     moved = replace(first.moved_to(RESUBMITTED, RESTORE), dependencies={"other": "RUNNING"}, array_succeeded=[1])
     assert (first.dependencies, first.array_succeeded, second.dependencies, second.array_succeeded) == ({}, [], {}, [])
     assert (moved.dependencies, moved.array_succeeded) == ({"other": "RUNNING"}, [1])
+
+
+def _held_a_record(folder: Path, variables: int) -> float:
+    """Bytes a record read as restore reads it (submissions elided), for records whose submissions carry `variables` inputs."""
+    write(folder, JOBS, variables)
+    manifests = _manifests(folder)
+    manifests.elide = True
+    tracemalloc.start()
+    try:
+        manifest = manifests.load(DEPLOY)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert manifest is not None and len(manifest.jobs) == JOBS
+    return held / JOBS
+
+
+def test_records_read_for_restore_cost_the_same_however_large_their_submissions(tmp_path: Path) -> None:
+    small, large = _held_a_record(tmp_path / "small", 1), _held_a_record(tmp_path / "large", 40)  # 40 inputs: about 3.5 KB of JSON
+    assert large - small < 100, f"{small:.0f} bytes a record with 1 input, {large:.0f} with 40"
+    assert small < BUDGET - 500, f"{small:.0f} bytes a record"  # the submission's dicts and lists are not held

@@ -8,6 +8,10 @@
 - pages: records are kept, hashed and written in pages of `PAGE_RECORDS`, in the order they were
   first saved (`Layout`); the signature covers the header and every page's digest
   (domain/pages.py), so a save hashes and writes only the pages it changed: O(page), not O(manifest);
+- elision (`elide`, restore's reads): records read from stored pages are held without their
+  submissions (domain/elision.py); `whole` reads a page's submissions back, checked against the
+  digest the signature covers, for the jobs about to be sent, and a save fills the records of the
+  pages it rewrites the same way. Restore so holds a bounded number of whole records, not 100 000;
 - the index of open deploys (`open/DEPLOY_ID` documents) lets a restore with nothing to do make a
   bounded number of store calls however many deploys the store has seen.
 """
@@ -17,15 +21,17 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..adapters.signing import Signer
 from ..adapters.stores import Page, Store, Versioned
-from ..domain.manifest import JobRecord, Manifest, now
+from ..domain import elision
+from ..domain.manifest import JobRecord, Manifest, now, records_of
 from ..domain.pages import PAGED, WHOLE, manifest_digest, page_digest
+from ..domain.schema import integral
 from ..errors import ConflictError, ManifestError, SignatureError, StoreError, UnreachableError
 from ..output.report import Reporter
 
@@ -42,6 +48,7 @@ class Layout:
     digests: list[str] = field(default_factory=list)
     stored: bool = True  # False: the store holds it whole (written before pages): the next save writes every page
     position: dict[str, int] = field(default_factory=dict)
+    elided: bool = False  # records may be held without their submissions: each page's are read back from the store
 
     def extend(self, job_ids: list[str]) -> None:
         """Place new records after the last."""
@@ -64,10 +71,12 @@ class Manifests:
     region: str
     report: Reporter
     fence: Callable[[], None] = lambda: None
+    elide: bool = False  # hold records read from stored pages without their submissions (restore: domain/elision.py)
     versions: dict[str, str | None] = field(default_factory=dict)
     committed: dict[str, dict[str, JobRecord]] = field(default_factory=dict)  # deploy -> the records as last read or written
     layouts: dict[str, Layout] = field(default_factory=dict)  # deploy -> its pages as last read or written
-    _read: dict[str, tuple[str, Manifest, Layout]] = field(default_factory=dict)  # deploy -> version, manifest, pages last read
+    # deploy -> version, manifest, pages last read, and whether it was read to be elided
+    _read: dict[str, tuple[str, Manifest, Layout, bool]] = field(default_factory=dict)
     _opened: set[str] = field(default_factory=set)
 
     def new(self, deploy_id: str, origin: dict[str, str]) -> Manifest:
@@ -86,32 +95,42 @@ class Manifests:
         choose, then again under its leases), the manifest checked then is not read and checked again.
         """
         read = self._read.get(deploy_id)
-        if read is not None and self.store.version(deploy_id) == read[0]:
-            version, manifest, layout = read
+        if read is not None and read[3] == self.elide and self.store.version(deploy_id) == read[0]:
+            version, manifest, layout, _ = read
         else:
             fetched = self._fetch(deploy_id)
             if fetched is None:
                 return None
             version, manifest, layout = fetched
-            self._read[deploy_id] = (version, _copy(manifest), layout)
+            self._read[deploy_id] = (version, _copy(manifest), layout, self.elide)
         self.versions[deploy_id] = version
         self.committed[deploy_id] = dict(manifest.jobs)
         self.layouts[deploy_id] = replace(layout, order=list(layout.order), digests=list(layout.digests), position=dict(layout.position))
         return _copy(manifest)
 
-    def _fetch(self, deploy_id: str) -> tuple[str, Manifest, Layout] | None:
-        """The stored manifest, parsed and checked; read again when a save replaced it while it was read."""
+    def _fetch(self, deploy_id: str, keep: frozenset[str] = frozenset()) -> tuple[str, Manifest, Layout] | None:
+        """The stored manifest, parsed and checked; read again when a save replaced it while it was read.
+
+        Under `elide`, the records of stored pages are held without their submissions, but those of `keep`.
+        """
+        elide = self.elide
         for _ in range(MERGE_ATTEMPTS):
             found = self.store.load(deploy_id)
             if found is None:
                 return None
             try:
-                return self._parsed(found, deploy_id)
+                version, manifest, layout = self._parsed(found, deploy_id, elide, keep)
             except ConflictError:
                 continue
+            if layout.elided and not layout.stored:
+                elide = False  # a page no longer stored under its own name cannot be read back: held whole (read again)
+                continue
+            return version, manifest, layout
         raise StoreError(f"{self.store.uri(deploy_id)}: other writers kept replacing the manifest while it was read")
 
-    def _parsed(self, found: Versioned, deploy_id: str) -> tuple[str, Manifest, Layout]:
+    def _parsed(
+        self, found: Versioned, deploy_id: str, elide: bool = False, keep: frozenset[str] = frozenset()
+    ) -> tuple[str, Manifest, Layout]:
         """The version, the manifest and its pages' digests, from a whole document or page by page (never all its JSON at once)."""
         where = self.store.uri(deploy_id)
         if found.pages is None:
@@ -121,10 +140,11 @@ class Manifests:
         # Whose manifest it is, before any page is read: a head copied or dropped in from elsewhere names pages that are not here.
         self._check_head(manifest, deploy_id, where)
         size = found.value.get("page_records", PAGE_RECORDS)
-        layout = Layout(size, stored=not found.whole)
+        layout = Layout(size, stored=not found.whole, elided=elide and found.pages is not None)
         if found.pages is None:
             jobs = found.value["jobs"]
             layout.digests = [page_digest(jobs[start : start + size]) for start in range(0, len(jobs), size)]
+            self._check_records(manifest, where)
         else:
             short = False  # only the last page may hold fewer than `size` records
             for index, records in enumerate(found.pages()):
@@ -132,10 +152,11 @@ class Manifests:
                     raise ManifestError(f"{where}: page {index} holds {len(records)} records, pages hold {size}: pages were edited")
                 short = len(records) < size
                 page = Manifest.from_document({**found.value, "jobs": records}, f"{where} page {index}")
+                self._check_records(page, where)  # before its submissions are let go
                 for job_id, record in page.jobs.items():
                     if job_id in manifest.jobs:
                         raise ManifestError(f"{where} page {index}: job {job_id} is recorded twice")
-                    manifest.jobs[job_id] = record
+                    manifest.jobs[job_id] = elision.elide(record) if layout.elided and job_id not in keep else record
                 layout.digests.append(page_digest(records))  # as stored: what a save hashed (`_plain` of each record)
             if found.settled is not None:  # a save during the read: the records are those of the head it put in place
                 found = found.settled()
@@ -157,13 +178,15 @@ class Manifests:
 
     def _check(self, manifest: Manifest, deploy_id: str, where: str, layout: Layout) -> None:
         self._check_head(manifest, deploy_id, where)  # again: a save during the read may have put another head in place
+        self._verify(manifest, where, layout)
+
+    def _check_records(self, records: Iterable[JobRecord], where: str) -> None:
         prefix = re.compile(rf"arn:aws[a-z-]*:batch:{re.escape(self.region)}:{re.escape(self.account)}:job/")
-        for record in manifest:
+        for record in records:
             if not prefix.match(record.job_arn) or not record.job_arn.endswith(f"/{record.job_id}"):
                 raise ManifestError(f"{where}: job {record.job_id}: its ARN {record.job_arn} is not of this job in this account and region")
             if record.submission.get("jobName") != record.job_name:
                 raise ManifestError(f"{where}: job {record.job_id}: submission jobName differs from job_name")
-        self._verify(manifest, where, layout)
 
     def _verify(self, manifest: Manifest, where: str, layout: Layout) -> None:
         if self.signer is None:
@@ -254,7 +277,9 @@ class Manifests:
                 pages.append(Page(index, layout.digests[index]))
                 continue
             ids = order[index * size : (index + 1) * size]
-            records = [_plain(manifest.jobs[i] if i in step else committed[i]) for i in ids]
+            held = [manifest.jobs[i] if i in step else committed[i] for i in ids]
+            held = self.whole(manifest, held)  # the page as stored gives back the submissions held elided
+            records = [_plain(r) for r in held]
             pages.append(Page(index, page_digest(records), tuple(records), frozenset(step.intersection(ids))))
         head: dict[str, Any] = {**_header(manifest), "page_records": size}
         signature = None
@@ -268,9 +293,51 @@ class Manifests:
         committed.update({i: manifest.jobs[i] for i in step})
         layout.extend(added)
         layout.digests, layout.stored = [p.digest for p in pages], True
+        if layout.elided:  # their submissions are in the pages just written: let them go
+            for job_id in step:
+                manifest.jobs[job_id] = committed[job_id] = elision.elide(manifest.jobs[job_id])
         for job_id in step:
             manifest.changed.pop(job_id, None)
         manifest.signature = signature
+
+    def whole(self, manifest: Manifest, records: list[JobRecord]) -> list[JobRecord]:
+        """`records` with their submissions, those held elided read back from their pages (checked against the
+        digests the signature covers): a page at a time, never more than the records asked for kept."""
+        wanted = {r.job_id for r in records if elision.elided(r)}
+        if not wanted:
+            return records
+        deploy_id, layout = manifest.deploy_id, self.layouts[manifest.deploy_id]
+        by_page: dict[int, set[str]] = {}
+        for job_id in wanted:
+            by_page.setdefault(layout.position.get(job_id, -1) // layout.size, set()).add(job_id)
+        found: dict[str, dict[str, Any]] = {}
+        for index, ids in sorted(by_page.items()):
+            page = self._stored_page(manifest, index) if 0 <= index < len(layout.digests) else None
+            found.update({i: r.submission for i, r in (page or {}).items() if i in ids})
+        if len(found) < len(wanted):  # another run's save replaced a page since it was read: the manifest read again, checked
+            fetched = self._fetch(deploy_id, keep=frozenset(wanted - set(found)))
+            jobs = fetched[1].jobs if fetched is not None else {}
+            found.update({i: jobs[i].submission for i in wanted - set(found) if i in jobs and not elision.elided(jobs[i])})
+        if len(found) < len(wanted):
+            raise ManifestError(f"{self.store.uri(deploy_id)}: jobs {sorted(wanted - set(found))[:5]}: no longer recorded")
+        return [replace(r, submission=found[r.job_id]) if r.job_id in wanted else r for r in records]
+
+    def _stored_page(self, manifest: Manifest, index: int) -> dict[str, JobRecord] | None:
+        """Page `index` as last read or written (whole records), or None when the store no longer holds it.
+
+        Its name is its digest, which the signature covers: records that no longer hash to it were changed since.
+        """
+        digest, where = self.layouts[manifest.deploy_id].digests[index], self.store.uri(manifest.deploy_id)
+        records = self.store.page(manifest.deploy_id, index, digest)
+        if records is None:
+            return None
+        if page_digest(records) != digest:
+            raise SignatureError(
+                f"{where} page {index}: its records no longer hash to the digest the signature covers: changed after jobguard wrote it",
+                hint="compare it with its earlier versions in the store; restore acts on nothing it cannot verify",
+            )
+        # The records that hash to a digest the signature covers were checked when read or made when written: not again.
+        return records_of(integral(records), f"{where} page {index}")
 
     def _merge(self, manifest: Manifest) -> None:
         """Read back what the other writer saved and put this run's changes on top of it."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..adapters.batch import Batch, JobState, Queue
 from ..domain import submission
+from ..domain.elision import whole
 from ..domain.manifest import FINISHED, KEPT, RESUBMITTED, JobRecord, Manifest
 from ..domain.tags import ARRAY_INDEXES_ENV, Mark, with_mark
 from ..options import Options
@@ -62,11 +63,12 @@ class Requests:
         new_definition = self.batch.definition(name, revision)
         if new_definition is None:
             raise Hold(f"job definition {name}:{revision} cannot be described")
-        request: Json = {**record.submission, "jobQueue": queue.name, "jobDefinition": f"{name}:{revision}"}
+        sent = whole(record)  # never a submission held elided (commands/manifests.py `whole` reads it back first)
+        request: Json = {**sent, "jobQueue": queue.name, "jobDefinition": f"{name}:{revision}"}
         self._dependencies(manifest, record, request)
         self._share(queue, request, notes)
         mark = Mark(manifest.deploy_id, record.job_id, record.lineage, record.resubmits + 1)
-        tags, full = with_mark(record.submission.get("tags", {}), mark)
+        tags, full = with_mark(sent.get("tags", {}), mark)
         request["tags"] = tags
         variables = mark.environment() if self.options.lineage_env else {}
         self._array(manifest, record, request, variables, notes)
@@ -80,7 +82,7 @@ class Requests:
             )
         if str(revision) != recorded:
             old = self.batch.definition(name, int(recorded)) if recorded.isdigit() else None
-            changed = submission.definition_changes(old, new_definition, record.submission) if old else []
+            changed = submission.definition_changes(old, new_definition, sent) if old else []
             if changed:
                 shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
                 notes.append(f"took {name}:{revision}'s {shown} (the job had {record.job_definition}'s values)")

@@ -64,6 +64,9 @@ def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | N
     itself; by default the restore takes its own and releases them when it is done.
     """
     result = Restored()
+    # Records held without their submissions, read back a page at a time as they are sent: 100 000 jobs' worth
+    # of submissions are never in memory at once (commands/manifests.py, domain/elision.py).
+    ctx.manifests.elide = True
     candidates = _candidates(ctx, deploy_id, named, result)
     owner = deploy_id or "jobguard-restore"
     queues = _restorable_queues(ctx, candidates, deploy_id, result)
@@ -429,6 +432,7 @@ class _Restore:
         return self._look_up(requests, interrupted)
 
     def _submit_page(self, requests: Requests, records: list[JobRecord]) -> None:
+        records = self.ctx.manifests.whole(self.manifest, records)  # their submissions, read back from their pages
         planned: list[tuple[JobRecord, Planned, bool]] = []
         for record in records:
             if record.resubmits >= self.ctx.options.max_resubmits:

@@ -288,11 +288,7 @@ class Manifest:
                 hint="restore it with the jobguard version that wrote it",
             )
         validate(document, "manifest", where)
-        jobs: dict[str, JobRecord] = {}
-        for index, job in enumerate(document["jobs"]):
-            if job["job_id"] in jobs:
-                raise ManifestError(f"{where}: jobs[{index}].job_id: job {job['job_id']} is recorded twice")
-            jobs[job["job_id"]] = JobRecord(**_shared_stamps(job))
+        jobs = records_of(document["jobs"], where)
         header = {k: document[k] for k in ("deploy_id", "account", "region", "created_at", "updated_at")}
         return cls(
             **header,
@@ -320,6 +316,16 @@ class Manifest:
         merged.window = dict(self.window if self.window_changed else theirs.window)
         merged.window_changed = self.window_changed or theirs.window_changed
         return merged
+
+
+def records_of(jobs: list[dict[str, Any]], where: str) -> dict[str, JobRecord]:
+    """Records by job id from stored records already checked against the schema (`integral` applied)."""
+    records: dict[str, JobRecord] = {}
+    for index, job in enumerate(jobs):
+        if job["job_id"] in records:
+            raise ManifestError(f"{where}: jobs[{index}].job_id: job {job['job_id']} is recorded twice")
+        records[job["job_id"]] = JobRecord(**_shared_stamps(job))
+    return records
 
 
 def _shared_stamps(job: dict[str, Any]) -> dict[str, Any]:

@@ -73,6 +73,11 @@ class Store(Protocol):
     def version(self, deploy_id: str) -> str | None:
         """The version `load` would give now (None: no manifest), read without reading the records."""
 
+    def page(self, deploy_id: str, index: int, digest: str) -> list[Any] | None:
+        """The records of page `index` as a save stored it under `digest` (not yet checked against it), or None
+        when the store no longer holds that page. Only stores whose `load` hands out pages (`Versioned.pages`)
+        keep them: for the others, None."""
+
     def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         """Write a manifest if its stored version is still `version` (None: it must not exist yet).
 

@@ -102,6 +102,10 @@ class DynamoDBStore:
         item = self._header(deploy_id, self.uri(deploy_id), projection="version")
         return None if item is None else _version(item)
 
+    def page(self, deploy_id: str, index: int, digest: str) -> list[Any] | None:
+        """Records are items of their own, never read back as pages (`load` hands out none): restore holds them whole."""
+        return None
+
     def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         where = self.uri(deploy_id)
         expires = str(int(time.time()) + RETENTION_SECONDS)

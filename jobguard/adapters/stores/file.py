@@ -53,7 +53,13 @@ class FileStore:
             body = self._read(path, MAX_MANIFEST_BYTES)
             return None if body is None else Versioned(body, _version(body))
 
-        return paged.load(deploy_id, str(path), head, lambda keys: [self._read(self._path(k), MAX_MANIFEST_BYTES) for k in keys])
+        return paged.load(deploy_id, str(path), head, self._pages_of)
+
+    def page(self, deploy_id: str, index: int, digest: str) -> list[Any] | None:
+        return paged.page(deploy_id, index, digest, str(self.folder / f"{deploy_id}{SUFFIX}"), self._pages_of)
+
+    def _pages_of(self, keys: list[str]) -> list[bytes | None]:
+        return [self._read(self._path(k), MAX_MANIFEST_BYTES) for k in keys]
 
     def version(self, deploy_id: str) -> str | None:
         body = self._read(self.folder / f"{deploy_id}{SUFFIX}", MAX_MANIFEST_BYTES)

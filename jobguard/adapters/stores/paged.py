@@ -88,6 +88,12 @@ def load(
     return replace(settled[0], pages=pages, settled=lambda: settled[-1])
 
 
+def page(deploy_id: str, index: int, digest: str, where: str, read: Callable[[list[str]], list[bytes | None]]) -> list[Any] | None:
+    """One page read again by its name (its place and digest), or None when it is no longer stored."""
+    body = read([page_key(deploy_id, index, digest)])[0]
+    return None if body is None else _records(parse_json(body, f"{where} page {index}"), deploy_id, index, where)
+
+
 def _paged(head: dict[str, Any], version: str, where: str) -> Versioned:
     """A paged head's header, version and page digests, checked."""
     if "jobs" in head:

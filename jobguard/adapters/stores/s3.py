@@ -61,6 +61,9 @@ class S3Store:
 
         return paged.load(deploy_id, self.uri(deploy_id), head, self._pages_of)
 
+    def page(self, deploy_id: str, index: int, digest: str) -> list[Any] | None:
+        return paged.page(deploy_id, index, digest, self.uri(deploy_id), self._pages_of)
+
     def version(self, deploy_id: str) -> str | None:
         found = self._get(self._key(deploy_id), MAX_MANIFEST_BYTES)
         return None if found is None else found.version

@@ -1,0 +1,156 @@
+"""Restore holds records without their submissions (domain/elision.py): whole records only for the page of
+jobs being sent, read back from the stored page and checked against the digest the signature covers.
+A page changed after restore read it is refused before its jobs are sent; one replaced by another run's
+save is read again through the new head; every job is still resubmitted exactly once."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobguard.adapters.batch import Batch
+from jobguard.adapters.stores.file import FileStore
+from jobguard.adapters.stores.s3 import S3Store
+from jobguard.commands.manifests import Manifests
+from jobguard.domain.elision import elided
+from jobguard.domain.manifest import JobRecord
+from jobguard.sim import Seeder, SimulatedAWS
+
+from .conftest import overlapping, replacements_of
+from .hostile import one_error
+
+PAGE = 4  # records per page, and jobs sent per page: 30 jobs make 8 pages
+JOBS = 30
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("jobguard.commands.manifests.PAGE_RECORDS", PAGE)
+    monkeypatch.setattr("jobguard.commands.restore.SUBMIT_PAGE", PAGE)
+
+
+def _drained(seed: Seeder, run, store: str) -> list[str]:
+    """JOBS drained jobs, each with inputs of its own, every third depending on the one before it (so across pages)."""
+    seed.queue("work")
+    seed.definition("proc")
+    jobs: list[str] = []
+    for i in range(JOBS):
+        extra: dict[str, Any] = {"status": "PENDING", "dependsOn": [{"jobId": jobs[-1]}]} if i % 3 == 2 else {}
+        overrides = {"environment": [{"name": "INPUT", "value": f"s3://in/{i}"}]}
+        jobs.append(seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc", containerOverrides=overrides, **extra))
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    return jobs
+
+
+def _whole_records() -> int:
+    """JobRecords alive in this process that hold their submission."""
+    return sum(1 for o in gc.get_objects() if isinstance(o, JobRecord) and not elided(o))
+
+
+def _check_restored(aws: SimulatedAWS, jobs: list[str]) -> None:
+    """Every job replaced once, with its own inputs, its dependency pointing at its dependency's replacement."""
+    replaced = replacements_of(aws)
+    assert sorted(replaced) == sorted(jobs) and all(len(r) == 1 for r in replaced.values())
+    for i, job in enumerate(jobs):
+        request = aws.batch.jobs[replaced[job][0]].request
+        assert request["containerOverrides"]["environment"][0] == {"name": "INPUT", "value": f"s3://in/{i}"}
+        if i % 3 == 2:
+            assert request["dependsOn"] == [{"jobId": replaced[jobs[i - 1]][0]}]
+    assert overlapping(aws) == []
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_restore_holds_the_submissions_of_a_page_not_of_every_job(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = _drained(seed, run, store)
+    held: list[int] = []
+    submit = Batch.submit
+
+    def counted(self: Batch, request: dict[str, Any]) -> str:
+        held.append(_whole_records())
+        return submit(self, request)
+
+    monkeypatch.setattr(Batch, "submit", counted)
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    _check_restored(aws, jobs)
+    assert len(held) == JOBS
+    if store.startswith("dynamodb://"):  # records are items, not pages to read back: held whole (README: restore's memory)
+        assert max(held) >= JOBS
+    else:  # the page being sent, as read back, marked `submitting` and answered: never the whole manifest's
+        assert max(held) <= 3 * PAGE, held
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_page_changed_after_restore_read_it_is_refused_before_its_jobs_are_sent(
+    seed: Seeder, paged_store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = paged_store
+    jobs = _drained(seed, run, store)
+    name = f"pages/d1/000003-{json.loads(_get(store, seed, 'd1.json'))['pages'][3]}.json"
+    stored = _get(store, seed, name)
+    on_page = [r["job_id"] for r in json.loads(stored)["jobs"]]
+    whole = Manifests.whole
+
+    def edit_page_3(self: Manifests, manifest: Any, wanted: list[JobRecord]) -> list[JobRecord]:
+        if _get(store, seed, name) == stored:  # after the manifest was read and verified, before the first job is sent
+            body = json.loads(stored)
+            body["jobs"][0]["submission"]["containerOverrides"] = {"command": ["rm", "-rf", "/"]}
+            _put(store, seed, name, json.dumps(body).encode())
+        return whole(self, manifest, wanted)
+
+    monkeypatch.setattr(Manifests, "whole", edit_page_3)
+    one_error(run("restore", "--store", store, "--deploy-id", "d1"), 2, "page 3", "no longer hash")
+    assert not set(on_page) & set(replacements_of(aws))  # none of the page's jobs sent, the edited one least of all
+    assert not [j for j in aws.batch.jobs.values() if "command" in j.request.get("containerOverrides", {})]
+    monkeypatch.setattr(Manifests, "whole", whole)
+    _put(store, seed, name, stored)  # the page as jobguard wrote it: the next restore finishes, each job once
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    _check_restored(aws, jobs)
+
+
+@pytest.fixture
+def paged_store(store: str) -> str:
+    if store.startswith("dynamodb://"):
+        pytest.skip("DynamoDB: records are held whole, never read back from pages")
+    return store
+
+
+def _get(store: str, seed: Seeder, name: str) -> bytes:
+    if store.startswith("file://"):
+        return Path(store[len("file://") :], name).read_bytes()
+    bucket, _, prefix = store[len("s3://") :].partition("/")
+    return bytes(seed.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read())
+
+
+def _put(store: str, seed: Seeder, name: str, body: bytes) -> None:
+    if store.startswith("file://"):
+        Path(store[len("file://") :], name).write_bytes(body)
+        return
+    bucket, _, prefix = store[len("s3://") :].partition("/")
+    seed.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=body)
+
+
+@pytest.mark.usefixtures("small_pages")
+def test_a_page_replaced_by_another_save_is_read_through_the_new_head(
+    seed: Seeder, paged_store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = _drained(seed, run, paged_store)
+    kind = FileStore if paged_store.startswith("file://") else S3Store
+    page = kind.page
+    missed: list[int] = []
+
+    def gone_once(self: Any, deploy_id: str, index: int, digest: str) -> list[Any] | None:
+        if index == 2 and not missed:  # as when another run's save replaced the page (and its name) since it was read
+            missed.append(index)
+            return None
+        return page(self, deploy_id, index, digest)
+
+    monkeypatch.setattr(kind, "page", gone_once)
+    assert run("restore", "--store", paged_store, "--deploy-id", "d1").code == 0
+    assert missed == [2]
+    _check_restored(aws, jobs)
