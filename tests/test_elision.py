@@ -20,7 +20,7 @@ from jobguard.domain.elision import elided
 from jobguard.domain.manifest import JobRecord
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import overlapping, replacements_of
+from .conftest import overlapping, records, replacements_of, run_process
 from .hostile import one_error
 
 PAGE = 4  # records per page, and jobs sent per page: 30 jobs make 8 pages
@@ -154,3 +154,36 @@ def test_a_page_replaced_by_another_save_is_read_through_the_new_head(
     assert run("restore", "--store", paged_store, "--deploy-id", "d1").code == 0
     assert missed == [2]
     _check_restored(aws, jobs)
+
+
+@pytest.mark.slow
+def test_matrix_legs_restoring_at_once_rewrite_shared_pages_and_each_job_is_sent_once(
+    seed: Seeder, paged_store: str, run, aws: SimulatedAWS
+) -> None:
+    """Two legs of one deploy restore at the same time; the page their records share is rewritten by both, so
+    each finds pages it read replaced by the other's saves (read again through the new head, merged)."""
+    legs, per_leg = ("leg-0", "leg-1"), 600  # pages of 500: the second page holds both legs' records
+    seed.definition("proc")
+    jobs: dict[str, list[str]] = {}
+    for leg in legs:
+        seed.queue(leg)
+        overrides = [{"environment": [{"name": "INPUT", "value": f"s3://in/{leg}/{i}"}]} for i in range(per_leg)]
+        jobs[leg] = [
+            seed.job(jobName=f"{leg}-{i}", jobQueue=leg, jobDefinition="proc", containerOverrides=o) for i, o in enumerate(overrides)
+        ]
+        assert run("drain", "--store", paged_store, "--queue", leg, "--deploy-id", "4005").code == 0
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_RUN_ID": "4005", "GITHUB_REPOSITORY": "org/stack"}
+    restores = [run_process("restore", "--store", paged_store, "--queue", leg, "--deploy-id", "4005", env=env) for leg in legs]
+    for process in restores:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err
+    replaced = replacements_of(aws)
+    for leg in legs:
+        for i, job in enumerate(jobs[leg]):
+            assert len(replaced.get(job, [])) == 1, job
+            request = aws.batch.jobs[replaced[job][0]].request
+            assert request["containerOverrides"]["environment"][0] == {"name": "INPUT", "value": f"s3://in/{leg}/{i}"}
+    stored = records(paged_store, seed, "4005")
+    assert {r["outcome"] for r in stored.values()} == {"resubmitted"} and len(stored) == 2 * per_leg
+    assert all(stored[j]["replacement_id"] == replaced[j][0] for j in stored)
+    assert overlapping(aws) == []
