@@ -726,13 +726,14 @@ class _Drain:
                 self.ctx.report.line(f"waiting up to {bound:g} s for {len(more)} stopped jobs to end (TerminateJob is asynchronous)")
             if waiting:
                 self._poll_ended(waiting)
-            if look is not None and awaited and (not waiting or time.monotonic() >= look_at):
+            elapsed = time.monotonic() - started if waiting else 0.0
+            ended = not waiting or elapsed >= bound  # a stop-timeout shorter than lookup-window ends the wait first
+            if look is not None and awaited and (ended or time.monotonic() >= look_at):
                 self._save_changed()  # what ended so far, before the pass may fail
                 run, look = look, None
                 run()
                 continue
-            elapsed = time.monotonic() - started if waiting else 0.0
-            if not waiting or elapsed >= bound:
+            if ended:
                 break
             if elapsed - said >= 10:
                 self.ctx.report.notice(f"waiting for {len(waiting)} jobs to stop ({self._still(waiting)}); {bound - elapsed:.0f} s left")
