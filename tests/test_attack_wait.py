@@ -18,6 +18,8 @@ from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import asked_to_stop, configure, overlapping, records, replacements_of
 
+PLANS = Path(__file__).parent / "plans"
+
 
 def _job(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work", after: str | None = None) -> str:
     depends: dict[str, Any] = {"dependsOn": [{"jobId": after}]} if after else {}
@@ -508,3 +510,52 @@ def test_a_lease_lost_as_the_in_wait_pass_stops_a_job_leaves_it_recorded_and_a_r
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     assert restored.code == 0, restored.err
     _exactly_once(aws, [quick, long, slow])
+
+
+# -- 13. the waiting jobs listed beside a long first listing: a dependent submitted meanwhile ---------------
+def test_a_dependent_submitted_while_the_first_pass_still_lists_is_taken_by_a_later_look(
+    seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first pass lists the waiting jobs beside its listing (7b08c08), not after it: a job submitted on
+    `legacy-queue` (configured, left alone by the plan: restore's sweep never looks there) while the first
+    listing still runs (1.5 s here; ListJobs lags 1 s) waits on `upstream`, which that pass then stops. Listed
+    after the listing, as before, it was taken by the first pass; now a later look must take it (waiting) or
+    record it (failed with upstream)."""
+    from dataclasses import replace
+
+    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=1.0)
+    seed.definition("proc")
+    for queue in ("science-queue", "legacy-queue"):
+        seed.queue(queue)
+    upstream = _job(seed, "upstream", queue="science-queue")
+    list_jobs = aws.batch.list_jobs
+    made: list[str] = []
+    slowed: list[bool] = []
+
+    def listing(body: dict[str, Any]) -> dict[str, Any]:
+        queue, status = str(body.get("jobQueue", "")).rsplit("/", 1)[-1], body.get("jobStatus")
+        if queue == "science-queue" and status == "RUNNING" and not slowed:
+            slowed.append(True)
+            time.sleep(1.5)  # a long first listing (100 000 jobs)
+        answer = list_jobs(body)
+        if queue == "legacy-queue" and status == "PENDING" and not made:  # the waiting jobs were just listed
+            made.append(
+                str(
+                    aws.batch.submit_job(
+                        {"jobName": "dependent", "jobQueue": "legacy-queue", "jobDefinition": "proc", "dependsOn": [{"jobId": upstream}]}
+                    )["jobId"]
+                )
+            )
+        return answer
+
+    monkeypatch.setattr(aws.batch, "list_jobs", listing)
+    queues = [arg for q in ("science-queue", "legacy-queue") for arg in ("--queue", q)]
+    drained = run("drain", "--plan", str(PLANS / "queue-replace.json"), *queues, "--no-freeze", "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    (dependent,) = made
+    stored = records(store, seed, "d1")
+    assert dependent in stored, f"dependent ({aws.batch.jobs[dependent].status}): no record\n{drained.out}"
+    aws.batch.advance_clock(60)  # the apply
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    _exactly_once(aws, [upstream, dependent])
