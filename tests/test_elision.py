@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +189,34 @@ def test_matrix_legs_restoring_at_once_rewrite_shared_pages_and_each_job_is_sent
     assert {r["outcome"] for r in stored.values()} == {"resubmitted"} and len(stored) == 2 * per_leg
     assert all(stored[j]["replacement_id"] == replaced[j][0] for j in stored)
     assert overlapping(aws) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("at", [700])  # a SubmitJob of the second of three pages of 500 (test_faults: every call, small manifests)
+def test_a_restore_killed_while_it_sends_is_finished_by_the_next_each_job_once(
+    seed: Seeder, paged_store: str, run, aws: SimulatedAWS, at: int
+) -> None:
+    seed.queue("work")
+    seed.definition("proc")
+    overrides = [{"environment": [{"name": "INPUT", "value": f"s3://in/{i}"}]} for i in range(1200)]
+    jobs = [seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc", containerOverrides=o) for i, o in enumerate(overrides)]
+    assert run("drain", "--store", paged_store, "--queue", "work", "--deploy-id", "d1").code == 0
+    first = aws.calls["batch:SubmitJob"] + at
+    process = run_process("restore", "--store", paged_store, "--deploy-id", "d1")
+
+    def kill(action: str, count: int) -> None:
+        if action == "batch:SubmitJob" and count == first:  # Batch carried it out; its answer never reaches the restore
+            os.kill(process.pid, signal.SIGKILL)
+
+    aws.after = kill
+    try:
+        process.communicate(timeout=600)
+    finally:
+        aws.after = None
+    assert process.returncode == -signal.SIGKILL
+    assert run("restore", "--store", paged_store, "--deploy-id", "d1").code == 0
+    replaced = replacements_of(aws)
+    assert sorted(replaced) == sorted(jobs) and all(len(r) == 1 for r in replaced.values())
+    for i, job in enumerate(jobs):
+        assert aws.batch.jobs[replaced[job][0]].request["containerOverrides"]["environment"][0]["value"] == f"s3://in/{i}"
+    assert {r["outcome"] for r in records(paged_store, seed, "d1").values()} == {"resubmitted"}
