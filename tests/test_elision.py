@@ -25,7 +25,7 @@ from jobguard.sim import Seeder, SimulatedAWS
 from .conftest import overlapping, records, replacements_of, run_process
 from .hostile import one_error
 
-PAGE = 4  # records per page, and jobs sent per page: 30 jobs make 8 pages
+PAGE = 4  # records per page, and jobs sent per page: 36 jobs make 9 pages
 JOBS = 30
 
 
@@ -35,17 +35,32 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("jobguard.commands.restore.SUBMIT_PAGE", PAGE)
 
 
+DOWN = 6  # jobs of a second queue, each depending on a job of the first
+
+
 def _drained(seed: Seeder, run, store: str) -> list[str]:
-    """JOBS drained jobs, each with inputs of its own, every third depending on the one before it (so across pages)."""
+    """JOBS + DOWN drained jobs, each with inputs of its own. Every third of the first queue depends on the one
+    before it (drain records it on an earlier page than its dependency); the second queue's depend on the first's
+    (recorded after them: on later pages)."""
     seed.queue("work")
+    seed.queue("down")
     seed.definition("proc")
     jobs: list[str] = []
-    for i in range(JOBS):
-        extra: dict[str, Any] = {"status": "PENDING", "dependsOn": [{"jobId": jobs[-1]}]} if i % 3 == 2 else {}
+    for i in range(JOBS + DOWN):
+        extra: dict[str, Any] = {"status": "PENDING", "dependsOn": [{"jobId": _dependency(jobs, i)}]} if _dependent(i) else {}
         overrides = {"environment": [{"name": "INPUT", "value": f"s3://in/{i}"}]}
-        jobs.append(seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc", containerOverrides=overrides, **extra))
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+        queue = "work" if i < JOBS else "down"
+        jobs.append(seed.job(jobName=f"j{i}", jobQueue=queue, jobDefinition="proc", containerOverrides=overrides, **extra))
+    assert run("drain", "--store", store, "--queue", "work", "--queue", "down", "--deploy-id", "d1").code == 0
     return jobs
+
+
+def _dependent(i: int) -> bool:
+    return i >= JOBS or i % 3 == 2
+
+
+def _dependency(jobs: list[str], i: int) -> str:
+    return jobs[(i - JOBS) * 5] if i >= JOBS else jobs[i - 1]
 
 
 def _whole_records() -> int:
@@ -60,8 +75,8 @@ def _check_restored(aws: SimulatedAWS, jobs: list[str]) -> None:
     for i, job in enumerate(jobs):
         request = aws.batch.jobs[replaced[job][0]].request
         assert request["containerOverrides"]["environment"][0] == {"name": "INPUT", "value": f"s3://in/{i}"}
-        if i % 3 == 2:
-            assert request["dependsOn"] == [{"jobId": replaced[jobs[i - 1]][0]}]
+        if _dependent(i):
+            assert request["dependsOn"] == [{"jobId": replaced[_dependency(jobs, i)][0]}]
     assert overlapping(aws) == []
 
 
@@ -80,7 +95,7 @@ def test_restore_holds_the_submissions_of_a_page_not_of_every_job(
     monkeypatch.setattr(Batch, "submit", counted)
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     _check_restored(aws, jobs)
-    assert len(held) == JOBS
+    assert len(held) == JOBS + DOWN
     if store.startswith("dynamodb://"):  # records are items, not pages to read back: held whole (README: restore's memory)
         assert max(held) >= JOBS
     else:  # the page being sent, as read back, marked `submitting` and answered: never the whole manifest's
