@@ -94,25 +94,30 @@ class Drained:
     problems: int = 0
 
 
-def choose_queues(ctx: Context) -> tuple[list[Target], list[str]]:
-    """The configured queues (each must exist); with a plan, those of them it puts at risk. Facts for the summary."""
+def choose_queues(ctx: Context, account_queues: Callable[[], list[Queue]]) -> tuple[list[Target], list[str]]:
+    """The configured queues (each must exist); with a plan, those of them it puts at risk. Facts for the summary.
+
+    `account_queues`: every queue of the account (a plan may name a compute environment, not a queue).
+    """
     if not ctx.options.queues:
         raise UsageError(
             "drain: name the queues jobguard may act on with --queue NAME (or `queues:` in the config)",
             hint="the Terraform module's queue_names output is the list its policy allows",
         )
     queues: dict[str, Queue] = {}
+    named = ctx.batch.queues_named(ctx.options.queues)
+    by_arn = {q.arn: q for q in named.values()}
     for name in ctx.options.queues:
-        found = ctx.batch.queue(name)
+        found = named.get(name) or by_arn.get(name)
         if found is None:
             raise UsageError(f"queue {name}: does not exist in account {ctx.account}, {ctx.region}; nothing was drained")
         queues[found.name] = found
     if ctx.options.plan is None:
         return [Target(q, "configured") for q in queues.values()], []
-    return _at_risk(ctx, queues)
+    return _at_risk(ctx, queues, account_queues)
 
 
-def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list[str]]:
+def _at_risk(ctx: Context, queues: dict[str, Queue], account_queues: Callable[[], list[Queue]]) -> tuple[list[Target], list[str]]:
     assert ctx.options.plan is not None
     path = Path(ctx.options.plan)
     body = _read_plan_file(path)
@@ -126,7 +131,7 @@ def _at_risk(ctx: Context, queues: dict[str, Queue]) -> tuple[list[Target], list
         elif risk.queue:
             names = [risk.queue]
         elif risk.compute_environment:
-            every = every if every is not None else ctx.batch.queues()
+            every = every if every is not None else account_queues()
             names = [q.name for q in every if _uses(q, risk.compute_environment)]
         else:
             names = []
@@ -179,7 +184,14 @@ def drain(ctx: Context, deploy_id: str, leases: Leases | None = None) -> Drained
     `leases`: the caller's, held on after the drain (`jobguard run` holds them through the apply and
     lets them go itself); by default the drain takes its own and keeps them for its deploy.
     """
-    targets, facts = choose_queues(ctx)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobguard-queues") as early:
+        # Every queue of the account, read beside the configured ones: the first pass lists their waiting jobs.
+        account_queues = early.submit(ctx.batch.queues)
+        return _drain(ctx, deploy_id, leases, account_queues.result)
+
+
+def _drain(ctx: Context, deploy_id: str, leases: Leases | None, account_queues: Callable[[], list[Queue]]) -> Drained:
+    targets, facts = choose_queues(ctx, account_queues)
     for fact in facts:
         ctx.report.line(fact)
     if ctx.options.plan is not None and not targets:
@@ -194,7 +206,7 @@ def drain(ctx: Context, deploy_id: str, leases: Leases | None = None) -> Drained
     try:
         held.acquire(t.queue.name for t in targets)
         ctx.manifests.fence = ctx.aws.guard = held.check
-        run = _Drain(ctx, held, deploy_id, facts)
+        run = _Drain(ctx, held, deploy_id, facts, account_queues)
         run.go(targets)
         return run.result()
     finally:
@@ -247,14 +259,20 @@ def _scope(target: Target) -> str:
 
 
 def exposed_ids(
-    ctx: Context, target: Target, statuses: tuple[str, ...], known: Callable[[str], bool], side_by_side: bool = False
+    ctx: Context,
+    target: Target,
+    statuses: tuple[str, ...],
+    known: Callable[[str], bool],
+    side_by_side: bool = False,
+    definitions: set[str] | None = None,
 ) -> list[str]:
     """Ids of the target's jobs in `statuses` that the plan puts at risk, in listing order; `known` ids left out.
 
     The statuses are listed in lifecycle order, each after the one before has answered, so that a job
     moving on meanwhile is still seen; `side_by_side` lists them at once, which saves a round trip a
     status but may miss a job moving on between two listings (a pass like that never confirms that
-    every job was found).
+    every job was found). `definitions`: the job definitions of the jobs found are added to it (a
+    summary names its job's), so that they can be described beside the jobs.
 
     Where only instances go, a PENDING job is at risk only as an array parent whose children have
     started (Batch keeps the parent PENDING while they run); the PENDING jobs that depend on a job
@@ -270,6 +288,8 @@ def exposed_ids(
                 continue
             if target.every_job or status in STARTED:
                 ids.append(job_id)
+                if definitions is not None and summary.get("jobDefinition"):
+                    definitions.add(str(summary["jobDefinition"]))
             elif (summary.get("arrayProperties") or {}).get("size"):
                 parents.append(job_id)
         return ids, parents
@@ -322,8 +342,9 @@ def _planned_engines(ctx: Context, queue: str, ids: list[str]) -> list[str]:
 class _Drain:
     """One drain run: its manifest, the other open deploys, and what it stopped."""
 
-    def __init__(self, ctx: Context, leases: Leases, deploy_id: str, facts: list[str]) -> None:
+    def __init__(self, ctx: Context, leases: Leases, deploy_id: str, facts: list[str], account_queues: Callable[[], list[Queue]]) -> None:
         self.ctx, self.leases, self.facts = ctx, leases, facts
+        self.account_queues: Callable[[], list[Queue]] | None = account_queues  # read at the start: for the first pass only
         self.manifest = ctx.manifests.load(deploy_id) or ctx.manifests.new(deploy_id, github_origin())
         self.others: dict[str, Manifest] = {}
         self.owner: dict[str, str] = {}  # job id -> another open deploy that owes it
@@ -457,8 +478,9 @@ class _Drain:
                 # Only reads, beside the listing: the last look where this pass may be the last; the waiting
                 # jobs where the first pass, which is never the last, will take what it finds.
                 look = beside.submit(self._look_late) if stopped else None
-                waiting = beside.submit(list_waiting, self.ctx, self._taken) if side_by_side else None
-                found = self._list(targets, statuses, skip=set() if final else self.not_queued, side_by_side=side_by_side)
+                waiting = beside.submit(list_waiting, self.ctx, self._taken, self._queues_read_at_start()) if side_by_side else None
+                definitions: set[str] = set()
+                found = self._list(targets, statuses, set() if final else self.not_queued, side_by_side, definitions)
                 if not found and side_by_side:
                     continue
                 if not found:
@@ -466,7 +488,7 @@ class _Drain:
                         self._late_dependents(stopped, look.result())
                     return
                 self.ctx.report.line(f"pass {number}: {len(found)} new {'active' if final else 'queued'} jobs")
-                self._take(found, statuses, reasons, final, waiting)
+                self._take(found, statuses, reasons, final, waiting, definitions)
         self.ctx.report.warning(
             f"new jobs kept arriving after {MAX_PASSES} passes; freeze the queues (--freeze) so no new work starts during the deploy"
         )
@@ -474,20 +496,28 @@ class _Drain:
         if stopped:
             self._late_dependents(stopped, self._look_late())
 
-    def _list(self, targets: list[Target], statuses: tuple[str, ...], skip: set[str], side_by_side: bool) -> dict[str, str]:
-        """New job id -> queue name, queues side by side (their statuses too, if `side_by_side`)."""
+    def _list(
+        self, targets: list[Target], statuses: tuple[str, ...], skip: set[str], side_by_side: bool, definitions: set[str]
+    ) -> dict[str, str]:
+        """New job id -> queue name, queues side by side (their statuses too, if `side_by_side`); their job
+        definitions added to `definitions`."""
 
         def known(job_id: str) -> bool:
             return job_id in self.manifest.jobs or job_id in self.owner or job_id in skip or job_id in self.left_to_batch
 
         def listed(target: Target) -> list[tuple[str, str]]:
-            return [(job_id, target.queue.name) for job_id in exposed_ids(self.ctx, target, statuses, known, side_by_side)]
+            return [(job_id, target.queue.name) for job_id in exposed_ids(self.ctx, target, statuses, known, side_by_side, definitions)]
 
         found: dict[str, str] = {}
         for pairs in self.ctx.aws.parallel(listed, targets):
             for job_id, queue in pairs:
                 found.setdefault(job_id, queue)
         return found
+
+    def _queues_read_at_start(self) -> list[Queue] | None:
+        """The account's queues as read when the drain started, once (later, a queue made since would be missed)."""
+        read, self.account_queues = self.account_queues, None
+        return read() if read is not None else None
 
     def _stopped(self) -> set[str]:
         return {r.job_id for r in self.manifest if r.outcome in (TERMINATING, TERMINATED)}
@@ -513,21 +543,31 @@ class _Drain:
         watch(self.ctx, self.manifest, jobs)
 
     def _take(
-        self, found: dict[str, str], statuses: tuple[str, ...], reasons: dict[str, str], final: bool, waiting: Future[Waiting] | None
+        self,
+        found: dict[str, str],
+        statuses: tuple[str, ...],
+        reasons: dict[str, str],
+        final: bool,
+        waiting: Future[Waiting] | None,
+        definitions: set[str],
     ) -> None:
         """Record and stop the jobs found (still in `statuses`), and every job waiting on one of them.
 
         A page at a time; the next page is described while this one is recorded and stopped (describing
         only reads, and DescribeJobs and TerminateJobs are throttled apart). `waiting`: the waiting jobs,
         listed beside the pass's listing; None: listed here, beside the first page's describing.
+        `definitions` (named by the listing) are described beside the first page.
         """
         pages = list(chunks(list(found), RECORD_PAGE))
         if not pages:
             return
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobguard-ahead") as ahead:
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="jobguard-ahead") as ahead:
             try:
                 described = ahead.submit(self.ctx.batch.describe, pages[0])
-                listed = waiting or ahead.submit(list_waiting, self.ctx, self._taken)  # meanwhile: both only read
+                defined = ahead.submit(self.ctx.batch.job_definitions, definitions)  # cached for the records
+                listed = waiting or ahead.submit(list_waiting, self.ctx, self._taken)  # meanwhile: all only read
+                with suppress(JobguardError):  # the records' own lookup reports it
+                    defined.result()
                 for number, page in enumerate(pages, start=1):
                     details = described.result()
                     if number < len(pages):
