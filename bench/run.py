@@ -127,7 +127,9 @@ def _pace(aws: SimulatedAWS, folder: Path, limit: float) -> None:
     """The simulated limit, and jobguard's own pacing under it (its defaults, 48 burst 50, are for AWS's 50)."""
     aws.rate = aws.burst = limit
     pace = f"rate: {limit * 0.96:g}\nburst: {limit:g}\n" if limit != 50 else ""
-    (folder / ".jobguard.yml").write_text(f"lock-timeout: 5\n{pace}")
+    # ListJobs lags 1 s here: the pass for jobs it was slow to show runs 5 s into the wait for the stops. At the
+    # default 30 s, as long as ECS's stop time, it lands at the wait's end, and is counted when it falls after it.
+    (folder / ".jobguard.yml").write_text(f"lock-timeout: 5\nlookup-window: 5s\n{pace}")
 
 
 def _start(env: dict[str, str], cwd: str) -> float:
