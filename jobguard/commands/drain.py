@@ -62,9 +62,12 @@ from .window import CLOCK_MARGIN_MS, close_drain, open_window, watch
 QUEUED = ("SUBMITTED", "PENDING", "RUNNABLE")
 RETRIED_BY_BATCH = "started jobs left running: their retryStrategy has Batch run them again after the apply (same job id)"
 STARTED = ("STARTING", "RUNNING")
+SUMMARY_KEPT = ("jobId", "jobDefinition", "arrayProperties")  # what a pass reads of a JobSummary
 RECORD_PAGE = 500  # records saved per store write, before any of them is stopped
 MAX_PASSES = 10
 ENDED_PAGE = 10 * RECORD_PAGE  # ends seen while waiting, saved at once
+Json = dict[str, Any]
+Listing = dict[str, list[Json]]  # a queue's job summaries by status
 
 
 @dataclass(frozen=True)
@@ -184,13 +187,22 @@ def drain(ctx: Context, deploy_id: str, leases: Leases | None = None) -> Drained
     `leases`: the caller's, held on after the drain (`jobguard run` holds them through the apply and
     lets them go itself); by default the drain takes its own and keeps them for its deploy.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobguard-queues") as early:
-        # Every queue of the account, read beside the configured ones: the first pass lists their waiting jobs.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobguard-early") as early:
+        # Read beside the check that the configured queues exist: every queue of the account (the first pass lists
+        # their waiting jobs) and, without a plan (every active job of every configured queue is at risk), the
+        # first pass's listing. Only reads; a run that stops before using them has changed nothing.
         account_queues = early.submit(ctx.batch.queues)
-        return _drain(ctx, deploy_id, leases, account_queues.result)
+        first = early.submit(list_early, ctx) if ctx.options.plan is None and not ctx.options.dry_run else None
+        return _drain(ctx, deploy_id, leases, account_queues.result, first)
 
 
-def _drain(ctx: Context, deploy_id: str, leases: Leases | None, account_queues: Callable[[], list[Queue]]) -> Drained:
+def _drain(
+    ctx: Context,
+    deploy_id: str,
+    leases: Leases | None,
+    account_queues: Callable[[], list[Queue]],
+    first: Future[dict[str, Listing]] | None,
+) -> Drained:
     targets, facts = choose_queues(ctx, account_queues)
     for fact in facts:
         ctx.report.line(fact)
@@ -206,7 +218,7 @@ def _drain(ctx: Context, deploy_id: str, leases: Leases | None, account_queues: 
     try:
         held.acquire(t.queue.name for t in targets)
         ctx.manifests.fence = ctx.aws.guard = held.check
-        run = _Drain(ctx, held, deploy_id, facts, account_queues)
+        run = _Drain(ctx, held, deploy_id, facts, account_queues, first)
         run.go(targets)
         return run.result()
     finally:
@@ -265,6 +277,7 @@ def exposed_ids(
     known: Callable[[str], bool],
     side_by_side: bool = False,
     definitions: set[str] | None = None,
+    listed_early: Listing | None = None,
 ) -> list[str]:
     """Ids of the target's jobs in `statuses` that the plan puts at risk, in listing order; `known` ids left out.
 
@@ -272,7 +285,8 @@ def exposed_ids(
     moving on meanwhile is still seen; `side_by_side` lists them at once, which saves a round trip a
     status but may miss a job moving on between two listings (a pass like that never confirms that
     every job was found). `definitions`: the job definitions of the jobs found are added to it (a
-    summary names its job's), so that they can be described beside the jobs.
+    summary names its job's), so that they can be described beside the jobs. `listed_early`: the queue's
+    statuses as `list_early` listed them side by side, used instead of listing again.
 
     Where only instances go, a PENDING job is at risk only as an array parent whose children have
     started (Batch keeps the parent PENDING while they run); the PENDING jobs that depend on a job
@@ -282,7 +296,8 @@ def exposed_ids(
     def exposed(status: str) -> tuple[list[str], list[str]]:
         ids: list[str] = []
         parents: list[str] = []
-        for summary in ctx.batch.list_jobs(target.queue.arn, status):
+        listed = ctx.batch.list_jobs(target.queue.arn, status) if listed_early is None else listed_early.get(status, [])
+        for summary in listed:
             job_id = str(summary["jobId"])
             if known(job_id):
                 continue
@@ -302,6 +317,20 @@ def exposed_ids(
         details = ctx.batch.describe(parents)
         ids += [p for p in parents if p in details and children_in(details[p], STARTED)]
     return ids
+
+
+def list_early(ctx: Context) -> dict[str, Listing]:
+    """Each configured queue's active jobs, its statuses side by side, by the queue's name as configured
+    (a name or an ARN). Of each summary, only what a first pass reads is kept (100 000 jobs: 20 MB, not 100)."""
+    pairs = [(queue, status) for queue in ctx.options.queues for status in LIFECYCLE]
+
+    def listed(pair: tuple[str, str]) -> list[Json]:
+        return [{k: s[k] for k in SUMMARY_KEPT if k in s} for s in ctx.batch.list_jobs(*pair)]
+
+    listings: dict[str, Listing] = {}
+    for (queue, status), summaries in zip(pairs, ctx.aws.parallel(listed, pairs), strict=True):
+        listings.setdefault(queue, {})[status] = summaries
+    return listings
 
 
 def left_queued(ctx: Context, target: Target, taken: set[str]) -> str | None:
@@ -342,9 +371,18 @@ def _planned_engines(ctx: Context, queue: str, ids: list[str]) -> list[str]:
 class _Drain:
     """One drain run: its manifest, the other open deploys, and what it stopped."""
 
-    def __init__(self, ctx: Context, leases: Leases, deploy_id: str, facts: list[str], account_queues: Callable[[], list[Queue]]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        leases: Leases,
+        deploy_id: str,
+        facts: list[str],
+        account_queues: Callable[[], list[Queue]],
+        first: Future[dict[str, Listing]] | None,
+    ) -> None:
         self.ctx, self.leases, self.facts = ctx, leases, facts
         self.account_queues: Callable[[], list[Queue]] | None = account_queues  # read at the start: for the first pass only
+        self.first = first  # the configured queues' listing, read at the start: for the first pass only
         self.manifest = ctx.manifests.load(deploy_id) or ctx.manifests.new(deploy_id, github_origin())
         self.others: dict[str, Manifest] = {}
         self.owner: dict[str, str] = {}  # job id -> another open deploy that owes it
@@ -505,14 +543,30 @@ class _Drain:
         def known(job_id: str) -> bool:
             return job_id in self.manifest.jobs or job_id in self.owner or job_id in skip or job_id in self.left_to_batch
 
+        early = self._listed_at_start() if side_by_side else {}
+
         def listed(target: Target) -> list[tuple[str, str]]:
-            return [(job_id, target.queue.name) for job_id in exposed_ids(self.ctx, target, statuses, known, side_by_side, definitions)]
+            listing = early.get(target.queue.name) or early.get(target.queue.arn)
+            return [
+                (job_id, target.queue.name) for job_id in exposed_ids(self.ctx, target, statuses, known, side_by_side, definitions, listing)
+            ]
 
         found: dict[str, str] = {}
         for pairs in self.ctx.aws.parallel(listed, targets):
             for job_id, queue in pairs:
                 found.setdefault(job_id, queue)
         return found
+
+    def _listed_at_start(self) -> dict[str, Listing]:
+        """The configured queues' listing read when the drain started, once; {} if there is none (or it failed:
+        the pass lists them itself). `known` is applied when it is used: it may have changed since."""
+        first, self.first = self.first, None
+        if first is None:
+            return {}
+        try:
+            return first.result()
+        except JobguardError:
+            return {}
 
     def _queues_read_at_start(self) -> list[Queue] | None:
         """The account's queues as read when the drain started, once (later, a queue made since would be missed)."""
