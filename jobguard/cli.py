@@ -37,6 +37,8 @@ from .output.notify import Notifier
 from .output.report import Reporter
 from .output.summary import counts_line, sections
 
+JOB_LINES = 1000  # per-job lines a drain or restore prints in full (the summary, `status` and the manifest have every job)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is a one-line UsageError like every other bad input."""
@@ -185,6 +187,8 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
             "run: dry-run is set (config file): it would run the command with nothing drained; nothing was done",
             hint="see what a drain would take with `jobguard drain --dry-run`",
         )
+    if args.command in ("drain", "restore", "run"):
+        report.job_lines = JOB_LINES  # `status` lists every job asked for
     if args.command in ("drain", "run"):
         deploy_id = options.deploy_id or run_id or _new_deploy_id()
         ctx = build_context(options, report, creating=True)

@@ -167,3 +167,27 @@ def test_a_cell_cannot_break_the_table_or_open_html() -> None:
     row = next(line for line in markdown("drain", manifest, "file:///m").splitlines() if line.startswith("| ["))
     assert row.count(" | ") == 6 and "<script>" not in row and "[link](http://evil)" not in row and "\n" not in row
     assert re.search(r"a \\\| b &lt;script&gt;", row)
+
+
+def test_drain_and_restore_print_a_line_for_each_of_the_first_jobs_then_only_those_that_say_something(
+    seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 000 jobs would be 100 000 lines of a CI log: past `JOB_LINES` plain job lines (3 here), drain and
+    restore say once that they leave them out, and still print the counts. `status` lists every job."""
+    monkeypatch.setattr("jobguard.cli.JOB_LINES", 3)
+    aws.batch.timing = Timing.instant()
+    seed.queue("work")
+    seed.definition("proc")
+    jobs = [seed.job(status="RUNNING", jobName=f"j{i}", jobQueue="work", jobDefinition="proc") for i in range(6)]
+    store = f"file://{workdir}/m"
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert sum(line.startswith("  terminated ") for line in drained.out.splitlines()) == 3, drained.out
+    assert drained.out.count("only those with an error or a note get a line here") == 1
+    assert "6 jobs: 6 terminated" in drained.out, drained.out
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert sum(line.startswith("  resubmitted ") for line in restored.out.splitlines()) == 3, restored.out
+    assert len(replacements_of(aws)) == 6
+    shown = run("status", "--store", store, "--deploy-id", "d1")
+    assert all(f"j{i}  " in shown.out for i in range(len(jobs))), shown.out

@@ -33,6 +33,8 @@ class Reporter:
         self.err = err or sys.stderr
         self.env = os.environ if env is None else env
         self.github = self.env.get("GITHUB_ACTIONS") == "true"
+        self.job_lines: int | None = None  # plain per-job lines shown in full; past it, only those that say something
+        self._jobs = 0
 
     def line(self, text: str = "") -> None:
         """A plain line of output (data in it is made safe)."""
@@ -47,6 +49,11 @@ class Reporter:
         """One line for one job: what happened to it."""
         replacement = f" -> {record.replacement_id} ({record.replacement_job_definition})" if record.replacement_id else ""
         said = record.error or record.note
+        self._jobs += not said
+        if self.job_lines is not None and not said and self._jobs > self.job_lines:
+            if self._jobs == self.job_lines + 1:  # 100 000 jobs would be 100 000 lines of a CI log
+                self.line(f"  ... past {self.job_lines} jobs, only those with an error or a note get a line here")
+            return
         tail = f": {said}" if said else ""
         verb = f"late {verb or record.outcome}" if record.late else verb or record.outcome
         self.line(f"  {verb:<12} {record.job_name} [{record.job_id}] on {record.queue}{replacement}{detail}{tail}")
