@@ -188,12 +188,12 @@ def drain(ctx: Context, deploy_id: str, leases: Leases | None = None) -> Drained
     lets them go itself); by default the drain takes its own and keeps them for its deploy.
     """
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobguard-early") as early:
-        # Read beside the check that the configured queues exist: every queue of the account (the first pass lists
-        # their waiting jobs) and, without a plan (every active job of every configured queue is at risk), the
-        # first pass's listing. Only reads; a run that stops before using them has changed nothing.
-        account_queues = early.submit(ctx.batch.queues)
+        # Read beside the check that the configured queues exist: with a plan, every queue of the account (a risk
+        # may name a compute environment, not a queue); without one (every active job of every configured queue is
+        # at risk), the first pass's listing. Only reads; a run that stops before using them has changed nothing.
+        account_queues = early.submit(ctx.batch.queues).result if ctx.options.plan is not None else ctx.batch.queues
         first = early.submit(list_early, ctx) if ctx.options.plan is None and not ctx.options.dry_run else None
-        return _drain(ctx, deploy_id, leases, account_queues.result, first)
+        return _drain(ctx, deploy_id, leases, account_queues, first, early)
 
 
 def _drain(
@@ -202,6 +202,7 @@ def _drain(
     leases: Leases | None,
     account_queues: Callable[[], list[Queue]],
     first: Future[dict[str, Listing]] | None,
+    early: Executor,
 ) -> Drained:
     targets, facts = choose_queues(ctx, account_queues)
     for fact in facts:
@@ -218,7 +219,11 @@ def _drain(
     try:
         held.acquire(t.queue.name for t in targets)
         ctx.manifests.fence = ctx.aws.guard = held.check
-        run = _Drain(ctx, held, deploy_id, facts, account_queues, first)
+        # The account's queues, whose waiting jobs the first pass lists, read once the leases are held (beside the
+        # steps before that pass): the wait for a lease may be long, and a queue made meanwhile may hold a job
+        # waiting on one the pass stops (Batch would fail it; on a queue jobguard may not act on, it is lost).
+        fresh = early.submit(ctx.batch.queues)
+        run = _Drain(ctx, held, deploy_id, facts, fresh.result, first)
         run.go(targets)
         return run.result()
     finally:
@@ -381,7 +386,7 @@ class _Drain:
         first: Future[dict[str, Listing]] | None,
     ) -> None:
         self.ctx, self.leases, self.facts = ctx, leases, facts
-        self.account_queues: Callable[[], list[Queue]] | None = account_queues  # read at the start: for the first pass only
+        self.account_queues: Callable[[], list[Queue]] | None = account_queues  # read under the leases: for the first pass only
         self.first = first  # the configured queues' listing, read at the start: for the first pass only
         self.manifest = ctx.manifests.load(deploy_id) or ctx.manifests.new(deploy_id, github_origin())
         self.others: dict[str, Manifest] = {}
@@ -569,7 +574,7 @@ class _Drain:
             return {}
 
     def _queues_read_at_start(self) -> list[Queue] | None:
-        """The account's queues as read when the drain started, once (later, a queue made since would be missed)."""
+        """The account's queues as read once the leases were held, once (later, a queue made since would be missed)."""
         read, self.account_queues = self.account_queues, None
         return read() if read is not None else None
 
