@@ -624,3 +624,31 @@ def test_array_parents_and_dependency_chains_across_two_configured_queues(seed: 
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     assert restored.code == 0, restored.err
     _exactly_once(aws, [head, middle, tail, parent])
+
+
+def test_queues_configured_by_arn_with_dependents_across_them(seed: Seeder, store: str, run: Any, aws: SimulatedAWS) -> None:
+    work, other = seed.queue("work"), seed.queue("other")
+    seed.definition("proc")
+    head = _job(seed, "head")
+    same = _job(seed, "same", "PENDING", after=head)
+    across = _job(seed, "across", "PENDING", queue="other", after=head)
+    drained = run("drain", "--store", store, "--queue", work, "--queue", other, "--deploy-id", "d1")
+    assert drained.code == 0, drained.out + drained.err
+    stored = records(store, seed, "d1")
+    assert {stored[j]["queue"] for j in (head, same)} == {"work"} and stored[across]["queue"] == "other"
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    _exactly_once(aws, [head, same, across])
+
+
+def test_a_drain_without_a_plan_reads_the_queues_as_often_as_before(seed: Seeder, store: str, run: Any, aws: SimulatedAWS) -> None:
+    """One DescribeJobQueues for the configured queues, one for every queue of the account (under the leases), one for
+    each late look: as many as before the account's queues were read under the leases (e833f9f: 4)."""
+    seed.queue("work")
+    seed.queue("work-2")
+    seed.definition("proc")
+    _job(seed, "a")
+    before = aws.calls["batch:DescribeJobQueues"]
+    drained = run("drain", "--store", store, "--queue", "work", "--queue", "work-2", "--deploy-id", "d1")
+    assert drained.code == 0, drained.out + drained.err
+    assert aws.calls["batch:DescribeJobQueues"] - before == 4  # and two for the late looks (pass 2, the pass in the wait)
