@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -192,8 +193,13 @@ def drain(ctx: Context, deploy_id: str, leases: Leases | None = None) -> Drained
         # may name a compute environment, not a queue); without one (every active job of every configured queue is
         # at risk), the first pass's listing. Only reads; a run that stops before using them has changed nothing.
         account_queues = early.submit(ctx.batch.queues).result if ctx.options.plan is not None else ctx.batch.queues
-        first = early.submit(list_early, ctx) if ctx.options.plan is None and not ctx.options.dry_run else None
-        return _drain(ctx, deploy_id, leases, account_queues, first, early)
+        unused = threading.Event()
+        first = early.submit(list_early, ctx, unused) if ctx.options.plan is None and not ctx.options.dry_run else None
+        try:
+            return _drain(ctx, deploy_id, leases, account_queues, first, early)
+        except BaseException:
+            unused.set()  # a drain that ended before its first pass (a queue missing, a lease held, Ctrl-C) reads no more pages
+            raise
 
 
 def _drain(
@@ -324,13 +330,19 @@ def exposed_ids(
     return ids
 
 
-def list_early(ctx: Context) -> dict[str, Listing]:
+def list_early(ctx: Context, unused: threading.Event) -> dict[str, Listing]:
     """Each configured queue's active jobs, its statuses side by side, by the queue's name as configured
-    (a name or an ARN). Of each summary, only what a first pass reads is kept (100 000 jobs: 20 MB, not 100)."""
+    (a name or an ARN). Of each summary, only what a first pass reads is kept (100 000 jobs: 20 MB, not 100).
+    Once `unused` is set (the drain ended without it), no further page is read and what is returned is partial."""
     pairs = [(queue, status) for queue in ctx.options.queues for status in LIFECYCLE]
 
     def listed(pair: tuple[str, str]) -> list[Json]:
-        return [{k: s[k] for k in SUMMARY_KEPT if k in s} for s in ctx.batch.list_jobs(*pair)]
+        kept: list[Json] = []
+        for summary in ctx.batch.list_jobs(*pair):  # pages are read as the summaries are iterated
+            if unused.is_set():
+                break
+            kept.append({k: summary[k] for k in SUMMARY_KEPT if k in summary})
+        return kept
 
     listings: dict[str, Listing] = {}
     for (queue, status), summaries in zip(pairs, ctx.aws.parallel(listed, pairs), strict=True):
