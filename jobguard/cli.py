@@ -23,7 +23,7 @@ from .adapters.signing import Signer, default_key_file, open_signer
 from .adapters.stores import Store, open_store
 from .commands.child import check_command
 from .commands.context import Context
-from .commands.drain import Drained, drain
+from .commands.drain import Drained, EarlyReads, drain, reads_early
 from .commands.manifests import Manifests
 from .commands.restore import Restored, restore
 from .commands.run import Steps, run
@@ -189,12 +189,14 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
         )
     if args.command in ("drain", "restore", "run"):
         report.job_lines = JOB_LINES  # `status` lists every job asked for
-    if args.command in ("drain", "run"):
+    if args.command == "drain":
+        aws = Aws(options.aws, notice=report.notice)
+        with reads_early(Batch(aws, ""), aws, options) as early:  # beside GetCallerIdentity: reads that need no account
+            return _drain(build_context(options, report, creating=True, aws=aws), options.deploy_id or run_id or _new_deploy_id(), early)
+    if args.command == "run":
         deploy_id = options.deploy_id or run_id or _new_deploy_id()
         ctx = build_context(options, report, creating=True)
-        if args.command == "run":
-            return run(ctx, deploy_id, argv, Steps(lambda result: _drained(ctx, result), lambda result: _restored(ctx, result, deploy_id)))
-        return _drain(ctx, deploy_id)
+        return run(ctx, deploy_id, argv, Steps(lambda result: _drained(ctx, result), lambda result: _restored(ctx, result, deploy_id)))
     ctx = build_context(options, report, creating=False)
     if args.command == "restore":
         # In Actions a restore is its own run's (and what that run adopted); elsewhere, every open deploy.
@@ -214,9 +216,9 @@ def _new_deploy_id() -> str:
     return f"jg-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def build_context(options: Options, report: Reporter, creating: bool) -> Context:
-    """boto3 from its usual chain, the caller's account and region, and the adapters."""
-    aws = Aws(options.aws, notice=report.notice)
+def build_context(options: Options, report: Reporter, creating: bool, aws: Aws | None = None) -> Context:
+    """boto3 from its usual chain (`aws`, if made already), the caller's account and region, and the adapters."""
+    aws = aws or Aws(options.aws, notice=report.notice)
     identity = aws.call("sts", "get_caller_identity", "find the AWS account of the credentials")
     account = str(identity.get("Account", ""))
     if not account:
@@ -264,11 +266,11 @@ def _sns(aws: Aws, arn: str, subject: str, text: str) -> None:
     aws.call("sns", "publish", f"publish to {arn}", TopicArn=arn, Subject=subject, Message=text)
 
 
-def _drain(ctx: Context, deploy_id: str) -> int:
+def _drain(ctx: Context, deploy_id: str, early: EarlyReads) -> int:
     dry = " (dry run)" if ctx.options.dry_run else ""
     ctx.report.line(f"jobguard drain: deploy {deploy_id}, manifest {ctx.store.uri(deploy_id)}{dry}")
     try:
-        result = drain(ctx, deploy_id)
+        result = drain(ctx, deploy_id, early=early)
     finally:
         ctx.events.deliver()
     return _drained(ctx, result)

@@ -654,3 +654,25 @@ def test_a_drain_without_a_plan_reads_the_queues_as_often_as_before(seed: Seeder
     drained = run("drain", "--store", store, "--queue", "work", "--queue", "work-2", "--deploy-id", "d1")
     assert drained.code == 0, drained.out + drained.err
     assert aws.calls["batch:DescribeJobQueues"] - before == 4  # and two for the late looks (pass 2, the pass in the wait)
+
+
+def test_a_job_on_another_queue_coming_to_wait_on_a_drained_one_during_the_lease_wait_stops_the_drain(
+    seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, on a queue that already existed when the drain began: the waiting jobs are listed once the leases
+    are held, not with the reads made at the start (beside GetCallerIdentity), so the drain still refuses before it
+    stops `x`."""
+    seed.queue("work")
+    seed.queue("other")
+    seed.definition("proc")
+    x = _job(seed, "x")
+    dependent: list[str] = []
+
+    def meanwhile() -> None:
+        dependent.append(_job(seed, "dependent", "PENDING", queue="other", after=x))
+
+    _while_waiting_for_the_lease(monkeypatch, meanwhile)
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    assert drained.code == 2, (drained.code, drained.out, drained.err)
+    assert len(_errors(drained.err)) == 1 and "other" in drained.err, drained.err
+    assert not asked_to_stop(aws, x)

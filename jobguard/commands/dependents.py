@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..adapters.batch import Queue
+from ..adapters.aws import Aws
+from ..adapters.batch import Batch, Queue
 from ..domain.window import DEPENDENCY_FAILED, KILLED, judge
 from .context import Context
 
@@ -53,7 +54,7 @@ class Waiting:
         return chosen
 
 
-def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue] | None = None) -> Waiting:
+def list_waiting(batch: Batch, aws: Aws, taken: Callable[[str], bool], queues: list[Queue] | None = None) -> Waiting:
     """Every queue's waiting jobs (`taken` ones left out), described: one listing, queues side by side.
 
     `queues`: every queue of the account, when the caller has just listed them; else listed here.
@@ -64,12 +65,12 @@ def list_waiting(ctx: Context, taken: Callable[[str], bool], queues: list[Queue]
     """
 
     def listed(queue: Queue) -> list[tuple[str, str]]:
-        return [(str(s["jobId"]), queue.name) for status in WAITING for s in ctx.batch.list_jobs(queue.arn, status)]
+        return [(str(s["jobId"]), queue.name) for status in WAITING for s in batch.list_jobs(queue.arn, status)]
 
     queue_of: dict[str, str] = {}
-    for pairs in ctx.aws.parallel(listed, ctx.batch.queues() if queues is None else queues):
+    for pairs in aws.parallel(listed, batch.queues() if queues is None else queues):
         queue_of.update((job_id, name) for job_id, name in pairs if not taken(job_id))
-    details = ctx.batch.describe(queue_of) if queue_of else {}
+    details = batch.describe(queue_of) if queue_of else {}
     needs: dict[str, list[str]] = {}
     for job_id, job in details.items():
         for dependency in job.get("dependsOn") or []:  # on a job, or on one child of an array (ARRAY:INDEX)
@@ -127,7 +128,7 @@ def look_late(ctx: Context, taken: Callable[[str], bool], allowed: frozenset[str
     failed jobs are looked for."""
     queues = ctx.batch.queues()  # one listing for both
     if since_ms is None:
-        return LateLook(list_waiting(ctx, taken, queues), {})
+        return LateLook(list_waiting(ctx.batch, ctx.aws, taken, queues), {})
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobguard-late") as pool:
         failed = pool.submit(failed_since, ctx, [q for q in queues if q.name in allowed], since_ms, taken)
-        return LateLook(list_waiting(ctx, taken, queues), failed.result())
+        return LateLook(list_waiting(ctx.batch, ctx.aws, taken, queues), failed.result())

@@ -25,15 +25,15 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..adapters.aws import chunks
-from ..adapters.batch import LIFECYCLE, JobState, Queue, children_in
+from ..adapters.aws import Aws, chunks
+from ..adapters.batch import LIFECYCLE, Batch, JobState, Queue, children_in
 from ..adapters.lease import Leases, lease_scope
 from ..domain import engines
 from ..domain.host_retry import retried_by_batch
@@ -53,6 +53,7 @@ from ..domain.manifest import (
 from ..domain.plan import MAX_PLAN_BYTES, Risk, exposure, read_plan, risks
 from ..domain.policies import WAIT
 from ..errors import JobCallError, JobguardError, UsageError
+from ..options import Options
 from .context import Context, github_origin
 from .dependents import LateLook, Waiting, killed_by, list_waiting, look_late
 from .doubles import doubles_of_others, stop_double_of_other
@@ -98,10 +99,10 @@ class Drained:
     problems: int = 0
 
 
-def choose_queues(ctx: Context, account_queues: Callable[[], list[Queue]]) -> tuple[list[Target], list[str]]:
+def choose_queues(ctx: Context, early: EarlyReads) -> tuple[list[Target], list[str]]:
     """The configured queues (each must exist); with a plan, those of them it puts at risk. Facts for the summary.
 
-    `account_queues`: every queue of the account (a plan may name a compute environment, not a queue).
+    `early`: the configured queues, and every queue of the account (a plan may name a compute environment).
     """
     if not ctx.options.queues:
         raise UsageError(
@@ -109,7 +110,7 @@ def choose_queues(ctx: Context, account_queues: Callable[[], list[Queue]]) -> tu
             hint="the Terraform module's queue_names output is the list its policy allows",
         )
     queues: dict[str, Queue] = {}
-    named = ctx.batch.queues_named(ctx.options.queues)
+    named = early.named.result()
     by_arn = {q.arn: q for q in named.values()}
     for name in ctx.options.queues:
         found = named.get(name) or by_arn.get(name)
@@ -118,7 +119,7 @@ def choose_queues(ctx: Context, account_queues: Callable[[], list[Queue]]) -> tu
         queues[found.name] = found
     if ctx.options.plan is None:
         return [Target(q, "configured") for q in queues.values()], []
-    return _at_risk(ctx, queues, account_queues)
+    return _at_risk(ctx, queues, early.queues)
 
 
 def _at_risk(ctx: Context, queues: dict[str, Queue], account_queues: Callable[[], list[Queue]]) -> tuple[list[Target], list[str]]:
@@ -182,35 +183,58 @@ def _uses(queue: Queue, environment: str) -> bool:
     return any(e == environment or e.rsplit("/", 1)[-1] == environment.rsplit("/", 1)[-1] for e in queue.compute_environments)
 
 
-def drain(ctx: Context, deploy_id: str, leases: Leases | None = None) -> Drained:
-    """Drain the queues at risk into the manifest of `deploy_id`.
+@dataclass(frozen=True)
+class EarlyReads:
+    """What a drain reads before it knows its account or that its queues exist: only reads, of Batch."""
 
-    `leases`: the caller's, held on after the drain (`jobguard run` holds them through the apply and
-    lets them go itself); by default the drain takes its own and keeps them for its deploy.
-    """
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobguard-early") as early:
-        # Read beside the check that the configured queues exist: with a plan, every queue of the account (a risk
-        # may name a compute environment, not a queue); without one (every active job of every configured queue is
-        # at risk), the first pass's listing. Only reads; a run that stops before using them has changed nothing.
-        account_queues = early.submit(ctx.batch.queues).result if ctx.options.plan is not None else ctx.batch.queues
-        unused = threading.Event()
-        first = early.submit(list_early, ctx, unused) if ctx.options.plan is None and not ctx.options.dry_run else None
+    named: Future[dict[str, Queue]]  # the configured queues that exist, by name
+    queues: Callable[[], list[Queue]]  # every queue of the account (with a plan, read at the start)
+    listing: Future[dict[str, Listing]] | None  # the first pass's listing, by configured queue name
+    unused: threading.Event  # set when the drain ends before its first pass: the listing reads no more pages
+    pool: Executor  # where they run; the drain reads more on it
+
+
+def read_early(batch: Batch, aws: Aws, options: Options, pool: Executor) -> EarlyReads:
+    """Start, on `pool`, the reads a drain can make first: the configured queues; with a plan, every queue of the
+    account (a risk may name a compute environment, not a queue); without one (every active job of every configured
+    queue is at risk) and without --dry-run, the first pass's listing. A run that stops before it uses them has
+    changed nothing. (Not the waiting jobs: a job coming to wait on one the drain stops while it waits for a lease
+    would be missing from them.)"""
+    unused = threading.Event()
+    named = pool.submit(batch.queues_named, options.queues)
+    queues = pool.submit(batch.queues).result if options.plan is not None else batch.queues
+    listing = pool.submit(list_early, batch, aws, options.queues, unused) if options.plan is None and not options.dry_run else None
+    return EarlyReads(named, queues, listing, unused, pool)
+
+
+@contextmanager
+def reads_early(batch: Batch, aws: Aws, options: Options) -> Iterator[EarlyReads]:
+    """`read_early` on a pool of its own, for the time of the block; a block that fails (a queue missing, a lease
+    held, Ctrl-C, no credentials) lets the listing stop after the page in flight instead of reading every page."""
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobguard-early") as pool:
+        early = read_early(batch, aws, options, pool)
         try:
-            return _drain(ctx, deploy_id, leases, account_queues, first, early)
+            yield early
         except BaseException:
-            unused.set()  # a drain that ended before its first pass (a queue missing, a lease held, Ctrl-C) reads no more pages
+            early.unused.set()
             raise
 
 
-def _drain(
-    ctx: Context,
-    deploy_id: str,
-    leases: Leases | None,
-    account_queues: Callable[[], list[Queue]],
-    first: Future[dict[str, Listing]] | None,
-    early: Executor,
-) -> Drained:
-    targets, facts = choose_queues(ctx, account_queues)
+def drain(ctx: Context, deploy_id: str, leases: Leases | None = None, early: EarlyReads | None = None) -> Drained:
+    """Drain the queues at risk into the manifest of `deploy_id`.
+
+    `leases`: the caller's, held on after the drain (`jobguard run` holds them through the apply and
+    lets them go itself); by default the drain takes its own and keeps them for its deploy. `early`: the
+    reads `read_early` started (the CLI starts them beside GetCallerIdentity); by default, started here.
+    """
+    if early is not None:
+        return _drain(ctx, deploy_id, leases, early)
+    with reads_early(ctx.batch, ctx.aws, ctx.options) as started:
+        return _drain(ctx, deploy_id, leases, started)
+
+
+def _drain(ctx: Context, deploy_id: str, leases: Leases | None, early: EarlyReads) -> Drained:
+    targets, facts = choose_queues(ctx, early)
     for fact in facts:
         ctx.report.line(fact)
     if ctx.options.plan is not None and not targets:
@@ -228,8 +252,8 @@ def _drain(
         # The account's queues, whose waiting jobs the first pass lists, read once the leases are held (beside the
         # steps before that pass): the wait for a lease may be long, and a queue made meanwhile may hold a job
         # waiting on one the pass stops (Batch would fail it; on a queue jobguard may not act on, it is lost).
-        fresh = early.submit(ctx.batch.queues)
-        run = _Drain(ctx, held, deploy_id, facts, fresh.result, first)
+        fresh = early.pool.submit(ctx.batch.queues)
+        run = _Drain(ctx, held, deploy_id, facts, early.listing, fresh)
         run.go(targets)
         return run.result()
     finally:
@@ -330,22 +354,22 @@ def exposed_ids(
     return ids
 
 
-def list_early(ctx: Context, unused: threading.Event) -> dict[str, Listing]:
-    """Each configured queue's active jobs, its statuses side by side, by the queue's name as configured
-    (a name or an ARN). Of each summary, only what a first pass reads is kept (100 000 jobs: 20 MB, not 100).
-    Once `unused` is set (the drain ended without it), no further page is read and what is returned is partial."""
-    pairs = [(queue, status) for queue in ctx.options.queues for status in LIFECYCLE]
+def list_early(batch: Batch, aws: Aws, queues: Iterable[str], unused: threading.Event) -> dict[str, Listing]:
+    """Each queue's active jobs, its statuses side by side, by the queue's name as configured (a name or an
+    ARN). Of each summary, only what a first pass reads is kept (100 000 jobs: 20 MB, not 100). Once `unused`
+    is set (the drain ended without it), no further page is read and what is returned is partial."""
+    pairs = [(queue, status) for queue in queues for status in LIFECYCLE]
 
     def listed(pair: tuple[str, str]) -> list[Json]:
         kept: list[Json] = []
-        for summary in ctx.batch.list_jobs(*pair):  # pages are read as the summaries are iterated
+        for summary in batch.list_jobs(*pair):  # pages are read as the summaries are iterated
             if unused.is_set():
                 break
             kept.append({k: summary[k] for k in SUMMARY_KEPT if k in summary})
         return kept
 
     listings: dict[str, Listing] = {}
-    for (queue, status), summaries in zip(pairs, ctx.aws.parallel(listed, pairs), strict=True):
+    for (queue, status), summaries in zip(pairs, aws.parallel(listed, pairs), strict=True):
         listings.setdefault(queue, {})[status] = summaries
     return listings
 
@@ -394,12 +418,12 @@ class _Drain:
         leases: Leases,
         deploy_id: str,
         facts: list[str],
-        account_queues: Callable[[], list[Queue]],
         first: Future[dict[str, Listing]] | None,
+        account_queues: Future[list[Queue]],
     ) -> None:
         self.ctx, self.leases, self.facts = ctx, leases, facts
-        self.account_queues: Callable[[], list[Queue]] | None = account_queues  # read under the leases: for the first pass only
         self.first = first  # the configured queues' listing, read at the start: for the first pass only
+        self.account_queues: Future[list[Queue]] | None = account_queues  # read under the leases: for the first pass only
         self.manifest = ctx.manifests.load(deploy_id) or ctx.manifests.new(deploy_id, github_origin())
         self.others: dict[str, Manifest] = {}
         self.owner: dict[str, str] = {}  # job id -> another open deploy that owes it
@@ -533,7 +557,8 @@ class _Drain:
                 # Only reads, beside the listing: the last look where this pass may be the last; the waiting
                 # jobs where the first pass, which is never the last, will take what it finds.
                 look = beside.submit(self._look_late) if stopped else None
-                waiting = beside.submit(list_waiting, self.ctx, self._taken, self._queues_read_at_start()) if side_by_side else None
+                read = self._queues_read_under_leases() if side_by_side else None
+                waiting = beside.submit(self._waiting_on, read) if read is not None else None
                 definitions: set[str] = set()
                 found = self._list(targets, statuses, set() if final else self.not_queued, side_by_side, definitions)
                 if not found and side_by_side:
@@ -585,10 +610,13 @@ class _Drain:
         except JobguardError:
             return {}
 
-    def _queues_read_at_start(self) -> list[Queue] | None:
+    def _queues_read_under_leases(self) -> Future[list[Queue]] | None:
         """The account's queues as read once the leases were held, once (later, a queue made since would be missed)."""
         read, self.account_queues = self.account_queues, None
-        return read() if read is not None else None
+        return read
+
+    def _waiting_on(self, queues: Future[list[Queue]]) -> Waiting:
+        return list_waiting(self.ctx.batch, self.ctx.aws, self._taken, queues.result())
 
     def _stopped(self) -> set[str]:
         return {r.job_id for r in self.manifest if r.outcome in (TERMINATING, TERMINATED)}
@@ -636,7 +664,7 @@ class _Drain:
             try:
                 described = ahead.submit(self.ctx.batch.describe, pages[0])
                 defined = ahead.submit(self.ctx.batch.job_definitions, definitions)  # cached for the records
-                listed = waiting or ahead.submit(list_waiting, self.ctx, self._taken)  # meanwhile: all only read
+                listed = waiting or ahead.submit(list_waiting, self.ctx.batch, self.ctx.aws, self._taken)  # meanwhile: all only read
                 with suppress(JobguardError):  # the records' own lookup reports it
                     defined.result()
                 for number, page in enumerate(pages, start=1):
@@ -702,7 +730,7 @@ class _Drain:
         """
         if not stopping:
             return []
-        waiting = waiting or list_waiting(self.ctx, self._taken)
+        waiting = waiting or list_waiting(self.ctx.batch, self.ctx.aws, self._taken)
         chosen = waiting.dependents(stopping, self._taken)
         if not chosen:
             return []
