@@ -64,12 +64,12 @@ from .window import CLOCK_MARGIN_MS, close_drain, open_window, watch
 QUEUED = ("SUBMITTED", "PENDING", "RUNNABLE")
 RETRIED_BY_BATCH = "started jobs left running: their retryStrategy has Batch run them again after the apply (same job id)"
 STARTED = ("STARTING", "RUNNING")
-SUMMARY_KEPT = ("jobId", "jobDefinition", "arrayProperties")  # what a pass reads of a JobSummary
 RECORD_PAGE = 500  # records saved per store write, before any of them is stopped
 MAX_PASSES = 10
 ENDED_PAGE = 10 * RECORD_PAGE  # ends seen while waiting, saved at once
 Json = dict[str, Any]
-Listing = dict[str, list[Json]]  # a queue's job summaries by status
+Kept = tuple[str, str, int]  # what a pass reads of a JobSummary: job id, job definition, array size (0: none)
+Listing = dict[str, list[Kept]]  # a queue's jobs by status, as listed at the start
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ def exposed_ids(
     def exposed(status: str) -> tuple[list[str], list[str]]:
         ids: list[str] = []
         parents: list[str] = []
-        listed = ctx.batch.list_jobs(target.queue.arn, status) if listed_early is None else listed_early.get(status, [])
+        listed = ctx.batch.list_jobs(target.queue.arn, status) if listed_early is None else map(_summary, listed_early.get(status, []))
         for summary in listed:
             job_id = str(summary["jobId"])
             if known(job_id):
@@ -356,22 +356,34 @@ def exposed_ids(
 
 def list_early(batch: Batch, aws: Aws, queues: Iterable[str], unused: threading.Event) -> dict[str, Listing]:
     """Each queue's active jobs, its statuses side by side, by the queue's name as configured (a name or an
-    ARN). Of each summary, only what a first pass reads is kept (100 000 jobs: 20 MB, not 100). Once `unused`
+    ARN). Of each summary, only what a first pass reads is kept (`_kept`). Once `unused`
     is set (the drain ended without it), no further page is read and what is returned is partial."""
     pairs = [(queue, status) for queue in queues for status in LIFECYCLE]
 
-    def listed(pair: tuple[str, str]) -> list[Json]:
-        kept: list[Json] = []
+    def listed(pair: tuple[str, str]) -> list[Kept]:
+        kept: list[Kept] = []
         for summary in batch.list_jobs(*pair):  # pages are read as the summaries are iterated
             if unused.is_set():
                 break
-            kept.append({k: summary[k] for k in SUMMARY_KEPT if k in summary})
+            kept.append(_kept(summary))
         return kept
 
     listings: dict[str, Listing] = {}
     for (queue, status), summaries in zip(pairs, aws.parallel(listed, pairs), strict=True):
         listings.setdefault(queue, {})[status] = summaries
     return listings
+
+
+def _kept(summary: Json) -> Kept:
+    """A JobSummary as a listing made at the start keeps it: 100 000 jobs cost about 15 MB, not 100 as summaries
+    (a job definition's ARN, the same for many jobs, is one string)."""
+    size = (summary.get("arrayProperties") or {}).get("size")
+    return str(summary["jobId"]), sys.intern(str(summary.get("jobDefinition") or "")), size if isinstance(size, int) else 0
+
+
+def _summary(kept: Kept) -> Json:
+    job_id, definition, size = kept
+    return {"jobId": job_id, "jobDefinition": definition, **({"arrayProperties": {"size": size}} if size else {})}
 
 
 def left_queued(ctx: Context, target: Target, taken: set[str]) -> str | None:
