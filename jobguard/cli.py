@@ -192,7 +192,13 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     if args.command == "drain":
         aws = Aws(options.aws, notice=report.notice)
         with reads_early(Batch(aws, ""), aws, options) as early:  # beside GetCallerIdentity: reads that need no account
-            return _drain(build_context(options, report, creating=True, aws=aws), options.deploy_id or run_id or _new_deploy_id(), early)
+            try:
+                return _drain(
+                    build_context(options, report, creating=True, aws=aws), options.deploy_id or run_id or _new_deploy_id(), early
+                )
+            except BaseException:
+                aws.abort.set()  # nothing uses this Aws after a failed drain: early reads still retrying stop now
+                raise
     if args.command == "run":
         deploy_id = options.deploy_id or run_id or _new_deploy_id()
         ctx = build_context(options, report, creating=True)

@@ -92,6 +92,8 @@ class Aws:
         # Raises when this run may no longer act (it lost its lease). Asked as late as it can be, once the
         # request is signed and about to be sent: a process paused before that point stops on resuming.
         self.guard: Callable[[], None] | None = None
+        # Set when the run is ending (its block failed): reads still retrying on a pool stop after their attempt in flight.
+        self.abort = threading.Event()
 
     def client(self, service: str) -> Any:
         """A boto3 client for `service`, configured like every other jobguard client (cached)."""
@@ -129,7 +131,7 @@ class Aws:
         Raises botocore's errors: for callers (like SubmitJob's) that decide per error themselves.
         """
         return call_with_retries(
-            self.settings.retry, fn, retryable, lambda error, wait, attempt: self._backoff(action, error, wait, attempt)
+            self.settings.retry, fn, retryable, lambda error, wait, attempt: self._backoff(action, error, wait, attempt), self.abort
         )
 
     def send(self, service: str, action: str, paced: bool = False, **request: Any) -> Json:

@@ -7,6 +7,7 @@ retries blindly only errors that prove the request was refused (it has no idempo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -18,7 +19,15 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_random_exponential,
+)
 
 T = TypeVar("T")
 
@@ -115,8 +124,16 @@ def call_with_retries(
     fn: Callable[[], T],
     retryable: Callable[[BaseException], bool] = is_transient,
     on_backoff: BackoffNotice | None = None,
+    abort: threading.Event | None = None,
 ) -> T:
-    """Run `fn`, retrying the errors `retryable` accepts within the bounds; re-raise the last error."""
+    """Run `fn`, retrying the errors `retryable` accepts within the bounds; re-raise the last error.
+
+    `abort`: once set (the run is ending), no further attempt is made and a back-off in progress ends."""
+
+    ending = abort or threading.Event()
+
+    def sleep(seconds: float) -> None:  # a back-off that ends when `abort` is set
+        ending.wait(seconds)
 
     def before_sleep(state: RetryCallState) -> None:
         if on_backoff and state.outcome is not None and state.next_action is not None:
@@ -125,7 +142,8 @@ def call_with_retries(
                 on_backoff(error, state.next_action.sleep, state.attempt_number)
 
     retrying = Retrying(
-        stop=stop_after_attempt(settings.attempts) | stop_after_delay(settings.max_seconds),
+        stop=stop_after_attempt(settings.attempts) | stop_after_delay(settings.max_seconds) | stop_when_event_set(ending),
+        sleep=sleep,
         wait=wait_random_exponential(multiplier=settings.initial_wait, max=settings.max_wait),
         retry=retry_if_exception(retryable),
         before_sleep=before_sleep,
