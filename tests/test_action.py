@@ -140,6 +140,7 @@ def test_drain_then_restore_through_the_action(runner_temp: Path, workdir: Path,
         assert SECRET not in text  # environment overrides may hold secrets
 
 
+@pytest.mark.slow
 def test_rerun_attempt_finds_the_first_attempts_manifest(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
     _seed(seed)
     store = f"file://{workdir}/manifests"

@@ -16,6 +16,8 @@ from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import asked_to_stop, configure, run_process
 
+pytestmark = pytest.mark.slow  # attacks that wait out stops, lags and retries: the full suite runs them
+
 NOISE = ("Traceback", "Exception in thread", "Exception ignored", "Error in atexit")
 
 

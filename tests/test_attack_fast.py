@@ -116,6 +116,7 @@ def test_a_job_listing_was_slow_to_show_is_drained_although_it_moves_on_during_t
     _exactly_once(aws, [steady, slow])
 
 
+@pytest.mark.slow
 def test_the_pass_for_jobs_listing_was_slow_to_show_runs_while_the_stops_are_awaited(
     seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,8 @@ from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import asked_to_stop, configure, overlapping, records, replacements_of
 
+pytestmark = pytest.mark.slow  # attacks that wait out stops, lags and retries: the full suite runs them
+
 PLANS = Path(__file__).parent / "plans"
 
 

@@ -51,6 +51,7 @@ def test_jobs_are_stopped_50_a_call_and_authorised_as_terminate_job_on_each(seed
     assert sorted(c.resource.rsplit("/", 1)[-1] for c in stops) == sorted(jobs)
 
 
+@pytest.mark.slow
 def test_an_endpoint_without_terminate_jobs_is_found_out_once_and_gets_one_call_per_job(
     seed: Seeder, run, aws: SimulatedAWS, workdir: Path
 ) -> None:

@@ -81,6 +81,7 @@ def _check_restored(aws: SimulatedAWS, jobs: list[str]) -> None:
 
 
 @pytest.mark.usefixtures("small_pages")
+@pytest.mark.slow
 def test_restore_holds_the_submissions_of_a_page_not_of_every_job(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,8 @@ import tracemalloc
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import pytest
+
 from bench.memory import DEPLOY, _manifests, write
 from jobguard.domain.manifest import RESTORE, RESUBMITTED
 
@@ -60,6 +62,7 @@ def _held_a_record(folder: Path, variables: int) -> float:
     return held / JOBS
 
 
+@pytest.mark.slow
 def test_records_read_for_restore_cost_the_same_however_large_their_submissions(tmp_path: Path) -> None:
     small, large = _held_a_record(tmp_path / "small", 1), _held_a_record(tmp_path / "large", 40)  # 40 inputs: about 3.5 KB of JSON
     assert large - small < 100, f"{small:.0f} bytes a record with 1 input, {large:.0f} with 40"
