@@ -386,3 +386,17 @@ def webhook() -> Iterator[str]:
     Hook.received = []
     yield f"http://user:hunter2@127.0.0.1:{server.server_port}/services/T000/B000/secret-token?sig=abc"
     server.shutdown()
+
+
+def job_of(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work", after: str | None = None) -> str:
+    """A job of definition `proc` in `status` on `queue`, depending on `after` if given."""
+    depends: dict[str, Any] = {"dependsOn": [{"jobId": after}]} if after else {}
+    return seed.job(status=status, jobName=name, jobQueue=queue, jobDefinition="proc", **depends)
+
+
+def exactly_once(aws: SimulatedAWS, jobs: list[str]) -> dict[str, str]:
+    """Each job has one replacement, created once its original could no longer run; original -> replacement."""
+    found = replacements_of(aws)
+    assert {j: len(found.get(j, [])) for j in jobs} == dict.fromkeys(jobs, 1)
+    assert overlapping(aws) == []
+    return {j: found[j][0] for j in jobs}

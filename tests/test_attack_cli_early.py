@@ -15,14 +15,11 @@ import pytest
 from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import asked_to_stop, configure, run_process
+from .conftest import job_of as _job
 
 pytestmark = pytest.mark.slow  # attacks that wait out stops, lags and retries: the full suite runs them
 
 NOISE = ("Traceback", "Exception in thread", "Exception ignored", "Error in atexit")
-
-
-def _job(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work") -> str:
-    return seed.job(status=status, jobName=name, jobQueue=queue, jobDefinition="proc")
 
 
 def _setup(seed: Seeder, n: int = 2) -> list[str]:

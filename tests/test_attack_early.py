@@ -18,19 +18,9 @@ import pytest
 
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import asked_to_stop, configure, load_manifest, overlapping, race_listings, records, replacements_of, run_process
-
-
-def _job(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work", after: str | None = None) -> str:
-    depends: dict[str, Any] = {"dependsOn": [{"jobId": after}]} if after else {}
-    return seed.job(status=status, jobName=name, jobQueue=queue, jobDefinition="proc", **depends)
-
-
-def _exactly_once(aws: SimulatedAWS, jobs: list[str]) -> dict[str, str]:
-    found = replacements_of(aws)
-    assert {j: len(found.get(j, [])) for j in jobs} == dict.fromkeys(jobs, 1), found
-    assert overlapping(aws) == []
-    return {j: found[j][0] for j in jobs}
+from .conftest import asked_to_stop, configure, load_manifest, race_listings, records, replacements_of, run_process
+from .conftest import exactly_once as _exactly_once
+from .conftest import job_of as _job
 
 
 def _errors(text: str) -> list[str]:

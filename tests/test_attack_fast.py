@@ -19,21 +19,11 @@ from jobguard.commands.manifests import Manifests
 from jobguard.output.report import Reporter
 from jobguard.sim import ACCOUNT, REGION, Seeder, SimulatedAWS, Timing
 
-from .conftest import overlapping, race_listings, records, replacements_of
+from .conftest import exactly_once as _exactly_once
+from .conftest import job_of as _job
+from .conftest import race_listings, records
 
 PLANS = Path(__file__).parent / "plans"
-
-
-def _job(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work", after: str | None = None) -> str:
-    depends: dict[str, Any] = {"dependsOn": [{"jobId": after}]} if after else {}
-    return seed.job(status=status, jobName=name, jobQueue=queue, jobDefinition="proc", **depends)
-
-
-def _exactly_once(aws: SimulatedAWS, jobs: list[str]) -> dict[str, str]:
-    found = replacements_of(aws)
-    assert {j: len(found.get(j, [])) for j in jobs} == dict.fromkeys(jobs, 1)
-    assert overlapping(aws) == []
-    return {j: found[j][0] for j in jobs}
 
 
 def test_a_dependent_moving_from_submitted_to_pending_while_the_waiting_jobs_are_listed_is_not_lost(

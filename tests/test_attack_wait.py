@@ -17,22 +17,12 @@ from jobguard.adapters.batch import PROBE_PAGES, STOP_PAGE
 from jobguard.sim import Seeder, SimulatedAWS
 
 from .conftest import asked_to_stop, configure, overlapping, records, replacements_of
+from .conftest import exactly_once as _exactly_once
+from .conftest import job_of as _job
 
 pytestmark = pytest.mark.slow  # attacks that wait out stops, lags and retries: the full suite runs them
 
 PLANS = Path(__file__).parent / "plans"
-
-
-def _job(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work", after: str | None = None) -> str:
-    depends: dict[str, Any] = {"dependsOn": [{"jobId": after}]} if after else {}
-    return seed.job(status=status, jobName=name, jobQueue=queue, jobDefinition="proc", **depends)
-
-
-def _exactly_once(aws: SimulatedAWS, jobs: list[str]) -> dict[str, str]:
-    found = replacements_of(aws)
-    assert {j: len(found.get(j, [])) for j in jobs} == dict.fromkeys(jobs, 1)
-    assert overlapping(aws) == []
-    return {j: found[j][0] for j in jobs}
 
 
 def _hide(aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, hidden: set[str], until: Callable[[], bool]) -> None:

@@ -22,6 +22,8 @@ from jobguard.errors import StoreError
 from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS, Timing
 
 from .conftest import configure, overlapping, race_listings, records, replacements_of, run_process
+from .conftest import exactly_once as _exactly_once
+from .conftest import job_of as _job
 
 PLANS = Path(__file__).parent / "plans"
 
@@ -31,25 +33,12 @@ def _world(seed: Seeder, queue: str = "work") -> None:
     seed.definition("proc")
 
 
-def _job(seed: Seeder, name: str, status: str = "RUNNING", queue: str = "work", after: str | None = None) -> str:
-    depends: dict[str, Any] = {"dependsOn": [{"jobId": after}]} if after else {}
-    return seed.job(status=status, jobName=name, jobQueue=queue, jobDefinition="proc", **depends)
-
-
 def _drain(run: Any, store: str, *extra: str, deploy: str = "d1") -> Any:
     return run("drain", "--store", store, "--queue", "work", "--deploy-id", deploy, *extra)
 
 
 def _restore(run: Any, store: str, *extra: str, deploy: str = "d1") -> Any:
     return run("restore", "--store", store, "--deploy-id", deploy, *extra)
-
-
-def _exactly_once(aws: SimulatedAWS, jobs: list[str]) -> dict[str, str]:
-    """Each job has one replacement, created once its original could no longer run; original -> replacement."""
-    found = replacements_of(aws)
-    assert {j: len(found.get(j, [])) for j in jobs} == dict.fromkeys(jobs, 1)
-    assert overlapping(aws) == []
-    return {j: found[j][0] for j in jobs}
 
 
 def _depends_on(aws: SimulatedAWS, job_id: str) -> list[str]:
