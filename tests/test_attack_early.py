@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -285,17 +286,37 @@ def test_a_job_stopped_again_by_continue_recorded_is_not_taken_twice_from_the_ea
 def test_the_early_listing_failing_or_throttled_loses_nothing(
     fault: Any, seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every ListJobs of the early listing fails (the first 5 calls; retried ones up to the retry bound): the pass
-    lists for itself, every job is taken once."""
+    """Every ListJobs of the early listing fails (retried ones up to the retry bound): the pass lists for itself,
+    every job is taken once."""
+    from jobguard.commands import drain as drain_module
+    from jobguard.commands.dependents import list_waiting
+
     seed.queue("work")
     seed.definition("proc")
     jobs = [_job(seed, "a"), _job(seed, "b", "RUNNABLE"), _job(seed, "c", "SUBMITTED"), _job(seed, "p", "PENDING")]
     configure(Path.cwd(), "retry:\n  attempts: 2\n")
-    early_calls = 5 if fault in ((400, "ClientException"), "drop") else 10  # the early listing's calls, with their retries
-    aws.fault = lambda action, n: fault if action == "batch:ListJobs" and n <= early_calls else None
+    # The early listing's calls are those made before it ends; the waiting jobs' listing (which may otherwise start
+    # beside it, once the leases are held) waits for its end, so that no call of the drain's own is taken for one.
+    ended = threading.Event()
+    list_early = drain_module.list_early
+
+    def early(*args: Any) -> Any:
+        try:
+            return list_early(*args)
+        finally:
+            ended.set()
+
+    def waiting(*args: Any) -> Any:
+        ended.wait(60)
+        return list_waiting(*args)
+
+    monkeypatch.setattr(drain_module, "list_early", early)
+    monkeypatch.setattr(drain_module, "list_waiting", waiting)
+    aws.fault = lambda action, n: fault if action == "batch:ListJobs" and not ended.is_set() else None
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
     aws.fault = None
     assert drained.code == 0, drained.out + drained.err
+    assert aws.faults["batch:ListJobs"] >= 1, aws.faults  # the early listing failed (its calls not yet sent are cancelled)
     assert "Traceback" not in drained.err and not _errors(drained.err), drained.err
     assert set(jobs) <= set(records(store, seed, "d1"))
     restored = run("restore", "--store", store, "--deploy-id", "d1")
