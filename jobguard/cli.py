@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .adapters.aws import Aws
@@ -21,14 +21,9 @@ from .adapters.batch import Batch
 from .adapters.eventbridge import publish
 from .adapters.signing import Signer, default_key_file, open_signer
 from .adapters.stores import Store, open_store
-from .commands.child import check_command
 from .commands.context import Context
-from .commands.drain import Drained, EarlyReads, drain, reads_early
 from .commands.manifests import Manifests
-from .commands.restore import Restored, restore
-from .commands.run import Steps, run
-from .commands.status import check, replacements, status, watch
-from .domain.manifest import FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest
+from .domain.manifest import FAILED, RESTORE, RESUBMITTED, TERMINATED, Manifest, replacements
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, CredentialsError, JobguardError, UsageError
 from .options import DEFAULT_STORE, Options, parse_flags, resolve
 from .options import deploy_id as parse_deploy_id
@@ -36,6 +31,10 @@ from .output.events import Events
 from .output.notify import Notifier
 from .output.report import Reporter
 from .output.summary import counts_line, sections
+
+if TYPE_CHECKING:
+    from .commands.drain import Drained, EarlyReads
+    from .commands.restore import Restored
 
 JOB_LINES = 1000  # per-job lines a drain or restore prints in full (the summary, `status` and the manifest have every job)
 
@@ -166,12 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
+    # Each command's module is imported when that command runs: a drain's start pays for no other command's.
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo(report, main)
     argv: list[str] = []
     if args.command == "run":  # checked first: a command that cannot start drains nothing
+        from .commands.child import check_command
+
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         check_command(argv)
     given = {key: getattr(args, key.replace("-", "_"), None) for key in _FLAG_KEYS}
@@ -190,6 +192,8 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     if args.command in ("drain", "restore", "run"):
         report.job_lines = JOB_LINES  # `status` lists every job asked for
     if args.command == "drain":
+        from .commands.drain import reads_early
+
         aws = Aws(options.aws, notice=report.notice)
         with reads_early(Batch(aws, ""), aws, options) as early:  # beside GetCallerIdentity: reads that need no account
             try:
@@ -200,6 +204,8 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
                 aws.abort.set()  # nothing uses this Aws after a failed drain: early reads still retrying stop now
                 raise
     if args.command == "run":
+        from .commands.run import Steps, run
+
         deploy_id = options.deploy_id or run_id or _new_deploy_id()
         ctx = build_context(options, report, creating=True)
         return run(ctx, deploy_id, argv, Steps(lambda result: _drained(ctx, result), lambda result: _restored(ctx, result, deploy_id)))
@@ -207,6 +213,8 @@ def _dispatch(args: argparse.Namespace, report: Reporter) -> int:
     if args.command == "restore":
         # In Actions a restore is its own run's (and what that run adopted); elsewhere, every open deploy.
         return _restore(ctx, options.deploy_id or run_id, named=options.deploy_id is not None)
+    from .commands.status import check, status, watch
+
     # In Actions, status looks at the run's own deploy first (a step after restore follows its replacements).
     if options.watch:
         return watch(ctx, options.deploy_id, preferred=run_id)
@@ -273,6 +281,8 @@ def _sns(aws: Aws, arn: str, subject: str, text: str) -> None:
 
 
 def _drain(ctx: Context, deploy_id: str, early: EarlyReads) -> int:
+    from .commands.drain import drain
+
     dry = " (dry run)" if ctx.options.dry_run else ""
     ctx.report.line(f"jobguard drain: deploy {deploy_id}, manifest {ctx.store.uri(deploy_id)}{dry}")
     try:
@@ -289,6 +299,8 @@ def _drained(ctx: Context, result: Drained) -> int:
 
 
 def _restore(ctx: Context, deploy_id: str | None, named: bool) -> int:
+    from .commands.restore import restore
+
     try:
         result = restore(ctx, deploy_id, named)
     finally:

@@ -6,18 +6,16 @@ from when it is wrong. The result is a frozen `Options`; nothing else reads flag
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
+import functools
 import math
 import re
 import reprlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import yaml
 
 from .adapters.aws import AwsSettings
 from .adapters.lease import LeaseSettings
@@ -26,6 +24,9 @@ from .adapters.stores import check_deploy_id, check_store_uri
 from .domain.engines import BUILTIN, ROLES, EngineRule, Pairs
 from .domain.policies import ACTIONS, Policy
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 DEFAULT_CONFIG = ".jobguard.yml"
 DEFAULT_STORE = "file://.jobguard"
@@ -395,30 +396,41 @@ _AWS = {"rate", "burst", "workers"}
 def _check_keys(mapping: dict[Any, Any], known: dict[str, Any], where: str) -> None:
     for key in mapping:
         if key not in known:
+            import difflib
+
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
             raise ConfigError(f"{where}: unknown key {_shown(key)}{hint}")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+@functools.cache
+def _unique_key_loader() -> type[yaml.SafeLoader]:
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last silently).
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # a merge key (<<): what it brings in gives way to the mapping's own keys
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                break  # SafeLoader refuses it, naming the line
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    Made, and yaml imported (10 ms), only when there is a config file to read."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # a merge key (<<): what it brings in gives way to the mapping's own keys
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, Hashable):
+                    break  # SafeLoader refuses it, naming the line
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def read_config(path: Path) -> dict[str, Any]:
     """Settings from a YAML file, as {config key: parsed value}; errors name the file and key."""
+    import yaml
+
     try:
         if not path.is_file():
             raise ConfigError(f"{path}: not a regular file")
@@ -428,7 +440,7 @@ def read_config(path: Path) -> dict[str, Any]:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: bigger than {MAX_CONFIG_BYTES} bytes: not a jobguard config file")
     try:
-        document = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
+        document = yaml.load(raw.decode("utf-8"), Loader=_unique_key_loader())  # a SafeLoader
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text: not a jobguard config file") from None
     except yaml.YAMLError as exc:

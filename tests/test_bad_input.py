@@ -1197,7 +1197,7 @@ def test_a_bug_is_one_line_and_its_traceback_comes_only_with_debug(
     def bug(*args: Any, **kwargs: Any) -> int:
         raise KeyError("reason\n::error::with a second line")
 
-    monkeypatch.setattr("jobguard.cli.status", bug)
+    monkeypatch.setattr("jobguard.commands.status.status", bug)  # the CLI imports a command when it runs
     if in_actions:
         monkeypatch.setenv("GITHUB_ACTIONS", "true")
     line = one_error(run("status", "--store", w.store), 5, "internal error", "KeyError", "--debug")

@@ -30,7 +30,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..adapters.aws import Aws, chunks
 from ..adapters.batch import LIFECYCLE, Batch, JobState, Queue, children_in
@@ -50,7 +50,6 @@ from ..domain.manifest import (
     JobRecord,
     Manifest,
 )
-from ..domain.plan import MAX_PLAN_BYTES, Risk, exposure, read_plan, risks
 from ..domain.policies import WAIT
 from ..errors import JobCallError, JobguardError, UsageError
 from ..options import Options
@@ -60,6 +59,9 @@ from .doubles import doubles_of_others, stop_double_of_other
 from .manifests import ForeignManifestError
 from .records import records_of
 from .window import CLOCK_MARGIN_MS, close_drain, open_window, watch
+
+if TYPE_CHECKING:
+    from ..domain.plan import Risk
 
 QUEUED = ("SUBMITTED", "PENDING", "RUNNABLE")
 RETRIED_BY_BATCH = "started jobs left running: their retryStrategy has Batch run them again after the apply (same job id)"
@@ -123,6 +125,8 @@ def choose_queues(ctx: Context, early: EarlyReads) -> tuple[list[Target], list[s
 
 
 def _at_risk(ctx: Context, queues: dict[str, Queue], account_queues: Callable[[], list[Queue]]) -> tuple[list[Target], list[str]]:
+    from ..domain.plan import exposure, read_plan, risks  # only a drain given --plan reads one
+
     assert ctx.options.plan is not None
     path = Path(ctx.options.plan)
     body = _read_plan_file(path)
@@ -164,6 +168,8 @@ def _at_risk(ctx: Context, queues: dict[str, Queue], account_queues: Callable[[]
 
 def _read_plan_file(path: Path) -> bytes:
     """The plan's bytes; only a regular file is read (a FIFO would block, /dev/zero never ends)."""
+    from ..domain.plan import MAX_PLAN_BYTES
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:

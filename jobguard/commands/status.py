@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ..adapters.lease import LeaseRecord, Leases, lease_is_live, lease_scope, lease_state, list_leases, read_lease
-from ..domain.manifest import RESUBMITTED, Manifest
+from ..domain.manifest import RESUBMITTED, Manifest, replacements
 from ..errors import JobguardError, ManifestError, UsageError
 from ..output.summary import SUMMARY_BUDGET, counts_line, markdown, print_table
 from .context import Context
@@ -56,11 +56,6 @@ def replacement_states(ctx: Context, manifests: list[Manifest]) -> dict[str, str
     """Current Batch status of every replacement, by replacement id."""
     ids = [r.replacement_id for m in manifests for r in m if r.replacement_id]
     return {i: s.status for i, s in ctx.batch.states(ids).items()}
-
-
-def replacements(manifests: list[Manifest]) -> dict[str, str]:
-    """Original job id -> replacement job id, for scripts."""
-    return {r.job_id: r.replacement_id for m in manifests for r in m if r.replacement_id}
 
 
 def status(ctx: Context, deploy_id: str | None, preferred: str | None = None) -> int:

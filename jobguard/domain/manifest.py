@@ -335,3 +335,8 @@ def _shared_stamps(job: dict[str, Any]) -> dict[str, Any]:
     if job["submission"].get("jobName") == job["job_name"]:
         job["submission"]["jobName"] = job["job_name"]
     return job
+
+
+def replacements(manifests: Iterable[Manifest]) -> dict[str, str]:
+    """Original job id -> replacement job id, for scripts."""
+    return {r.job_id: r.replacement_id for m in manifests for r in m if r.replacement_id}

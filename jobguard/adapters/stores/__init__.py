@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from ...errors import UsageError
-from ..aws import Aws
 from .base import Page, Store, Versioned, check_deploy_id
-from .dynamodb import DynamoDBStore
-from .file import FileStore
-from .s3 import S3Store
+
+if TYPE_CHECKING:
+    from ..aws import Aws
 
 __all__ = ["Page", "Store", "Versioned", "check_deploy_id", "check_store_uri", "open_store"]
 
@@ -47,12 +47,18 @@ def check_store_uri(uri: str) -> str:
 
 def open_store(uri: str, aws: Aws | None, lock_timeout: float = 300.0) -> Store:
     """The store a (checked) URI names. `aws` may be None only for a file store, which waits at most
-    `lock_timeout` for its folder lock."""
+    `lock_timeout` for its folder lock. Only the module of the store named is imported."""
     parsed = urlparse(check_store_uri(uri))
     if parsed.scheme == "file":
+        from .file import FileStore
+
         return FileStore(Path(parsed.netloc + parsed.path), lock_timeout)
     if aws is None:
         raise UsageError(f"store {uri!r} needs AWS")
     if parsed.scheme == "s3":
+        from .s3 import S3Store
+
         return S3Store(aws, parsed.netloc, parsed.path)
+    from .dynamodb import DynamoDBStore
+
     return DynamoDBStore(aws, parsed.netloc)
