@@ -34,6 +34,11 @@ all RUNNING), then every job described (DescribeJobs, 100 a call) before it is s
 call (GetCallerIdentity, as jobguard does to learn its account), measured in the same run against the
 same simulated AWS. "÷ floor+start" divides each operation's time by its floor plus that start.
 
+Every process timed loads jobguard's (and the bench's) bytecode, written before the first: as pip
+writes it when it installs jobguard. A checkout run with PYTHONDONTWRITEBYTECODE set (or whose
+__pycache__ cannot be written) would otherwise compile jobguard's source in each process: 50-60 ms
+of a drain's start that no installed jobguard pays (boto3, in the "start s" process, is compiled).
+
 The loop is measured on min(N, --loop-sample) jobs and scaled to N (it is linear: one call after
 another); the table says so. Ratios are the figures to read: timings on shared machines are noisy.
 """
@@ -41,6 +46,7 @@ another); the table says so. Ratios are the figures to read: timings on shared m
 from __future__ import annotations
 
 import argparse
+import compileall
 import math
 import os
 import platform
@@ -245,6 +251,8 @@ def main() -> None:
         "| peak RSS MB | store B/job | load | 429s | lost | doubled |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for package in ("jobguard", "bench"):  # as pip compiles an installed package: no process timed compiles source
+        compileall.compile_dir(ROOT / package, quiet=1)
     with tempfile.TemporaryDirectory() as work:
         for latency in (float(x) for x in args.latencies.split(",")):
             for count in (int(x) for x in args.sizes.split(",")):
