@@ -329,8 +329,8 @@ data "aws_iam_policy_document" "jobguard" {
     for_each = local.s3_store ? [1] : []
     content {
       sid = "ReadWriteManifests"
-      # PREFIX/<deploy>.json (a manifest head), PREFIX/pages/<deploy>/* (its pages), PREFIX/leases/<queue>.json
-      # and PREFIX/open/<deploy>.json; writes are
+      # PREFIX/<deploy>.json (a manifest head), PREFIX/pages/<deploy>/* (its pages), PREFIX/leases/<queue>.json,
+      # PREFIX/submitted/<queue>.json and PREFIX/open/<deploy>.json; writes are
       # conditional (If-Match / If-None-Match), which needs no more than s3:PutObject.
       actions   = ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
       resources = ["${local.bucket_arn}/${var.manifest_prefix}/*"]

@@ -18,6 +18,11 @@ clock (the Date of its answers) says so, or when its version has not changed for
 waiter's monotonic clock, or when its holder is a process on this very machine that is gone.
 A process that can no longer show it holds its leases stops before its next write or mutation
 (`check`), naming the holder that took over.
+
+A run that submitted jobs to a queue (a restore) leaves, as it lets the queue go, a small document
+`submitted/ACCOUNT.REGION.QUEUE` with the store's time: ListJobs may show those jobs only seconds
+later, and the next holder (another deploy's drain, perhaps waiting for this very lease) must look
+again once they can be listed (`last_submitted`).
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ class Leases:
     adopted: dict[str, str] = field(default_factory=dict)  # queue -> deploy whose expired lease this run took over
     before: dict[str, LeaseRecord | None] = field(default_factory=dict)  # queue -> the lease this run found when it took it
     lost: str | None = None
+    submitted_to: set[str] = field(default_factory=set)  # queues this run submitted jobs to: noted as it lets them go
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _heartbeat: threading.Thread | None = None
@@ -240,6 +246,49 @@ class Leases:
                 return
             self.held[queue] = _Held(version, record, time.monotonic(), sent)
 
+    # -- what this run submitted ----------------------------------------------------------
+    def note_submitted(self, queues: Iterable[str]) -> None:
+        """Queues (names or ARNs) this run sent SubmitJob to; when it lets its leases go, the store says when."""
+        with self._lock:
+            self.submitted_to.update(q.rsplit("/", 1)[-1] for q in queues)
+
+    def last_submitted(self, queues: Iterable[str]) -> float | None:
+        """When (this process's monotonic clock) a run last submitted jobs to any of `queues` and then let it go,
+        judged on the store's clock; None when no run left word. A queue this run took from a run that died counts
+        as submitted to when it was taken. Read once this run holds the queues: the word is written before the
+        lease it follows is let go."""
+        times = []
+        for queue in sorted(set(queues)):
+            current = self.store.read(_submitted_key(queue, self.scope))
+            mark = _parse_submitted(current.value) if current else None
+            if mark is not None:
+                times.append(mark)
+            with self._lock:
+                held, before = self.held.get(queue), self.before.get(queue)
+            if held is not None and before is not None and before.holder_id is not None and queue in self.adopted:
+                times.append(held.record.renewed_at)  # taken from a run that died: it may have submitted up to then
+        if not times:
+            return None
+        return time.monotonic() - (self.store.clock() - max(times))
+
+    def _note_submissions(self) -> None:
+        """Word of this run's submissions, queue by queue, before its leases go; a failure is only told: the next
+        drain then relies on its own looks."""
+        for queue in sorted(self.submitted_to):
+            key = _submitted_key(queue, self.scope)
+            body = json.dumps({"queue": queue, "deploy_id": self.deploy_id, "at": self.store.clock()})
+            for _ in range(3):  # a conflict is another run's word written meanwhile: read it again and replace it
+                try:
+                    current = self.store.read(key)
+                    self.store.write(key, body.encode(), current.version if current else None)
+                    break
+                except ConflictError:
+                    continue
+                except JobguardError as exc:
+                    self.notice(f"queue {queue}: could not note this run's submissions ({exc}); a drain at once may list them late")
+                    break
+        self.submitted_to.clear()
+
     # -- letting go ------------------------------------------------------------------------
     def release(self, keep_for_deploy: bool, raise_errors: bool = True) -> None:
         """Stop holding. `keep_for_deploy`: the deploy keeps its queues (drain, before apply); else the leases go (restore).
@@ -252,6 +301,7 @@ class Leases:
         def handed_on(queue: str, held: _Held) -> LeaseRecord | None:
             return replace(held.record, holder_id=None, renewed_at=self.store.clock()) if keep_for_deploy else None
 
+        self._note_submissions()
         self._let_go_all(handed_on, keep_for_deploy, raise_errors)
 
     def hand_back(self, raise_errors: bool = True) -> None:
@@ -408,6 +458,19 @@ def describe_holder() -> str:
 
 def _key(queue: str, scope: str = "") -> str:
     return f"leases/{scope}{queue}"
+
+
+def _submitted_key(queue: str, scope: str) -> str:
+    return f"submitted/{scope}{queue}"
+
+
+def _parse_submitted(body: bytes) -> float | None:
+    """The store's time in a `submitted/` document; None when it is not one."""
+    try:
+        at = json.loads(body).get("at")
+    except (ValueError, AttributeError):
+        return None
+    return float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) and at == at and abs(at) != float("inf") else None
 
 
 def _holder_line(record: LeaseRecord) -> str:

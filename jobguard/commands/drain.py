@@ -20,6 +20,7 @@ finish. Policies keep jobs running (wait) or keep them from coming back (abandon
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import sys
@@ -69,6 +70,7 @@ STARTED = ("STARTING", "RUNNING")
 RECORD_PAGE = 500  # records saved per store write, before any of them is stopped
 MAX_PASSES = 10
 ENDED_PAGE = 10 * RECORD_PAGE  # ends seen while waiting, saved at once
+STORE_CLOCK_SLACK = 1.0  # how well two runs agree on the store's clock (S3's Date has whole seconds)
 Json = dict[str, Any]
 Kept = tuple[str, str, int]  # what a pass reads of a JobSummary: job id, job definition, array size (0: none)
 Listing = dict[str, list[Kept]]  # a queue's jobs by status, as listed at the start
@@ -259,7 +261,8 @@ def _drain(ctx: Context, deploy_id: str, leases: Leases | None, early: EarlyRead
         # steps before that pass): the wait for a lease may be long, and a queue made meanwhile may hold a job
         # waiting on one the pass stops (Batch would fail it; on a queue jobguard may not act on, it is lost).
         fresh = early.pool.submit(ctx.batch.queues)
-        run = _Drain(ctx, held, deploy_id, facts, early.listing, fresh)
+        submitted = early.pool.submit(held.last_submitted, [t.queue.name for t in targets])
+        run = _Drain(ctx, held, deploy_id, facts, early.listing, fresh, submitted)
         run.go(targets)
         return run.result()
     finally:
@@ -438,8 +441,10 @@ class _Drain:
         facts: list[str],
         first: Future[dict[str, Listing]] | None,
         account_queues: Future[list[Queue]],
+        submitted: Future[float | None],
     ) -> None:
         self.ctx, self.leases, self.facts = ctx, leases, facts
+        self.submitted = submitted  # when a run last submitted to these queues before letting them go (Leases.last_submitted)
         self.first = first  # the configured queues' listing, read at the start: for the first pass only
         self.account_queues: Future[list[Queue]] | None = account_queues  # read under the leases: for the first pass only
         self.manifest = ctx.manifests.load(deploy_id) or ctx.manifests.new(deploy_id, github_origin())
@@ -488,11 +493,14 @@ class _Drain:
             self._grace(targets)
         listed_at = time.monotonic()
         self._passes(targets, LIFECYCLE, reasons, final=True)
-        # ListJobs lags: a job created just before the passes (a replacement that a restore submitted right
-        # before it released these queues) may be listed only `lookup-window` later. One more pass looks for
-        # it while the stops are awaited, once that window has passed, or when the wait ends, if sooner.
+        # ListJobs lags: a job created just before the passes may be listed only `lookup-window` later. One more
+        # pass looks for it while the stops are awaited, once that window has passed, or when the wait ends, if
+        # sooner; and, stops or not, once ListJobs shows what a restore submitted right before it let these
+        # queues go (its replacements, which this deploy's apply would otherwise kill unrecorded).
         self._wait_for_stops(
-            lambda: self._passes(targets, LIFECYCLE, reasons, final=True, in_order=True), listed_at + self.ctx.options.lookup_window
+            lambda: self._passes(targets, LIFECYCLE, reasons, final=True, in_order=True),
+            listed_at + self.ctx.options.lookup_window,
+            self._shown_by(),
         )
         for target in targets:
             retried = sum(queue == target.queue.name for queue in self.left_to_batch.values())
@@ -863,17 +871,19 @@ class _Drain:
         self.problems += 1
         return record.moved_to(FAILED, DRAIN, error=f"{error}; left running")
 
-    def _wait_for_stops(self, look: Callable[[], None] | None = None, look_at: float = 0.0) -> None:
+    def _wait_for_stops(self, look: Callable[[], None] | None = None, look_at: float = 0.0, look_from: float | None = None) -> None:
         """Wait (up to stop-timeout) until every job this run stopped has ended; record how each ended.
 
         `look` (a pass for jobs ListJobs was slow to show) runs once, when the wait has reached `look_at`
         (monotonic) or has ended, whichever is first; the jobs it stops are waited for in turn. Nothing
-        stopped: no wait, and no look.
+        stopped: no wait, and no look — unless `look_from` is given: then the look runs, stops or not,
+        and not before that time.
         """
         awaited = 0  # of self.stopping: those taken into the wait so far
         waiting: dict[str, Manifest] = {}
         bound = self.ctx.options.stop_timeout
         started, poll, said = time.monotonic(), 0.25, 0.0
+        told = False  # that the look waits for a restore's jobs to show
         while True:
             more = {job_id: m for m, job_id in self.stopping[awaited:] if m.jobs[job_id].outcome == TERMINATING}
             awaited = len(self.stopping)
@@ -883,19 +893,25 @@ class _Drain:
                 self.ctx.report.line(f"waiting up to {bound:g} s for {len(more)} stopped jobs to end (TerminateJob is asynchronous)")
             if waiting:
                 self._poll_ended(waiting)
-            elapsed = time.monotonic() - started if waiting else 0.0
+            now = time.monotonic()
+            elapsed = now - started if waiting else 0.0
             ended = not waiting or elapsed >= bound  # a stop-timeout shorter than lookup-window ends the wait first
-            if look is not None and awaited and (ended or time.monotonic() >= look_at):
+            due = self._look_due(look is not None and (awaited > 0 or look_from is not None), ended, look_at, look_from)
+            if now >= due:
                 self._save_changed()  # what ended so far, before the pass may fail
                 run, look = look, None
-                run()
+                if run is not None:
+                    run()
                 continue
-            if ended:
+            if ended and due == math.inf:
                 break
-            if elapsed - said >= 10:
+            if ended and not told:
+                self.ctx.report.line(f"looking again in {due - now:.1f} s: ListJobs may not yet show jobs a restore just submitted here")
+                told = True
+            if waiting and elapsed - said >= 10:
                 self.ctx.report.notice(f"waiting for {len(waiting)} jobs to stop ({self._still(waiting)}); {bound - elapsed:.0f} s left")
                 said = elapsed
-            time.sleep(max(0.0, min(poll, bound - elapsed, look_at - time.monotonic() if look is not None else poll)))
+            time.sleep(max(0.0, min(due - now, poll if not ended else math.inf, bound - elapsed if not ended else math.inf)))
             poll = min(5.0, poll * 1.5)
         for job_id, manifest in waiting.items():
             record = manifest.jobs[job_id]
@@ -904,6 +920,25 @@ class _Drain:
                 f"{record.job_name} [{job_id}] on {record.queue}: still running {bound:g} s after TerminateJob; restore waits for it"
             )
         self._save_changed()
+
+    @staticmethod
+    def _look_due(wanted: bool, ended: bool, look_at: float, look_from: float | None) -> float:
+        """When the look runs (monotonic): at `look_at` or once the wait ended, not before `look_from`; inf: never."""
+        if not wanted:
+            return math.inf
+        return max(-math.inf if ended else look_at, look_from if look_from is not None else -math.inf)
+
+    def _shown_by(self) -> float | None:
+        """When ListJobs shows every job a run submitted to these queues before it let them go; None if it already does."""
+        try:
+            submitted = self.submitted.result()
+        except JobguardError as exc:
+            self.ctx.report.notice(f"cannot tell when these queues were last submitted to ({exc}): looking again after lookup-window")
+            submitted = time.monotonic()
+        if submitted is None:
+            return None
+        shown = submitted + self.ctx.options.lookup_window + STORE_CLOCK_SLACK
+        return shown if shown > time.monotonic() else None
 
     def _poll_ended(self, waiting: dict[str, Manifest]) -> None:
         """One look at the jobs awaited: those ended are recorded (and let go from `waiting`)."""

@@ -246,6 +246,7 @@ class _Restore:
         self.deferred: set[str] = set()
         self.earlier: dict[str, str] = {}  # original -> the replacement an earlier, interrupted run made (one lookup)
         self.swept: dict[str, dict[str, object]] = {}  # JobDetails of the late jobs this run's sweep recorded (window.settle reads them)
+        self.leases = leases
         self.unconfirmed = Unconfirmed(ctx, manifest, leases)  # jobs made since this run last proved it holds its queues
         self.contested: set[str] = set()  # originals a SubmitJob of another run (or a lost answer) may also have replaced
         self.queue_of: Callable[[str], Queue | None] = ctx.batch.queue
@@ -473,6 +474,8 @@ class _Restore:
                 )
             else:
                 to_send.append((record, plan))
+        if self.leases is not None:  # ListJobs shows them only later: the next drain of these queues learns when
+            self.leases.note_submitted(str(plan.request["jobQueue"]) for _, plan in to_send)
         try:
             self._send_all(requests, to_send)
             self.unconfirmed.confirm()

@@ -4,8 +4,9 @@ Two kinds of things live in a store:
 - manifests, one per deploy id: `load` / `save`, conditional on the version read. A save hands the
   store the manifest's header and its pages of records (`Page`), only the changed ones with their
   records, so that every store writes O(page) bytes per page, however long the manifest;
-- small documents under a key `KIND/NAME` (deploy leases `leases/ACCOUNT.REGION.QUEUE`, the index of open
-  deploys `open/DEPLOY_ID`): `read` / `write` / `delete`, each conditional on a version.
+- small documents under a key `KIND/NAME` (deploy leases `leases/ACCOUNT.REGION.QUEUE`, word of a
+  run's last submissions to a queue `submitted/ACCOUNT.REGION.QUEUE`, the index of open deploys
+  `open/DEPLOY_ID`): `read` / `write` / `delete`, each conditional on a version.
 No write ever silently replaces another: a write whose version no longer matches raises
 ConflictError. `clock()` is the store's own time, on which other machines' stamps are judged.
 """

@@ -3,7 +3,7 @@
 Key schema pk (S) / sk (S), TTL attribute expires_at, as the Terraform module creates it:
   pk = "deploys",        sk = DEPLOY_ID          a manifest's header (and its version)
   pk = "deploy#DEPLOY",  sk = "job#JOB_ID"       one job's record
-  pk = KIND,             sk = NAME               a small document (leases, open)
+  pk = KIND,             sk = NAME               a small document (leases, submitted, open)
 A manifest of any size fits (an item holds at most 400 KB). A save writes only the records that
 changed (a record's `seq` is its place: page * page_records + its place in the page), with the
 header, in one transaction conditional on the header's version (at most 99 records: the caller

@@ -1,0 +1,110 @@
+"""A restore leaves word of when it last submitted to a queue as it lets the queue go (adapters/lease.py,
+`submitted/`): ListJobs may show its replacements only seconds later, and the next deploy's drain, starting at
+once (perhaps after waiting for that very lease), looks again once they can be listed, stops or not. Without it
+the replacements run unrecorded into the next apply. ListJobs lags 1 s here (lookup-window 1.5 s)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobguard.adapters.lease import Leases
+from jobguard.sim import Seeder, SimulatedAWS
+
+from .conftest import configure, exactly_once, job_of, records, replacements_of
+
+
+@pytest.fixture
+def lagging(aws: SimulatedAWS) -> None:
+    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=1.0)
+
+
+@pytest.mark.usefixtures("lagging")
+@pytest.mark.parametrize("beside", [False, True], ids=["alone", "beside-a-job-that-stops-at-once"])
+def test_a_replacement_a_restore_just_made_is_drained_by_the_next_deploy(
+    seed: Seeder, store: str, run: Any, aws: SimulatedAWS, beside: bool
+) -> None:
+    """The next deploy's drain starts as the restore ends. `alone`: nothing else on the queues, nothing is stopped;
+    `beside-...`: a queued job on a second queue is stopped (cancelled at once), so the wait for stops ends at once."""
+    seed.queue("work")
+    seed.queue("later")
+    seed.definition("proc")
+    job = job_of(seed, "job")
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    queued = [job_of(seed, "queued", "RUNNABLE", queue="later")] if beside else []
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    (replacement,) = replacements_of(aws)[job]
+    started = time.monotonic()
+    drained = run("drain", "--store", store, "--queue", "work", "--queue", "later", "--deploy-id", "d2")
+    took = time.monotonic() - started
+    assert drained.code == 0, drained.err
+    assert replacement in records(store, seed, "d2"), drained.out
+    assert "looking again in" in drained.out, drained.out
+    assert took < 1.5 + 1.0 + 3.0, took  # lookup-window and the store clock's slack, not the stop-timeout
+    restored = run("restore", "--store", store, "--deploy-id", "d2")
+    assert restored.code == 0, restored.err
+    exactly_once(aws, [job, replacement, *queued])
+
+
+@pytest.mark.usefixtures("lagging")
+def test_a_drain_long_after_the_last_restore_does_not_wait(seed: Seeder, store: str, run: Any, aws: SimulatedAWS) -> None:
+    """The word is old (the store's clock moved on past lookup-window): no look, no wait."""
+    seed.queue("work")
+    seed.definition("proc")
+    job_of(seed, "job")
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    time.sleep(1.5 + 1.0 + 0.2)
+    started = time.monotonic()
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2")
+    assert drained.code == 0, drained.err
+    assert "looking again in" not in drained.out, drained.out
+    assert time.monotonic() - started < 1.5, drained.out
+
+
+@pytest.mark.usefixtures("lagging")
+def test_a_restore_that_submitted_nothing_leaves_no_word(seed: Seeder, store: str, run: Any) -> None:
+    seed.queue("work")
+    seed.definition("proc")
+    job_of(seed, "job")
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    configure(Path.cwd(), "max-resubmits: 0\n")  # restore submits nothing
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2")
+    assert drained.code == 0, drained.err
+    assert "looking again in" not in drained.out, drained.out
+
+
+def test_word_that_cannot_be_written_is_told_and_the_restore_still_succeeds(
+    seed: Seeder, store: str, run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobguard.errors import StoreError
+
+    seed.queue("work")
+    seed.definition("proc")
+    job_of(seed, "job")
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    write = Leases._note_submissions
+
+    def failing(self: Leases) -> None:
+        store_write = self.store.write
+
+        def refuse(key: str, body: bytes, version: str | None) -> str:
+            if key.startswith("submitted/"):
+                raise StoreError("the store refused the write")
+            return store_write(key, body, version)
+
+        self.store.write = refuse  # type: ignore[method-assign]
+        try:
+            write(self)
+        finally:
+            self.store.write = store_write  # type: ignore[method-assign]
+
+    monkeypatch.setattr(Leases, "_note_submissions", failing)
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    assert "could not note this run's submissions" in restored.err + restored.out
