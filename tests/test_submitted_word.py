@@ -108,3 +108,48 @@ def test_word_that_cannot_be_written_is_told_and_the_restore_still_succeeds(
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     assert restored.code == 0, restored.err
     assert "could not note this run's submissions" in restored.err + restored.out
+
+
+# -- a dependent submitted just before the stop, on a queue only the drain's looks cover ------------------------
+PLANS = Path(__file__).parent / "plans"
+
+
+@pytest.mark.parametrize("where", ["science-queue", "legacy-queue"])
+def test_a_dependent_submitted_between_the_waiting_listing_and_the_stop_is_not_lost(
+    seed: Seeder, store: str, run: Any, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The first pass lists the waiting jobs beside its listing (7b08c08), so a job submitted after that listing
+    and before the stop is not among them: it waits on `upstream`, which is then stopped. The last look must
+    still catch it (waiting: taken; failed with it: recorded as a late job), or, on a queue the deploy drains,
+    restore's sweep. `legacy-queue` is configured but the plan leaves it alone: only the drain's looks cover it.
+    ListJobs lags 1 s (Timing.realistic)."""
+    from dataclasses import replace
+
+    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=1.0)
+    seed.definition("proc")
+    for queue in ("science-queue", "legacy-queue"):
+        seed.queue(queue)
+    upstream = job_of(seed, "upstream", queue="science-queue")
+    made: list[str] = []
+    terminate_jobs = aws.batch.terminate_jobs
+
+    def submitting_first(body: dict[str, Any], *rest: Any) -> dict[str, Any]:
+        if not made:  # the app submits a job depending on upstream just before the stop arrives
+            answer = aws.batch.submit_job(
+                {"jobName": "dependent", "jobQueue": where, "jobDefinition": "proc", "dependsOn": [{"jobId": upstream}]}
+            )
+            made.append(str(answer["jobId"]))
+        return terminate_jobs(body, *rest)
+
+    monkeypatch.setattr(aws.batch, "terminate_jobs", submitting_first)
+    queues = [arg for q in ("science-queue", "legacy-queue") for arg in ("--queue", q)]
+    drained = run("drain", "--plan", str(PLANS / "queue-replace.json"), *queues, "--no-freeze", "--store", store, "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    (dependent,) = made
+    assert aws.batch.jobs[dependent].status in ("FAILED", "PENDING")
+    aws.batch.advance_clock(60)  # the apply
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    stored = records(store, seed, "d1")
+    assert dependent in stored, f"dependent ({aws.batch.jobs[dependent].status}) on {where}: no record\n{drained.out}{restored.out}"
+    exactly_once(aws, [upstream, dependent])

@@ -495,12 +495,15 @@ class _Drain:
         self._passes(targets, LIFECYCLE, reasons, final=True)
         # ListJobs lags: a job created just before the passes may be listed only `lookup-window` later. One more
         # pass looks for it while the stops are awaited, once that window has passed, or when the wait ends, if
-        # sooner; and, stops or not, once ListJobs shows what a restore submitted right before it let these
-        # queues go (its replacements, which this deploy's apply would otherwise kill unrecorded).
+        # sooner — never sooner where a configured queue is left alone by the plan: restore does not sweep it, and
+        # a job submitted there just before a stop, on a stopped job, is seen by no look but this one. And, stops
+        # or not, it looks once ListJobs shows what a restore submitted right before it let these queues go (its
+        # replacements, which this deploy's apply would otherwise kill unrecorded).
         self._wait_for_stops(
             lambda: self._passes(targets, LIFECYCLE, reasons, final=True, in_order=True),
             listed_at + self.ctx.options.lookup_window,
             self._shown_by(),
+            wait_out=bool(self.ctx.options.queue_names - {t.queue.name for t in targets}),
         )
         for target in targets:
             retried = sum(queue == target.queue.name for queue in self.left_to_batch.values())
@@ -871,13 +874,15 @@ class _Drain:
         self.problems += 1
         return record.moved_to(FAILED, DRAIN, error=f"{error}; left running")
 
-    def _wait_for_stops(self, look: Callable[[], None] | None = None, look_at: float = 0.0, look_from: float | None = None) -> None:
+    def _wait_for_stops(
+        self, look: Callable[[], None] | None = None, look_at: float = 0.0, look_from: float | None = None, wait_out: bool = False
+    ) -> None:
         """Wait (up to stop-timeout) until every job this run stopped has ended; record how each ended.
 
         `look` (a pass for jobs ListJobs was slow to show) runs once, when the wait has reached `look_at`
-        (monotonic) or has ended, whichever is first; the jobs it stops are waited for in turn. Nothing
-        stopped: no wait, and no look — unless `look_from` is given: then the look runs, stops or not,
-        and not before that time.
+        (monotonic) or has ended, whichever is first (`wait_out`: at `look_at` in any case); the jobs it
+        stops are waited for in turn. Nothing stopped: no wait, and no look — unless `look_from` is given:
+        then the look runs, stops or not, and not before that time.
         """
         awaited = 0  # of self.stopping: those taken into the wait so far
         waiting: dict[str, Manifest] = {}
@@ -896,7 +901,8 @@ class _Drain:
             now = time.monotonic()
             elapsed = now - started if waiting else 0.0
             ended = not waiting or elapsed >= bound  # a stop-timeout shorter than lookup-window ends the wait first
-            due = self._look_due(look is not None and (awaited > 0 or look_from is not None), ended, look_at, look_from)
+            wanted = look is not None and (awaited > 0 or look_from is not None)
+            due = self._look_due(wanted, ended and not (wait_out and awaited), look_at, look_from)
             if now >= due:
                 self._save_changed()  # what ended so far, before the pass may fail
                 run, look = look, None
@@ -906,7 +912,8 @@ class _Drain:
             if ended and due == math.inf:
                 break
             if ended and not told:
-                self.ctx.report.line(f"looking again in {due - now:.1f} s: ListJobs may not yet show jobs a restore just submitted here")
+                why = "jobs submitted just before the stops" if wait_out and awaited else "jobs a restore just submitted here"
+                self.ctx.report.line(f"looking again in {due - now:.1f} s: ListJobs may not yet show {why}")
                 told = True
             if waiting and elapsed - said >= 10:
                 self.ctx.report.notice(f"waiting for {len(waiting)} jobs to stop ({self._still(waiting)}); {bound - elapsed:.0f} s left")
