@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
-from jobguard.adapters.lease import Leases
+from jobguard.adapters.aws import Aws, AwsSettings
+from jobguard.adapters.lease import Leases, lease_scope
+from jobguard.adapters.stores import open_store
 from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim.server import ACCOUNT, REGION
 
 from .conftest import configure, exactly_once, job_of, records, replacements_of
 
@@ -153,3 +156,23 @@ def test_a_dependent_submitted_between_the_waiting_listing_and_the_stop_is_not_l
     stored = records(store, seed, "d1")
     assert dependent in stored, f"dependent ({aws.batch.jobs[dependent].status}) on {where}: no record\n{drained.out}{restored.out}"
     exactly_once(aws, [upstream, dependent])
+
+
+@pytest.mark.parametrize("at", ["1e12", "-5", '"soon"', "null"])
+def test_a_word_from_the_future_or_damaged_costs_a_window_at_most(seed: Seeder, store: str, run: Any, aws: SimulatedAWS, at: str) -> None:
+    """A `submitted/` document with a time far ahead (a skewed clock, a hand edit) or no time at all: the drain
+    waits lookup-window and a second at most, or not at all."""
+    seed.queue("work")
+    seed.definition("proc")
+    job_of(seed, "job")
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    target = open_store(store, Aws(AwsSettings()))
+    key = f"submitted/{lease_scope(ACCOUNT, REGION)}work"
+    current = target.read(key)
+    assert current is not None  # the restore's word, replaced
+    target.write(key, f'{{"queue": "work", "deploy_id": "d1", "at": {at}}}'.encode(), current.version)
+    started = time.monotonic()
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2")
+    assert drained.code == 0, drained.err
+    assert time.monotonic() - started < 1.5 + 1.0 + 2.0, drained.out

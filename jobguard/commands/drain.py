@@ -944,7 +944,8 @@ class _Drain:
             submitted = time.monotonic()
         if submitted is None:
             return None
-        shown = submitted + self.ctx.options.lookup_window + STORE_CLOCK_SLACK
+        # A word from the future (a skewed or hand-edited clock) is taken as now: the look waits a window at most.
+        shown = min(submitted, time.monotonic()) + self.ctx.options.lookup_window + STORE_CLOCK_SLACK
         return shown if shown > time.monotonic() else None
 
     def _poll_ended(self, waiting: dict[str, Manifest]) -> None:
