@@ -27,7 +27,7 @@ def lagging(aws: SimulatedAWS) -> None:
 
 
 @pytest.mark.usefixtures("lagging")
-@pytest.mark.parametrize("beside", [False, True], ids=["alone", "beside-a-job-that-stops-at-once"])
+@pytest.mark.parametrize("beside", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["alone", "beside-a-job-that-stops-at-once"])
 def test_a_replacement_a_restore_just_made_is_drained_by_the_next_deploy(
     seed: Seeder, store: str, run: Any, aws: SimulatedAWS, beside: bool
 ) -> None:
@@ -54,6 +54,7 @@ def test_a_replacement_a_restore_just_made_is_drained_by_the_next_deploy(
 
 
 @pytest.mark.usefixtures("lagging")
+@pytest.mark.slow
 def test_a_drain_long_after_the_last_restore_does_not_wait(seed: Seeder, store: str, run: Any, aws: SimulatedAWS) -> None:
     """The word is old (the store's clock moved on past lookup-window): no look, no wait."""
     seed.queue("work")
@@ -158,6 +159,7 @@ def test_a_dependent_submitted_between_the_waiting_listing_and_the_stop_is_not_l
     exactly_once(aws, [upstream, dependent])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", ["1e12", "-5", '"soon"', "null"])
 def test_a_word_from_the_future_or_damaged_costs_a_window_at_most(seed: Seeder, store: str, run: Any, aws: SimulatedAWS, at: str) -> None:
     """A `submitted/` document with a time far ahead (a skewed clock, a hand edit) or no time at all: the drain
