@@ -151,6 +151,7 @@ def test_rerun_attempt_finds_the_first_attempts_manifest(runner_temp: Path, work
     assert second_out["deploy-id"] == first_out["deploy-id"] == "4242" and second_out["drained"] == "3"
 
 
+@pytest.mark.slow
 def test_failures_are_annotated_and_fail_the_step(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
     _seed(seed)
     store = f"file://{workdir}/manifests"
@@ -208,6 +209,7 @@ def test_action_metadata_is_complete() -> None:
             assert step["shell"] == "bash" and "${{" not in step["run"]
 
 
+@pytest.mark.slow
 def test_plan_grace_and_freeze_inputs(runner_temp: Path, workdir: Path, aws: SimulatedAWS, seed: Seeder) -> None:
     _seed(seed)
     seed.queue("etl-queue")

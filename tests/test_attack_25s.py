@@ -87,6 +87,7 @@ def test_a_page_edited_then_accepted_unsigned_stays_readable_after_the_next_save
 
 @pytest.mark.usefixtures("small_pages")
 @pytest.mark.parametrize("every", [2, 3, 5])
+@pytest.mark.slow
 def test_a_page_write_answered_409_is_never_named_unstored(seed: Seeder, workdir: Path, run, aws: SimulatedAWS, every: int) -> None:
     """S3 answers a conditional PutObject racing another write of the key with 409 ConditionalRequestConflict:
     nothing is stored. Taken for 'the page is there', the head named a page never written: drain said 0 and

@@ -202,6 +202,7 @@ def test_jobs_that_end_start_or_arrive_while_the_drain_waits_for_its_lease(
 
 
 @pytest.mark.parametrize("LAG_PAST", [0.0, 0.6])
+@pytest.mark.slow
 def test_a_whole_other_deploy_drains_and_restores_while_the_drain_waits_for_its_lease(
     LAG_PAST: float, seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.lease import lease_scope, read_lease
 from jobguard.adapters.stores import open_store
@@ -30,6 +32,7 @@ def _live(aws: SimulatedAWS) -> list[str]:
         return sorted(j for j, job in aws.batch.jobs.items() if job.status not in ("SUCCEEDED", "FAILED"))
 
 
+@pytest.mark.slow
 def test_a_double_an_earlier_deploy_left_live_is_stopped_by_the_next_drain_never_resubmitted(
     seed: Seeder, run, aws: SimulatedAWS, store: str
 ) -> None:
@@ -48,6 +51,7 @@ def test_a_double_an_earlier_deploy_left_live_is_stopped_by_the_next_drain_never
     assert replacement == records(store, seed, "d2")[record["replacement_id"]]["replacement_id"]
 
 
+@pytest.mark.slow
 def test_the_recorded_replacement_is_never_taken_for_a_double_by_the_next_drain(seed: Seeder, run, aws: SimulatedAWS, store: str) -> None:
     """The one the earlier deploy records was stopped as a double (a paused run's mistake): the live one is kept and replaced."""
     original, record = _restored(seed, run, store)
@@ -99,6 +103,7 @@ def test_check_hands_each_lease_back_as_found(seed: Seeder, run, aws: SimulatedA
     assert read_lease(leases, "q2", scope) == apply_lease  # the apply's lease as it was: not extended
 
 
+@pytest.mark.slow
 def test_check_leaves_alone_a_queue_another_deploy_holds_instead_of_waiting_for_it(
     seed: Seeder, run, aws: SimulatedAWS, store: str, workdir: Path
 ) -> None:

@@ -290,6 +290,7 @@ def test_status_shows_who_holds_each_queue_and_since_when(seed: Seeder, store: s
     assert json.loads(run("status", "--store", store, "--json").out)["leases"] == []
 
 
+@pytest.mark.slow
 def test_a_lease_restore_cannot_release_fails_it_and_the_next_restore_releases_it(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -361,6 +362,7 @@ def test_a_finished_writer_is_never_named_as_the_holder(workdir: Path) -> None:
     assert store.read("leases/y.json") is None
 
 
+@pytest.mark.slow
 def test_a_drain_that_cannot_hand_its_lease_on_fails_and_its_restore_goes_ahead(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,7 @@ def _cycle(seed: Seeder, run, store: str, deploy: str) -> None:
     assert run("restore", "--store", store, "--deploy-id", deploy).code == 0
 
 
+@pytest.mark.slow
 def test_replacements_carry_their_lineage(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     seed.queue("work")
     seed.definition("proc")
