@@ -73,16 +73,6 @@ def test_a_damaged_word_neither_crashes_nor_stalls_the_drain(
     seed: Seeder, store: str, run: Any, body: Any, request: pytest.FixtureRequest
 ) -> None:
     """Hand-written or damaged `submitted/` documents: the drain succeeds, at most one lookup-window late."""
-    kind = request.node.callspec.id.split("-", 1)[1]
-    if kind == "huge-int" or (kind == "deeply-nested" and store.startswith("dynamodb")):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="defect of ad6bc0f (still at cfe6c40): _parse_submitted lets a JSON integer past any float through "
-                "to float() (OverflowError), and a deeply nested document raise RecursionError: exit 5, internal error, "
-                "after the drain stopped jobs",
-            )
-        )
     seed.queue("work")
     seed.definition("proc")
     job = job_of(seed, "job")
@@ -222,11 +212,6 @@ def _kill_after_save_following_submit(aws: SimulatedAWS, process: list[subproces
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect of ad6bc0f (still at cfe6c40): only a drain counts a queue taken from a run that died as submitted to; a restore (or "
-    "status --check) that takes it first and submits nothing lets it go with no word, and the next drain records nothing",
-)
 @pytest.mark.parametrize("store", ["dynamodb"], indirect=True)
 def test_a_restore_killed_after_recording_its_replacement_then_restored_again_leaves_word_for_the_next_drain(
     seed: Seeder, store: str, run: Any, aws: SimulatedAWS

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import os
 import socket
 import threading
@@ -185,6 +186,8 @@ class Leases:
         with self._lock:
             self.held[queue] = _Held(version, record, time.monotonic(), sent)
             self.before[queue] = previous
+            if previous is not None and previous.holder_id not in (None, self.me):
+                self.submitted_to.add(queue)  # its run died holding it, perhaps right after a SubmitJob: the word passes on
         if previous is not None and previous.deploy_id != self.deploy_id:
             self.adopted[queue] = previous.deploy_id
             what = "was left by a run that died before handing it on" if previous.holder_id else "expired"
@@ -265,7 +268,7 @@ class Leases:
                 times.append(mark)
             with self._lock:
                 held, before = self.held.get(queue), self.before.get(queue)
-            if held is not None and before is not None and before.holder_id is not None and queue in self.adopted:
+            if held is not None and before is not None and before.holder_id not in (None, self.me):
                 times.append(held.record.renewed_at)  # taken from a run that died: it may have submitted up to then
         if not times:
             return None
@@ -316,6 +319,7 @@ class Leases:
             before = self.before.get(queue)
             return before if before is not None and before.deploy_id == self.deploy_id and before.holder_id is None else None
 
+        self._note_submissions()  # a queue taken from a run that died: its word passes on
         self._let_go_all(found, any(found(q, h) for q, h in self.held.items()), raise_errors)
 
     def _let_go_all(self, keep: Callable[[str, _Held], LeaseRecord | None], keep_for_deploy: bool, raise_errors: bool) -> None:
@@ -468,9 +472,15 @@ def _parse_submitted(body: bytes) -> float | None:
     """The store's time in a `submitted/` document; None when it is not one."""
     try:
         at = json.loads(body).get("at")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: a document nested past the parser's depth
         return None
-    return float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) and at == at and abs(at) != float("inf") else None
+    if not isinstance(at, (int, float)) or isinstance(at, bool):
+        return None
+    try:
+        value = float(at)
+    except OverflowError:  # an integer past any float
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _holder_line(record: LeaseRecord) -> str:
