@@ -377,11 +377,6 @@ def test_a_restore_to_the_queue_the_plan_renamed_leaves_word_there_and_its_next_
     exactly_once(aws, [job, replacement])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect older than ad6bc0f: restore checks and takes the leases of its records' queues, not of the queue "
-    "the plan renamed them to (manifest.queue_successors): it submits onto a queue another deploy is applying",
-)
 def test_a_restore_leaves_alone_the_renamed_queue_another_deploy_is_applying(
     seed: Seeder, store: str, run: Any, aws: SimulatedAWS, workdir: Path
 ) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..adapters.aws import chunks
 from ..adapters.batch import JobState, Queue
-from ..adapters.lease import Leases, lease_is_live, lease_scope, read_lease
+from ..adapters.lease import LeaseRecord, Leases, lease_is_live, lease_scope, read_lease
 from ..domain import engines
 from ..domain.manifest import (
     FAILED,
@@ -69,10 +69,10 @@ def restore(ctx: Context, deploy_id: str | None, named: bool, leases: Leases | N
     ctx.manifests.elide = True
     candidates = _candidates(ctx, deploy_id, named, result)
     owner = deploy_id or "jobguard-restore"
-    queues = _restorable_queues(ctx, candidates, deploy_id, result)
+    queues, left_alone = _restorable_queues(ctx, candidates, deploy_id, result)
     if deploy_id is not None and not ctx.options.dry_run:
         # A drain that died after taking its leases but before saving its manifest: its restore still releases them.
-        queues |= _leased_to(ctx, deploy_id)
+        queues |= _leased_to(ctx, deploy_id) - left_alone
     if ctx.options.dry_run:
         _drop_duplicates(ctx, candidates)
         for manifest in candidates:
@@ -200,10 +200,14 @@ def _drop_duplicates(ctx: Context, manifests: list[Manifest]) -> None:
                 manifest.put([record.moved_to(SKIPPED, RESTORE, error=f"owed by deploy {first.deploy_id} too; that deploy restores it")])
 
 
-def _restorable_queues(ctx: Context, manifests: list[Manifest], deploy_id: str | None, result: Restored) -> set[str]:
-    """The queues this restore may act on: of its configured queues (if any), those free, expired, or held by its own deploy."""
+def _restorable_queues(ctx: Context, manifests: list[Manifest], deploy_id: str | None, result: Restored) -> tuple[set[str], set[str]]:
+    """The queues this restore may act on: of its configured queues (if any), those free, expired, or held by its own
+    deploy, and whose new name (the plan renamed the queue: its jobs are submitted there) is too. Both are taken.
+    And the queues left alone because another deploy holds their new name (this deploy keeps its own lease on them)."""
     queues: set[str] = set()
+    left_alone: set[str] = set()
     allowed = ctx.options.queue_names
+    successors = {q: new for m in manifests for q, new in m.queue_successors.items()}
     for queue in sorted({q for m in manifests for q in m.record_queues()}):
         if allowed and queue not in allowed:  # a matrix leg restores its own queues; the other legs share its deploy id
             owed = sum(1 for m in manifests for r in m if r.queue == queue and r.owed)
@@ -212,15 +216,26 @@ def _restorable_queues(ctx: Context, manifests: list[Manifest], deploy_id: str |
                 result.facts.append(fact)
                 ctx.report.line(fact)
             continue
-        lease = read_lease(ctx.store, queue, lease_scope(ctx.account, ctx.region))
-        if lease is None or lease.deploy_id == deploy_id or not lease_is_live(lease, ctx.store.clock()):
-            queues.add(queue)
+        names = [queue, *([successors[queue]] if queue in successors else [])]
+        held = next((lease for lease in (_held_by_another(ctx, name, deploy_id) for name in names) if lease is not None), None)
+        if held is None:
+            queues.update(names)
             continue
+        left_alone.add(queue)
         owed = sum(1 for m in manifests for r in m if r.queue == queue and r.owed)
-        fact = f"queue {queue}: left alone: deploy {lease.deploy_id} holds it ({lease.holder}); its {owed} owed jobs wait for its restore"
+        where = "it" if held.queue == queue else f"its new name {held.queue}"
+        fact = f"queue {queue}: left alone: deploy {held.deploy_id} holds {where} ({held.holder}); {owed} owed jobs wait for its restore"
         result.facts.append(fact)
         ctx.report.line(fact)
-    return queues
+    return queues, left_alone
+
+
+def _held_by_another(ctx: Context, queue: str, deploy_id: str | None) -> LeaseRecord | None:
+    """The lease of `queue` when another deploy still owns it (its apply may be running), else None."""
+    lease = read_lease(ctx.store, queue, lease_scope(ctx.account, ctx.region))
+    if lease is None or lease.deploy_id == deploy_id or not lease_is_live(lease, ctx.store.clock()):
+        return None
+    return lease
 
 
 class _Restore:
