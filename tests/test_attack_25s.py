@@ -109,6 +109,7 @@ def test_a_page_write_answered_409_is_never_named_unstored(seed: Seeder, workdir
         assert set(replaced) == set(jobs)
 
 
+@pytest.mark.slow
 def test_a_manifest_is_read_while_another_run_keeps_saving_it(
     seed: Seeder, paged_store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,6 +198,7 @@ def test_a_reader_that_followed_a_save_then_saves_leaves_no_page_behind(
 
 @pytest.mark.timeout(120)
 @pytest.mark.usefixtures("small_pages")
+@pytest.mark.slow
 def test_a_read_beside_a_run_that_saves_at_every_page_read_ends(
     seed: Seeder, workdir: Path, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:

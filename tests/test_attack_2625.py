@@ -102,6 +102,7 @@ def test_a_stop_carried_out_then_throttled_to_the_bound_is_not_taken_for_refused
     assert overlapping(aws) == []
 
 
+@pytest.mark.slow
 def test_a_dependent_in_a_queue_the_plan_leaves_alone_comes_back_after_its_dependency(
     seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path
 ) -> None:

@@ -26,6 +26,7 @@ from .conftest import race_listings, records
 PLANS = Path(__file__).parent / "plans"
 
 
+@pytest.mark.slow
 def test_a_dependent_moving_from_submitted_to_pending_while_the_waiting_jobs_are_listed_is_not_lost(
     seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,6 +64,7 @@ def test_a_dependent_moving_from_submitted_to_pending_while_the_waiting_jobs_are
     _exactly_once(aws, [upstream, dependent])
 
 
+@pytest.mark.slow
 def test_a_job_listing_was_slow_to_show_is_drained_although_it_moves_on_during_the_confirming_pass(
     seed: Seeder, store: str, run: Any, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -79,6 +79,7 @@ def test_status_and_check_skip_another_region_s_manifest(seed: Seeder, run, stor
     assert named.code == 2 and "eu-west-1" in named.err  # named: refused, not skipped
 
 
+@pytest.mark.slow
 def test_check_hands_each_lease_back_as_found(seed: Seeder, run, aws: SimulatedAWS, store: str) -> None:
     """A matrix deploy: leg q1 restored (its lease released), leg q2 still in its apply. A person's
     `status --check` must not lock q1 again for the deploy (until lease-ttl: its q2 leg's restore

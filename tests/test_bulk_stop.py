@@ -66,6 +66,7 @@ def test_an_endpoint_without_terminate_jobs_is_found_out_once_and_gets_one_call_
     assert aws.calls["batch:TerminateJob"] == len(jobs)
 
 
+@pytest.mark.slow
 def test_per_job_errors_are_retried_where_batch_says_so_and_reported_per_job_otherwise(
     seed: Seeder, run, aws: SimulatedAWS, workdir: Path
 ) -> None:

@@ -342,6 +342,7 @@ def test_the_window_sweep_never_replaces_an_engine_task(seed: Seeder, aws: Simul
     assert again.code == 0 and replacements_of(aws) == replaced
 
 
+@pytest.mark.slow
 def test_an_engine_task_still_stopping_after_drain_is_not_resubmitted_by_restore(
     seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path
 ) -> None:

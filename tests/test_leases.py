@@ -240,6 +240,7 @@ with store._locked(store.folder / "leases" / "x.json"):
 """
 
 
+@pytest.mark.slow
 def test_a_paused_writer_holding_the_folder_lock_stops_others_within_lock_timeout(
     seed: Seeder, run, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

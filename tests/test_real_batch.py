@@ -209,6 +209,7 @@ def test_cross_queue_and_transitive_dependents_come_back_remapped(seed: Seeder, 
 
 
 @pytest.mark.parametrize("status", ["RUNNABLE", "RUNNING"])
+@pytest.mark.slow
 def test_a_dependent_submitted_after_the_pass_listed_the_waiting_jobs_comes_back_remapped(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, status: str
 ) -> None:

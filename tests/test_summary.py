@@ -47,6 +47,7 @@ def _row(text: str, name: str) -> str:
     return next(line for line in text.splitlines() if line.startswith(f"| [{name}]"))
 
 
+@pytest.mark.slow
 def test_the_summary_shows_revisions_run_time_links_and_what_happened_to_each_queue(
     seed: Seeder, aws: SimulatedAWS, run: Any, workdir: Path, summary: Path
 ) -> None:

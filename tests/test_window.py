@@ -229,6 +229,7 @@ def _restore_done(aws: SimulatedAWS, run: Any, store: str, deploy: str = "d1") -
     return restored
 
 
+@pytest.mark.slow
 def test_an_app_submitting_through_a_compute_environment_replacement_loses_nothing(
     aws: SimulatedAWS, seed: Seeder, store: str, run
 ) -> None:
@@ -251,6 +252,7 @@ def test_an_app_submitting_through_a_compute_environment_replacement_loses_nothi
     assert aws.calls["batch:SubmitJob"] == before  # a second restore submits nothing
 
 
+@pytest.mark.slow
 def test_an_app_submitting_through_a_queue_deletion_sees_refusals_and_loses_nothing(
     aws: SimulatedAWS, seed: Seeder, store: str, run, workdir: Path
 ) -> None:
@@ -573,6 +575,7 @@ def test_a_plan_that_puts_nothing_at_risk_opens_no_window(aws: SimulatedAWS, see
     assert run("status", "--store", store).out.startswith("no deploys")  # nothing left open for a restore that may never come
 
 
+@pytest.mark.slow
 def test_late_jobs_watched_on_a_deleted_queue_are_waited_for_then_replaced(aws: SimulatedAWS, seed: Seeder, store: str, run) -> None:
     """What `jobguard run`'s watcher records (window.watch) while the apply deletes and makes again a queue
     it did not freeze: restore waits for Batch to end them (about 16 a second), then replaces each once."""

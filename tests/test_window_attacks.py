@@ -263,6 +263,7 @@ def test_a_signal_while_waiting_for_what_the_command_left_reaches_it(
     assert {j: len(v) for j, v in replacements_of(aws).items()} == {drained: 1}
 
 
+@pytest.mark.slow
 def test_a_late_array_whose_children_the_apply_killed_is_replaced_once(aws: SimulatedAWS, seed: Seeder, store: str, run: Any) -> None:
     """Batch fails an array parent with `Array Child Job failed` (no exit code, no host reason of its own):
     its children say what killed them. A late array the apply's host loss killed is replaced once, whole;
