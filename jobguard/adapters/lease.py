@@ -186,13 +186,20 @@ class Leases:
         with self._lock:
             self.held[queue] = _Held(version, record, time.monotonic(), sent)
             self.before[queue] = previous
-            if previous is not None and previous.holder_id not in (None, self.me):
-                self.submitted_to.add(queue)  # its run died holding it, perhaps right after a SubmitJob: the word passes on
+            if self._taken_from_a_dead_run(queue):
+                self.submitted_to.add(queue)  # perhaps right after a SubmitJob: the word passes on
         if previous is not None and previous.deploy_id != self.deploy_id:
             self.adopted[queue] = previous.deploy_id
             what = "was left by a run that died before handing it on" if previous.holder_id else "expired"
             self.notice(f"queue {queue}: the lease of deploy {previous.deploy_id} {what}; deploy {self.deploy_id} takes it over")
         return True
+
+    def _taken_from_a_dead_run(self, queue: str) -> bool:
+        """True while this run holds `queue` and took it from a run that died holding it (neither handed on
+        between drain and restore nor this run's own)."""
+        with self._lock:
+            before = self.before.get(queue)
+            return queue in self.held and before is not None and before.holder_id not in (None, self.me)
 
     def _record(self, queue: str, holding: bool = True) -> LeaseRecord:
         machine, pid, start = _identity()
@@ -267,9 +274,8 @@ class Leases:
             if mark is not None:
                 times.append(mark)
             with self._lock:
-                held, before = self.held.get(queue), self.before.get(queue)
-            if held is not None and before is not None and before.holder_id not in (None, self.me):
-                times.append(held.record.renewed_at)  # taken from a run that died: it may have submitted up to then
+                if self._taken_from_a_dead_run(queue):
+                    times.append(self.held[queue].record.renewed_at)  # it may have submitted up to then
         if not times:
             return None
         return time.monotonic() - (self.store.clock() - max(times))
