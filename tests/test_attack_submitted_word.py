@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,30 @@ def _write_word(uri: str, queue: str, body: bytes) -> None:
     key = f"submitted/{SCOPE}{queue}"
     current = store.read(key)
     store.write(key, body, current.version if current else None)
+
+
+def _on_word_reads(monkeypatch: pytest.MonkeyPatch, seen: Callable[[str], None]) -> None:
+    """`seen(key)` runs (and may raise) before each read of a `submitted/` document the drain's
+    `Leases.last_submitted` makes."""
+    from jobguard.adapters.lease import Leases
+
+    last_submitted = Leases.last_submitted
+
+    def watched(self: Leases, queues: Any) -> float | None:
+        read = self.store.read
+
+        def reading(key: str) -> Any:
+            if key.startswith("submitted/"):  # the store is shared: the drain's other threads read through it meanwhile
+                seen(key)
+            return read(key)
+
+        self.store.read = reading  # type: ignore[method-assign]
+        try:
+            return last_submitted(self, queues)
+        finally:
+            self.store.read = read  # type: ignore[method-assign]
+
+    monkeypatch.setattr(Leases, "last_submitted", watched)
 
 
 def _future_at(uri: str, ahead: float) -> float:
@@ -162,7 +187,6 @@ def test_the_word_that_cannot_be_read_makes_the_drain_look_again_after_lookup_wi
 ) -> None:
     """Every read of `submitted/` fails (the store's retries spent): the drain says so, still looks again once
     lookup-window has passed, and drains the replacement the restore just made."""
-    from jobguard.adapters.lease import Leases
     from jobguard.errors import StoreError
 
     seed.queue("work")
@@ -171,23 +195,11 @@ def test_the_word_that_cannot_be_read_makes_the_drain_look_again_after_lookup_wi
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     (replacement,) = replacements_of(aws)[job]
-    last_submitted = Leases.last_submitted
 
-    def failing(self: Leases, queues: Any) -> float | None:
-        read = self.store.read
+    def refuse(key: str) -> None:
+        raise StoreError("the store answered 500 on every attempt")
 
-        def refuse(key: str) -> Any:
-            if key.startswith("submitted/"):
-                raise StoreError("the store answered 500 on every attempt")
-            return read(key)
-
-        self.store.read = refuse  # type: ignore[method-assign]
-        try:
-            return last_submitted(self, queues)
-        finally:
-            self.store.read = read  # type: ignore[method-assign]
-
-    monkeypatch.setattr(Leases, "last_submitted", failing)
+    _on_word_reads(monkeypatch, refuse)
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2")
     assert drained.code == 0, drained.err
     assert "cannot tell when these queues were last submitted to" in drained.out + drained.err
@@ -276,7 +288,6 @@ def test_a_drain_of_queues_nobody_restored_reads_one_word_per_queue_and_does_not
     seed: Seeder, store: str, run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No word on any queue: one store read per queue (off the drain's path: beside the passes) and no look for it."""
-    from jobguard.adapters.lease import Leases
     from jobguard.commands.drain import _Drain
 
     queues = [f"q{i}" for i in range(5)]
@@ -287,33 +298,42 @@ def test_a_drain_of_queues_nobody_restored_reads_one_word_per_queue_and_does_not
         job_of(seed, f"on-{queue}", "RUNNABLE", queue=queue)
     read_keys: list[str] = []
     shown: list[float | None] = []
-    last_submitted, shown_by = Leases.last_submitted, _Drain._shown_by
-
-    def counted(self: Leases, names: Any) -> float | None:
-        read = self.store.read
-
-        def counting(key: str) -> Any:
-            if key.startswith("submitted/"):  # the store is shared: the drain's other threads read through it meanwhile
-                read_keys.append(key)
-            return read(key)
-
-        self.store.read = counting  # type: ignore[method-assign]
-        try:
-            return last_submitted(self, names)
-        finally:
-            self.store.read = read  # type: ignore[method-assign]
+    shown_by = _Drain._shown_by
 
     def noted(self: _Drain) -> float | None:
         shown.append(shown_by(self))
         return shown[-1]
 
-    monkeypatch.setattr(Leases, "last_submitted", counted)
+    _on_word_reads(monkeypatch, read_keys.append)
     monkeypatch.setattr(_Drain, "_shown_by", noted)
     drained = run("drain", "--store", store, *[a for q in queues for a in ("--queue", q)], "--deploy-id", "d1")
     assert drained.code == 0, drained.err
     assert sorted(read_keys) == [f"submitted/{SCOPE}{q}" for q in queues]
     assert shown == [None]
     assert "looking again in" not in drained.out, drained.out
+
+
+def test_a_drain_reads_the_words_of_its_queues_side_by_side(seed: Seeder, store: str, run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The words of eight queues are read at once: on S3 or DynamoDB each read is a round trip, and twenty queues read
+    one after another would hold the drain's look back twenty round trips. Each read here waits (up to 10 s) until
+    four are in flight: read one after another, the first waits in vain and the drain fails."""
+    queues = [f"q{i}" for i in range(8)]
+    for queue in queues:
+        seed.queue(queue)
+    seed.definition("proc")
+    together = threading.Barrier(4, timeout=10)
+    read_keys: list[str] = []
+
+    def meet(key: str) -> None:
+        read_keys.append(key)
+        together.wait()
+
+    _on_word_reads(monkeypatch, meet)
+    drained = run("drain", "--store", store, *[a for q in queues for a in ("--queue", q)], "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    assert not together.broken
+    assert sorted(read_keys) == [f"submitted/{SCOPE}{q}" for q in queues]
+    assert "cannot tell when these queues were last submitted to" not in drained.out + drained.err
 
 
 @pytest.mark.slow

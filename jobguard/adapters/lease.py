@@ -40,11 +40,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from types import TracebackType
 
 from ..errors import ConflictError, JobguardError, LeaseError, StoreError
+from .pacing import in_parallel
 from .stores import Store, Versioned
 
 Notice = Callable[[str], None]
 _WAIT_STEP = 1.0
 _RELEASE_WAITS = (0.5, 2.0)  # between attempts to release a lease, on top of each store call's own retries
+# The words of a drain's queues read at once (S3, DynamoDB: one round trip each, in parallel). Fewer than the smallest
+# connection pool of an AWS client (10), which the drain's other reads share meanwhile.
+_WORD_READS_AT_ONCE = 8
 
 
 @dataclass(frozen=True)
@@ -267,15 +271,11 @@ class Leases:
         judged on the store's clock; None when no run left word. A queue this run took from a run that died counts
         as submitted to when it was taken. Read once this run holds the queues: the word is written before the
         lease it follows is let go."""
-        times = []
-        for queue in sorted(set(queues)):
-            current = self.store.read(_submitted_key(queue, self.scope))
-            mark = _parse_submitted(current.value) if current else None
-            if mark is not None:
-                times.append(mark)
-            with self._lock:
-                if self._taken_from_a_dead_run(queue):
-                    times.append(self.held[queue].record.renewed_at)  # it may have submitted up to then
+        names = sorted(set(queues))
+        words = in_parallel(lambda queue: self.store.read(_submitted_key(queue, self.scope)), names, _WORD_READS_AT_ONCE)
+        times = [mark for mark in (_parse_submitted(word.value) for word in words if word) if mark is not None]
+        with self._lock:  # a queue taken from a run that died: it may have submitted up to then
+            times += [self.held[queue].record.renewed_at for queue in names if self._taken_from_a_dead_run(queue)]
         if not times:
             return None
         return time.monotonic() - (self.store.clock() - max(times))
