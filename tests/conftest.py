@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
+from jobguard.adapters.aws import Aws, AwsSettings
+from jobguard.adapters.stores import Store, open_store
 from jobguard.cli import main
 from jobguard.domain.tags import mark_of
 from jobguard.sim import Seeder, SimulatedAWS, Timing
@@ -400,3 +402,55 @@ def exactly_once(aws: SimulatedAWS, jobs: list[str]) -> dict[str, str]:
     assert {j: len(found.get(j, [])) for j in jobs} == dict.fromkeys(jobs, 1)
     assert overlapping(aws) == []
     return {j: found[j][0] for j in jobs}
+
+
+@pytest.fixture
+def lagging(aws: SimulatedAWS) -> None:
+    """ListJobs shows a job only 1 s after it was submitted (lookup-window is 1.5 s in FAST)."""
+    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=1.0)
+
+
+def store_at(uri: str) -> Store:
+    """The store `uri` names, opened as jobguard opens it (default AWS settings), to read or write it behind jobguard's back."""
+    return open_store(uri, Aws(AwsSettings()))
+
+
+def work_queue(seed: Seeder, queue: str = "work") -> None:
+    """Queue `queue` and job definition `proc`."""
+    seed.queue(queue)
+    seed.definition("proc")
+
+
+def one_job(seed: Seeder) -> str:
+    """Queue `work`, definition `proc` and job `job` running on it: its id."""
+    work_queue(seed)
+    return job_of(seed, "job")
+
+
+def drained_then_restored(seed: Seeder, store: str, run: Any, resubmit: bool = True) -> str:
+    """Queue `work` with job `job` running on it, drained by deploy d1 and restored: resubmitted, or with `resubmit`
+    False nothing submitted (max-resubmits 0). The job's id."""
+    job = one_job(seed)
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
+    assert drained.code == 0, drained.err
+    if not resubmit:
+        configure(Path.cwd(), "max-resubmits: 0\n")
+    restored = run("restore", "--store", store, "--deploy-id", "d1")
+    assert restored.code == 0, restored.err
+    return job
+
+
+def rename_plan(workdir: Path, old: str = "work", new: str = "work-v2") -> Path:
+    """A Terraform plan (`workdir`/plan.json) that replaces queue `old` under the name `new`."""
+    change = {"actions": ["delete", "create"], "before": {"name": old}, "after": {"name": new}}
+    resource = {"address": "aws_batch_job_queue.q", "type": "aws_batch_job_queue", "change": change}
+    plan = workdir / "plan.json"
+    plan.write_text(json.dumps({"format_version": "1.2", "resource_changes": [resource]}))
+    return plan
+
+
+def apply_rename(seed: Seeder, old: str = "work", new: str = "work-v2") -> None:
+    """The apply of `rename_plan`: queue `new` made, `old` disabled and deleted."""
+    seed.queue(new)
+    seed.batch.update_job_queue(jobQueue=old, state="DISABLED")
+    seed.batch.delete_job_queue(jobQueue=old)

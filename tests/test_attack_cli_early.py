@@ -112,17 +112,25 @@ def test_sts_and_batch_both_refused(seed: Seeder, run: Any, aws: SimulatedAWS, w
 
 
 # -- the early reads slow or throttled for long while STS refuses: the exit must not wait for them -------------
-def test_sts_refused_does_not_wait_for_throttled_early_reads(seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path) -> None:
-    """Batch throttles every call; the retry policy allows ~8 s per call. STS refuses at once: nothing needs the
-    early reads, the error must come without waiting out their retries (before c195d0a: no Batch call at all)."""
-    jobs = _setup(seed)
-    configure(workdir, "retry:\n  initial-wait: 1\n  max-wait: 2\n  attempts: 6\n  max-seconds: 30\n")
+def _refused_while_batch_throttled(run: Any, aws: SimulatedAWS, workdir: Path, retry: str) -> tuple[Any, float]:
+    """A drain under the `retry` policy whose GetCallerIdentity is refused while Batch throttles every call:
+    its result and how long it took."""
+    configure(workdir, retry)
     aws.fault = lambda action, n: (
         (403, "AccessDenied") if action.startswith("sts:") else (429, "TooManyRequestsException") if action.startswith("batch:") else None
     )
     started = time.monotonic()
     result = run("drain", "--store", f"file://{workdir}/manifests", "--queue", "work", "--deploy-id", "d1")
-    took = time.monotonic() - started
+    return result, time.monotonic() - started
+
+
+def test_sts_refused_does_not_wait_for_throttled_early_reads(seed: Seeder, run: Any, aws: SimulatedAWS, workdir: Path) -> None:
+    """Batch throttles every call; the retry policy allows ~8 s per call. STS refuses at once: nothing needs the
+    early reads, the error must come without waiting out their retries (before c195d0a: no Batch call at all)."""
+    jobs = _setup(seed)
+    result, took = _refused_while_batch_throttled(
+        run, aws, workdir, "retry:\n  initial-wait: 1\n  max-wait: 2\n  attempts: 6\n  max-seconds: 30\n"
+    )
     assert result.code == 4, result.out + result.err
     _one_error(result.err, "AccessDenied")
     _untouched(aws, jobs, workdir)
@@ -226,10 +234,10 @@ def test_signal_during_early_reads(seed: Seeder, aws: SimulatedAWS, workdir: Pat
     assert took < 3, f"the process took {took:.1f} s to end after the signal"
 
 
-def test_sigint_while_early_reads_throttled(seed: Seeder, aws: SimulatedAWS, workdir: Path) -> None:
-    """STS answers slowly (2 s) while every Batch call is throttled with long back-offs: Ctrl-C must end the run
-    promptly (before c195d0a no Batch read was in flight then)."""
-    jobs = _setup(seed)
+def _interrupted_while_early_reads_throttled(aws: SimulatedAWS, workdir: Path, presses: int) -> tuple[int, str, float]:
+    """A drain (a separate process) whose GetCallerIdentity answers slowly (5 s) while every Batch call is throttled
+    with long back-offs; Ctrl-C pressed `presses` times, 1.5 s apart, once STS was asked.
+    (exit code, stderr, seconds from the last press to the exit)."""
     configure(workdir, "retry:\n  initial-wait: 2\n  max-wait: 4\n  attempts: 8\n  max-seconds: 60\n")
     asked = []
 
@@ -246,14 +254,24 @@ def test_sigint_while_early_reads_throttled(seed: Seeder, aws: SimulatedAWS, wor
     while not asked and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    for press in range(presses):
+        if press:
+            time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
     started = time.monotonic()
     try:
         _out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    took = time.monotonic() - started
-    assert proc.returncode == 130, (proc.returncode, err)
+    return proc.returncode, err, time.monotonic() - started
+
+
+def test_sigint_while_early_reads_throttled(seed: Seeder, aws: SimulatedAWS, workdir: Path) -> None:
+    """STS answers slowly (2 s) while every Batch call is throttled with long back-offs: Ctrl-C must end the run
+    promptly (before c195d0a no Batch read was in flight then)."""
+    jobs = _setup(seed)
+    code, err, took = _interrupted_while_early_reads_throttled(aws, workdir, presses=1)
+    assert code == 130, (code, err)
     for noise in NOISE:
         assert noise not in err, err
     _untouched(aws, jobs, workdir)
@@ -306,13 +324,9 @@ def test_sts_refused_with_default_retry_and_batch_throttled(seed: Seeder, run: A
     """The same as test_sts_refused_does_not_wait_for_throttled_early_reads, under the default retry policy
     (8 attempts, waits up to 20 s, 120 s a call): the measured figure for the report."""
     jobs = _setup(seed)
-    configure(workdir, "retry:\n  initial-wait: 0.5\n  max-wait: 20\n  attempts: 8\n  max-seconds: 120\n")
-    aws.fault = lambda action, n: (
-        (403, "AccessDenied") if action.startswith("sts:") else (429, "TooManyRequestsException") if action.startswith("batch:") else None
+    result, took = _refused_while_batch_throttled(
+        run, aws, workdir, "retry:\n  initial-wait: 0.5\n  max-wait: 20\n  attempts: 8\n  max-seconds: 120\n"
     )
-    started = time.monotonic()
-    result = run("drain", "--store", f"file://{workdir}/manifests", "--queue", "work", "--deploy-id", "d1")
-    took = time.monotonic() - started
     print(f"MEASURED default-retry refused drain: {took:.1f} s")
     assert result.code == 4, result.out + result.err
     _one_error(result.err, "AccessDenied")
@@ -323,33 +337,9 @@ def test_sts_refused_with_default_retry_and_batch_throttled(seed: Seeder, run: A
 def test_second_sigint_while_early_reads_throttled(seed: Seeder, aws: SimulatedAWS, workdir: Path) -> None:
     """A user whose Ctrl-C seems ignored presses it again: still one line, no traceback of threading's shutdown."""
     jobs = _setup(seed)
-    configure(workdir, "retry:\n  initial-wait: 2\n  max-wait: 4\n  attempts: 8\n  max-seconds: 60\n")
-    asked = []
-
-    def fault(action: str, n: int) -> Any:
-        if action == "sts:GetCallerIdentity":
-            asked.append(n)
-            time.sleep(5)
-            return None
-        return (429, "TooManyRequestsException") if action.startswith("batch:") else None
-
-    aws.fault = fault
-    proc = run_process("drain", "--store", f"file://{workdir}/manifests", "--queue", "work", "--deploy-id", "d1")
-    deadline = time.monotonic() + 20
-    while not asked and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGINT)
-    started = time.monotonic()
-    try:
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    took = time.monotonic() - started
-    print(f"MEASURED second Ctrl-C: exit {proc.returncode} after {took:.1f} s; stderr:\n{err}")
-    assert proc.returncode == 130, (proc.returncode, err)
+    code, err, took = _interrupted_while_early_reads_throttled(aws, workdir, presses=2)
+    print(f"MEASURED second Ctrl-C: exit {code} after {took:.1f} s; stderr:\n{err}")
+    assert code == 130, (code, err)
     for noise in NOISE:
         assert noise not in err, err
     _untouched(aws, jobs, workdir)

@@ -18,33 +18,34 @@ from typing import Any
 
 import pytest
 
-from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.lease import lease_scope
-from jobguard.adapters.stores import Store, open_store
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT, REGION
 
-from .conftest import configure, exactly_once, job_of, records, replacements_of, run_process
+from .conftest import (
+    apply_rename,
+    configure,
+    drained_then_restored,
+    exactly_once,
+    job_of,
+    one_job,
+    records,
+    rename_plan,
+    replacements_of,
+    run_process,
+    store_at,
+)
 
 SCOPE = lease_scope(ACCOUNT, REGION)
 
 
-@pytest.fixture
-def lagging(aws: SimulatedAWS) -> None:
-    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=1.0)
-
-
-def _store(uri: str) -> Store:
-    return open_store(uri, Aws(AwsSettings()))
-
-
 def _word(uri: str, queue: str) -> bytes | None:
-    current = _store(uri).read(f"submitted/{SCOPE}{queue}")
+    current = store_at(uri).read(f"submitted/{SCOPE}{queue}")
     return current.value if current else None
 
 
 def _write_word(uri: str, queue: str, body: bytes) -> None:
-    store = _store(uri)
+    store = store_at(uri)
     key = f"submitted/{SCOPE}{queue}"
     current = store.read(key)
     store.write(key, body, current.version if current else None)
@@ -75,7 +76,7 @@ def _on_word_reads(monkeypatch: pytest.MonkeyPatch, seen: Callable[[str], None])
 
 
 def _future_at(uri: str, ahead: float) -> float:
-    store = _store(uri)
+    store = store_at(uri)
     store.read(f"submitted/{SCOPE}nothing")  # an answer, for the S3 and DynamoDB stores' Date
     return store.clock() + ahead
 
@@ -100,9 +101,7 @@ def test_a_damaged_word_neither_crashes_nor_stalls_the_drain(
     seed: Seeder, store: str, run: Any, body: Any, request: pytest.FixtureRequest
 ) -> None:
     """Hand-written or damaged `submitted/` documents: the drain succeeds, at most one lookup-window late."""
-    seed.queue("work")
-    seed.definition("proc")
-    job = job_of(seed, "job")
+    job = one_job(seed)
     _write_word(store, "work", body(store))
     started = time.monotonic()
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
@@ -115,9 +114,7 @@ def test_a_word_from_the_future_holds_the_drain_no_longer_than_lookup_window(see
     """A word an hour ahead of the store's clock (hand-written, or written by a runner whose clock was stepped between
     the store's answer and the write): the drain must not wait an hour for it, only lookup-window and the clock's
     slack from now. Run as a separate process; what it says it waits for is read as it says it, then it is killed."""
-    seed.queue("work")
-    seed.definition("proc")
-    job_of(seed, "job")
+    one_job(seed)
     _write_word(store, "work", json.dumps({"queue": "work", "deploy_id": "x", "at": _future_at(store, 3600)}).encode())
     process = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1", env={"PYTHONUNBUFFERED": "1"})
     said: list[str] = []
@@ -140,9 +137,7 @@ def test_a_word_from_the_future_holds_the_drain_no_longer_than_lookup_window(see
 def test_jobguard_run_leaves_word_and_the_next_drain_finds_its_replacement(seed: Seeder, store: str, run: Any, aws: SimulatedAWS) -> None:
     """`jobguard run` drains, runs the command and restores with one Leases object: its restore leaves the word
     too, and the next `jobguard run` drains the replacement its restore just made."""
-    seed.queue("work")
-    seed.definition("proc")
-    job = job_of(seed, "job")
+    job = one_job(seed)
     first = run("run", "--store", store, "--queue", "work", "--deploy-id", "d1", "--", "true")
     assert first.code == 0, first.err
     assert _word(store, "work") is not None
@@ -155,9 +150,7 @@ def test_jobguard_run_leaves_word_and_the_next_drain_finds_its_replacement(seed:
 
 
 def test_a_dry_run_restore_leaves_no_word(seed: Seeder, store: str, run: Any) -> None:
-    seed.queue("work")
-    seed.definition("proc")
-    job_of(seed, "job")
+    one_job(seed)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     dry = run("restore", "--store", store, "--deploy-id", "d1", "--dry-run")
     assert dry.code == 0, dry.err
@@ -166,12 +159,7 @@ def test_a_dry_run_restore_leaves_no_word(seed: Seeder, store: str, run: Any) ->
 
 def test_status_check_leaves_no_word_and_the_next_drain_does_not_wait(seed: Seeder, store: str, run: Any) -> None:
     """`status --check` submits nothing: no word; the drain after it waits only for the restore's own word."""
-    seed.queue("work")
-    seed.definition("proc")
-    job_of(seed, "job")
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    configure(Path.cwd(), "max-resubmits: 0\n")  # restore submits nothing
-    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    drained_then_restored(seed, store, run, resubmit=False)
     assert run("status", "--store", store, "--check", "--deploy-id", "d1").code == 0
     assert _word(store, "work") is None
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2")
@@ -189,11 +177,7 @@ def test_the_word_that_cannot_be_read_makes_the_drain_look_again_after_lookup_wi
     lookup-window has passed, and drains the replacement the restore just made."""
     from jobguard.errors import StoreError
 
-    seed.queue("work")
-    seed.definition("proc")
-    job = job_of(seed, "job")
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    job = drained_then_restored(seed, store, run)
     (replacement,) = replacements_of(aws)[job]
 
     def refuse(key: str) -> None:
@@ -225,6 +209,23 @@ def _kill_after_save_following_submit(aws: SimulatedAWS, process: list[subproces
     return killed
 
 
+def _restore_killed_after_recording_its_replacement(seed: Seeder, store: str, run: Any, aws: SimulatedAWS, lag: float) -> tuple[str, str]:
+    """ListJobs lags `lag` seconds (lookup-window a second more); deploy d1 drains `job`, and its restore (a separate
+    process, on DynamoDB) is killed right after it recorded the replacement. (job, replacement)."""
+    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=lag)
+    configure(Path.cwd(), f"lookup-window: {lag + 1:g}\n")
+    job = one_job(seed)
+    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
+    holder: list[subprocess.Popen[str]] = []
+    killed = _kill_after_save_following_submit(aws, holder, "dynamodb:TransactWriteItems")
+    holder.append(run_process("restore", "--store", store, "--deploy-id", "d1"))
+    holder[0].communicate(timeout=60)
+    aws.after = None
+    assert killed.is_set() and holder[0].returncode == -signal.SIGKILL
+    (replacement,) = replacements_of(aws)[job]
+    return job, replacement
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("store", ["dynamodb"], indirect=True)
 def test_a_restore_killed_after_recording_its_replacement_then_restored_again_leaves_word_for_the_next_drain(
@@ -235,19 +236,7 @@ def test_a_restore_killed_after_recording_its_replacement_then_restored_again_le
     nothing and lets the queue go with no word: the next deploy's drain (waiting for the lease) starts at once,
     ListJobs does not yet show the replacement, and the drain records nothing: the apply kills it unrecorded.
     ListJobs lags 8 s here (lookup-window 9 s): the kill, the second restore and the drain fit inside it."""
-    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=8.0)
-    configure(Path.cwd(), "lookup-window: 9\n")
-    seed.queue("work")
-    seed.definition("proc")
-    job = job_of(seed, "job")
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    holder: list[subprocess.Popen[str]] = []
-    killed = _kill_after_save_following_submit(aws, holder, "dynamodb:TransactWriteItems")
-    holder.append(run_process("restore", "--store", store, "--deploy-id", "d1"))
-    holder[0].communicate(timeout=60)
-    aws.after = None
-    assert killed.is_set() and holder[0].returncode == -signal.SIGKILL
-    (replacement,) = replacements_of(aws)[job]
+    job, replacement = _restore_killed_after_recording_its_replacement(seed, store, run, aws, lag=8.0)
     assert records(store, seed, "d1")[job]["outcome"] == "resubmitted"
     again = run("restore", "--store", store, "--deploy-id", "d1")
     assert again.code == 0, again.err
@@ -263,19 +252,7 @@ def test_a_restore_killed_after_recording_its_replacement_is_adopted_by_the_next
 ) -> None:
     """The same kill, and the next deploy's drain takes the dead restore's lease at once (same machine): a queue
     taken from a run that died counts as submitted to when taken, so the drain looks again and records it."""
-    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=4.0)
-    configure(Path.cwd(), "lookup-window: 5\n")
-    seed.queue("work")
-    seed.definition("proc")
-    job = job_of(seed, "job")
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    holder: list[subprocess.Popen[str]] = []
-    killed = _kill_after_save_following_submit(aws, holder, "dynamodb:TransactWriteItems")
-    holder.append(run_process("restore", "--store", store, "--deploy-id", "d1"))
-    holder[0].communicate(timeout=60)
-    aws.after = None
-    assert killed.is_set() and holder[0].returncode == -signal.SIGKILL
-    (replacement,) = replacements_of(aws)[job]
+    job, replacement = _restore_killed_after_recording_its_replacement(seed, store, run, aws, lag=4.0)
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2")
     assert drained.code == 0, drained.err
     assert replacement in records(store, seed, "d2"), drained.out
@@ -342,11 +319,7 @@ def test_a_drain_reads_the_words_of_its_queues_side_by_side(seed: Seeder, store:
 def test_the_word_read_while_the_store_throttles_or_fails_now_and_then(seed: Seeder, store: str, run: Any, aws: SimulatedAWS) -> None:
     """Every other read of the store answers 500 (S3) or is throttled (DynamoDB) during the next drain: retried, the
     word still read, the replacement the restore just made still drained."""
-    seed.queue("work")
-    seed.definition("proc")
-    job = job_of(seed, "job")
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    job = drained_then_restored(seed, store, run)
     (replacement,) = replacements_of(aws)[job]
     aws.fault = lambda action, n: (
         (500, "InternalError")
@@ -370,23 +343,10 @@ def test_a_restore_to_the_queue_the_plan_renamed_leaves_word_there_and_its_next_
 ) -> None:
     """The plan replaces queue `work` under the name `work-v2`: restore submits to `work-v2`, leaves its word there,
     and the next deploy's drain of `work-v2` records the replacement ListJobs does not show yet."""
-    seed.queue("work")
-    seed.definition("proc")
-    job = job_of(seed, "job")
-    plan = workdir / "plan.json"
-    change = {"actions": ["delete", "create"], "before": {"name": "work"}, "after": {"name": "work-v2"}}
-    plan.write_text(
-        json.dumps(
-            {
-                "format_version": "1.2",
-                "resource_changes": [{"address": "aws_batch_job_queue.q", "type": "aws_batch_job_queue", "change": change}],
-            }
-        )
-    )
+    job = one_job(seed)
+    plan = rename_plan(workdir)
     assert run("drain", "--store", store, "--plan", str(plan), "--queue", "work", "--deploy-id", "d1").code == 0
-    seed.queue("work-v2")  # the apply
-    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")
-    seed.batch.delete_job_queue(jobQueue="work")
+    apply_rename(seed)  # the apply
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     assert restored.code == 0, restored.err
     (replacement,) = replacements_of(aws)[job]
@@ -405,23 +365,10 @@ def test_a_restore_leaves_alone_the_renamed_queue_another_deploy_is_applying(
     """d1's plan renames `work` to `work-v2`; after d1's apply, deploy d2 drains `work-v2` and is in its apply (it
     holds `work-v2` until its restore). d1's restore must not submit onto `work-v2` now: d2's apply may kill the
     replacement, which d2's manifest does not record, and no word of it reaches d2's drain (it is over)."""
-    seed.queue("work")
-    seed.definition("proc")
-    job = job_of(seed, "job")
-    plan = workdir / "plan.json"
-    change = {"actions": ["delete", "create"], "before": {"name": "work"}, "after": {"name": "work-v2"}}
-    plan.write_text(
-        json.dumps(
-            {
-                "format_version": "1.2",
-                "resource_changes": [{"address": "aws_batch_job_queue.q", "type": "aws_batch_job_queue", "change": change}],
-            }
-        )
-    )
+    job = one_job(seed)
+    plan = rename_plan(workdir)
     assert run("drain", "--store", store, "--plan", str(plan), "--queue", "work", "--deploy-id", "d1").code == 0
-    seed.queue("work-v2")  # d1's apply
-    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")
-    seed.batch.delete_job_queue(jobQueue="work")
+    apply_rename(seed)  # d1's apply
     assert run("drain", "--store", store, "--queue", "work-v2", "--deploy-id", "d2").code == 0  # d2 now in its apply
     restored = run("restore", "--store", store, "--deploy-id", "d1")
     made = replacements_of(aws).get(job, [])

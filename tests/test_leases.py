@@ -19,23 +19,17 @@ from typing import Any
 
 import pytest
 
-from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.lease import Leases, LeaseSettings, lease_scope, read_lease
-from jobguard.adapters.stores import Store, open_store
 from jobguard.adapters.stores.file import FileStore
 from jobguard.errors import LeaseError
 from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT, REGION
 
-from .conftest import configure, load_manifest, replacements_of, run_process
+from .conftest import configure, load_manifest, replacements_of, run_process, store_at
 
 HOLDER_TTL = 2.0  # lock-ttl of the test config (conftest.FAST)
 SCOPE = lease_scope(ACCOUNT, REGION)
 KEY = f"leases/{SCOPE}work"
-
-
-def _store(uri: str) -> Store:
-    return open_store(uri, Aws(AwsSettings()))
 
 
 def _world(seed: Seeder, jobs: int = 4) -> list[str]:
@@ -46,7 +40,7 @@ def _world(seed: Seeder, jobs: int = 4) -> list[str]:
 
 def _hold(uri: str, deploy_id: str, ttl: float = 60.0) -> Leases:
     """This test process holds `work` for `deploy_id`, renewing it, as a running jobguard would."""
-    leases = Leases(_store(uri), deploy_id, LeaseSettings(wait=1, holder_ttl=ttl, lease_ttl=max(ttl, 30)), lambda text: None, SCOPE)
+    leases = Leases(store_at(uri), deploy_id, LeaseSettings(wait=1, holder_ttl=ttl, lease_ttl=max(ttl, 30)), lambda text: None, SCOPE)
     leases.acquire(["work"])
     return leases
 
@@ -114,7 +108,7 @@ def test_restore_takes_the_lease_of_its_queues(seed: Seeder, store: str, run, aw
     assert result.code == 3 and "queue work: deploy d1's lease, held by" in result.err
     assert replacements_of(aws) == {} and aws.calls["batch:SubmitJob"] == len(jobs)  # the seeded jobs only
     seen: list[Any] = []
-    inspect = _store(store)
+    inspect = store_at(store)
 
     def look(action: str, count: int) -> None:
         if action == "batch:SubmitJob" and count == len(jobs) + 1:  # restore's first
@@ -146,7 +140,7 @@ def test_hold_of_a_killed_run_on_this_machine_is_taken_over_at_once(seed: Seeder
     process.communicate(timeout=60)
     assert process.returncode == -signal.SIGKILL
     aws.after = None
-    lease = read_lease(_store(store), "work", SCOPE)
+    lease = read_lease(store_at(store), "work", SCOPE)
     assert lease is not None and lease.holder_id is not None and lease.pid == process.pid  # never released
     started = time.monotonic()
     result = run("restore", "--store", store, "--deploy-id", "d1")  # the pipeline goes on: restore at once
@@ -167,7 +161,7 @@ def test_hold_of_a_run_on_another_machine_expires_after_lock_ttl(seed: Seeder, s
     process.communicate(timeout=60)
     aws.after = None
     # The same hold, as a runner on another machine would have left it: its process cannot be looked up here.
-    inspect = _store(store)
+    inspect = store_at(store)
     current = inspect.read(KEY)
     assert current is not None
     record = json.loads(current.value)
@@ -191,7 +185,7 @@ def test_heartbeat_keeps_a_long_run_s_lease(seed: Seeder, store: str, run, aws: 
     aws.after = lambda action, count: stopping.set() if action in STOP_ACTIONS else None
     drain = run_process("drain", "--store", store, "--queue", "work", "--deploy-id", "d1")
     assert stopping.wait(60)
-    inspect = _store(store)
+    inspect = store_at(store)
     versions = set()
     deadline = time.monotonic() + 3 * 1.0  # three times lock-ttl
     while time.monotonic() < deadline:
@@ -274,7 +268,7 @@ def test_a_paused_writer_holding_the_folder_lock_stops_others_within_lock_timeou
 
 def test_status_shows_who_holds_each_queue_and_since_when(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     _world(seed, jobs=1)
-    inspect = _store(store)
+    inspect = store_at(store)
     before = inspect.clock()
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     shown = run("status", "--store", store, "--json")
@@ -316,13 +310,13 @@ def test_a_lease_restore_cannot_release_fails_it_and_the_next_restore_releases_i
     assert len([a for a in attempts if a.startswith("leases/")]) == 2  # retried
     errors = [line for line in failed.err.splitlines() if line.startswith("error:")]
     assert errors == ["error: queue work: could not release deploy d1's lease; it blocks the next deploy's drain until released"]
-    assert f"`jobguard restore --store {_store(store).location()} --deploy-id d1`" in failed.err
+    assert f"`jobguard restore --store {store_at(store).location()} --deploy-id d1`" in failed.err
     assert {k: len(v) for k, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)  # the jobs themselves are back
-    lease = read_lease(_store(store), "work", SCOPE)
+    lease = read_lease(store_at(store), "work", SCOPE)
     assert lease is not None and lease.deploy_id == "d1"
     again = run("restore", "--store", store, "--deploy-id", "d1")  # what the message says: it releases the queue
     assert again.code == 0, again.err
-    assert read_lease(_store(store), "work", SCOPE) is None
+    assert read_lease(store_at(store), "work", SCOPE) is None
     assert {k: len(v) for k, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2", "--lock-timeout", "0.3").code == 0
 
@@ -392,5 +386,5 @@ def test_a_drain_that_cannot_hand_its_lease_on_fails_and_its_restore_goes_ahead(
     # (a drain step's process has exited by the time the restore step runs: then at once).
     restored = run("restore", "--store", store, "--deploy-id", "d1", "--lock-timeout", "10")
     assert restored.code == 0, restored.err
-    assert read_lease(_store(store), "work", SCOPE) is None
+    assert read_lease(store_at(store), "work", SCOPE) is None
     assert {k: len(v) for k, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)

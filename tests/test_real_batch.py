@@ -21,16 +21,11 @@ from jobguard.commands.dependents import list_waiting
 from jobguard.errors import StoreError
 from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS, Timing
 
-from .conftest import configure, overlapping, race_listings, records, replacements_of, run_process
+from .conftest import apply_rename, configure, overlapping, race_listings, records, rename_plan, replacements_of, run_process, work_queue
 from .conftest import exactly_once as _exactly_once
 from .conftest import job_of as _job
 
 PLANS = Path(__file__).parent / "plans"
-
-
-def _world(seed: Seeder, queue: str = "work") -> None:
-    seed.queue(queue)
-    seed.definition("proc")
 
 
 def _drain(run: Any, store: str, *extra: str, deploy: str = "d1") -> Any:
@@ -50,7 +45,7 @@ def _depends_on(aws: SimulatedAWS, job_id: str) -> list[str]:
 
 @pytest.mark.slow
 def test_restore_one_second_after_drain_never_runs_beside_an_original(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
-    _world(seed)
+    work_queue(seed)
     running = _job(seed, "running")
     aws.batch.jobs[running].stop_seconds = 3.0  # its container takes a while to exit after SIGTERM
     jobs = [
@@ -97,7 +92,7 @@ def _drain_killed_at_second_terminate(aws: SimulatedAWS, store: str, *queues: st
 @pytest.mark.slow
 def test_restore_right_after_a_drain_killed_after_terminate(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
     configure(workdir, "workers: 1")  # one TerminateJob at a time: the kill falls between two of them
-    _world(seed)
+    work_queue(seed)
     first, second, third = (_job(seed, f"j{i}") for i in range(3))
     dependent = _job(seed, "dependent", "PENDING", after=second)
     for job in (first, second, third):
@@ -122,7 +117,7 @@ def test_jobs_marked_but_never_sent_terminate_are_stopped_by_the_next_drain(
     seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, next_run: str
 ) -> None:
     configure(workdir, "workers: 1\nlease-ttl: 2")  # the killed deploy's lease is waited out in 2 s
-    _world(seed)
+    work_queue(seed)
     jobs = [_job(seed, f"j{i}") for i in range(3)]
     assert _drain_killed_at_second_terminate(aws, store) == -signal.SIGKILL
     assert sum(aws.batch.stopping(j) for j in jobs) == 1  # two are marked `terminating` but still run, never asked to stop
@@ -159,7 +154,7 @@ def test_restore_right_after_a_drain_whose_store_failed_after_terminate(
     # drain saves nothing between a page's TerminateJobs and its wait for the stops when Batch took
     # every stop: its first write after them is the wait's, which gives up before the jobs end.
     configure(workdir, "stop-timeout: 1")
-    _world(seed)
+    work_queue(seed)
     jobs = [_job(seed, f"j{i}") for i in range(3)]
     jobs.append(_job(seed, "dependent", "PENDING", after=jobs[0]))
     for job in jobs[:3]:
@@ -250,7 +245,7 @@ def test_a_dependent_submitted_after_the_pass_listed_the_waiting_jobs_comes_back
 
 
 def test_a_dependent_on_a_queue_jobguard_may_not_touch_stops_the_drain(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
-    _world(seed)
+    work_queue(seed)
     seed.queue("elsewhere")
     upstream = _job(seed, "upstream")
     outsider = _job(seed, "outsider", "PENDING", queue="elsewhere", after=upstream)
@@ -263,7 +258,7 @@ def test_a_dependent_on_a_queue_jobguard_may_not_touch_stops_the_drain(seed: See
 
 @pytest.mark.slow
 def test_a_replacement_drained_by_the_next_deploy_is_followed_by_its_dependents(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
-    _world(seed)
+    work_queue(seed)
     upstream = _job(seed, "upstream")
     downstream = _job(seed, "downstream", "PENDING", after=upstream)
     assert _drain(run, store).code == 0
@@ -290,7 +285,7 @@ def test_a_replacement_drained_by_the_next_deploy_is_followed_by_its_dependents(
 def test_a_dependency_batch_forgot_counts_as_succeeded_when_it_was_seen_to_succeed(
     seed: Seeder, store: str, run, aws: SimulatedAWS
 ) -> None:
-    _world(seed)
+    work_queue(seed)
     seed.queue("other")
     prepared = _job(seed, "prepared", "SUCCEEDED", queue="other")
     uses_prepared = seed.job(jobName="uses", jobQueue="work", jobDefinition="proc", dependsOn=[{"jobId": prepared}])
@@ -319,7 +314,7 @@ def test_a_job_past_pending_is_restored_although_batch_forgot_its_dependency(
 ) -> None:
     """Batch moves a job past PENDING only once its dependencies succeeded: a long job whose ancestor
     Batch has forgotten by drain time is restored, not held as undecidable (issue 23, "Also")."""
-    _world(seed)
+    work_queue(seed)
     seed.queue("other")
     ancestor = _job(seed, "ancestor", "SUCCEEDED", queue="other")
     long = _job(seed, "long", status, after=ancestor)
@@ -339,7 +334,7 @@ def test_a_job_past_pending_is_restored_although_batch_forgot_its_dependency(
 @pytest.mark.slow
 def test_a_lost_submit_reply_is_found_although_listing_lags(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
     configure(workdir, "lookup-window: 6")
-    _world(seed)
+    work_queue(seed)
     jobs = [_job(seed, f"j{i}") for i in range(3)]
     assert _drain(run, store).code == 0
     aws.batch.timing = Timing(list_lag_seconds=3)
@@ -385,7 +380,7 @@ def _after_listing(aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, status: s
 def test_a_job_changing_state_while_drain_lists_is_drained(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, before: str, listed: str, after: str
 ) -> None:
-    _world(seed)
+    work_queue(seed)
     steady = _job(seed, "steady")
     mover = _job(seed, "mover", before)
     _after_listing(aws, monkeypatch, listed, lambda: aws.batch.set_status(mover, after))
@@ -403,7 +398,7 @@ def test_a_job_moving_on_between_two_side_by_side_listings_is_found_by_a_pass_in
 ) -> None:
     """drain's first pass lists the statuses at once: RUNNING is answered, the job moves on from RUNNABLE to
     RUNNING, and only then is RUNNABLE answered. That pass finds nothing, and must not be the last."""
-    _world(seed)
+    work_queue(seed)
     mover = _job(seed, "mover", "RUNNABLE")
     moved = race_listings(
         aws,
@@ -427,7 +422,7 @@ def test_the_dependent_of_a_job_kept_running_depends_on_the_running_original(
     seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path
 ) -> None:
     configure(workdir, "policies:\n  - job-name: precious\n    action: wait\n")
-    _world(seed)
+    work_queue(seed)
     precious = _job(seed, "precious")
     dependent = _job(seed, "dependent", "PENDING", after=precious)
     drained = _drain(run, store)
@@ -451,7 +446,7 @@ def test_the_dependent_of_a_job_kept_running_depends_on_the_running_original(
 
 @pytest.mark.slow
 def test_stop_timeout_bounds_the_wait_and_restore_waits_for_the_original(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
-    _world(seed)
+    work_queue(seed)
     slow, quick = _job(seed, "slow"), _job(seed, "quick")
     aws.batch.jobs[slow].stop_seconds = 60.0  # an EKS pod with a long grace period
     drained = _drain(run, store, "--stop-timeout", "1")
@@ -478,7 +473,7 @@ def test_stop_timeout_bounds_the_wait_and_restore_waits_for_the_original(seed: S
 @pytest.mark.slow
 def test_an_array_is_resubmitted_only_once_its_children_have_stopped(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     """A parent is never RUNNING (AWS Batch user guide, "Array jobs"): PENDING is not "will never start" for it."""
-    _world(seed)
+    work_queue(seed)
     array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 3})
     for child in aws.batch.jobs[array].children:
         aws.batch.jobs[child].stop_seconds = 1.5  # longer than the default, so a wrong reading shows
@@ -495,7 +490,7 @@ def test_an_array_is_resubmitted_only_once_its_children_have_stopped(seed: Seede
 
 @pytest.mark.slow
 def test_restore_right_after_drain_waits_for_a_stopping_array(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
-    _world(seed)
+    work_queue(seed)
     array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})
     for child in aws.batch.jobs[array].children:
         aws.batch.jobs[child].stop_seconds = 60.0
@@ -512,7 +507,7 @@ def test_restore_right_after_drain_waits_for_a_stopping_array(seed: Seeder, stor
 @pytest.mark.slow
 def test_a_grace_period_lets_a_running_array_finish(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     """Its parent is PENDING, but it runs: not drained with the queued jobs before the grace period."""
-    _world(seed)
+    work_queue(seed)
     array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})
     queued = _job(seed, "queued", "RUNNABLE")
 
@@ -537,7 +532,7 @@ def test_a_continued_drain_stops_nothing_when_a_dependent_is_on_a_queue_it_may_n
     seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path, next_run: str
 ) -> None:
     configure(workdir, "workers: 1\nlease-ttl: 2")
-    _world(seed)
+    work_queue(seed)
     seed.queue("elsewhere")
     jobs = [_job(seed, f"j{i}") for i in range(3)]
     _drain_killed_at_second_terminate(aws, store)
@@ -555,7 +550,7 @@ def test_a_continued_drain_records_and_stops_the_dependents_of_what_it_stops(
     seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path
 ) -> None:
     configure(workdir, "workers: 1")
-    _world(seed)
+    work_queue(seed)
     seed.queue("next")
     jobs = [_job(seed, f"j{i}") for i in range(2)]
     _drain_killed_at_second_terminate(aws, store, "work", "next")
@@ -575,22 +570,10 @@ def test_a_continued_drain_records_and_stops_the_dependents_of_what_it_stops(
 @pytest.mark.slow
 def test_a_lost_reply_on_a_renamed_queue_is_found_there(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
     configure(workdir, "lookup-window: 2")
-    _world(seed)
+    work_queue(seed)
     jobs = [_job(seed, f"j{i}") for i in range(2)]
-    plan = workdir / "plan.json"
-    change = {"actions": ["delete", "create"], "before": {"name": "work"}, "after": {"name": "work-v2"}}
-    plan.write_text(
-        json.dumps(
-            {
-                "format_version": "1.2",
-                "resource_changes": [{"address": "aws_batch_job_queue.q", "type": "aws_batch_job_queue", "change": change}],
-            }
-        )
-    )
-    assert _drain(run, store, "--plan", str(plan)).code == 0
-    seed.queue("work-v2")  # the apply: the queue replaced under its new name
-    seed.batch.update_job_queue(jobQueue="work", state="DISABLED")
-    seed.batch.delete_job_queue(jobQueue="work")
+    assert _drain(run, store, "--plan", str(rename_plan(workdir))).code == 0
+    apply_rename(seed)  # the apply: the queue replaced under its new name
     submitted = aws.calls["batch:SubmitJob"]
     aws.fault = lambda action, n: "lost-reply" if action == "batch:SubmitJob" and n == submitted + 1 else None
     restored = _restore(run, store)
@@ -607,7 +590,7 @@ def test_a_lost_reply_on_a_renamed_queue_is_found_there(seed: Seeder, store: str
 def test_a_dependent_on_one_child_of_an_array_comes_back_on_that_child_of_the_replacement(
     seed: Seeder, store: str, run, aws: SimulatedAWS
 ) -> None:
-    _world(seed)
+    work_queue(seed)
     array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 3})
     dependent = _job(seed, "dependent", "PENDING", after=f"{array}:1")
     drained = _drain(run, store)
@@ -622,7 +605,7 @@ def test_a_dependent_on_one_child_of_an_array_comes_back_on_that_child_of_the_re
 def test_a_dependent_on_one_child_on_a_queue_jobguard_may_not_touch_stops_the_drain(
     seed: Seeder, store: str, run, aws: SimulatedAWS
 ) -> None:
-    _world(seed)
+    work_queue(seed)
     seed.queue("elsewhere")
     array = seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})
     outsider = _job(seed, "outsider", "PENDING", queue="elsewhere", after=f"{array}:1")
@@ -641,7 +624,7 @@ def test_a_dependent_submitted_during_the_grace_period_on_a_job_already_stopped_
     """b (PENDING on a) is stopped in the queued pass; during the grace period c is submitted on
     another configured queue, PENDING on b. No pass lists that queue (the plan puts only `work`
     at risk), and b is recorded already: c must still be found, or Batch fails it with b."""
-    _world(seed)
+    work_queue(seed)
     seed.queue("next")
     a = _job(seed, "a")
     b = _job(seed, "b", "PENDING", after=a)
@@ -668,7 +651,7 @@ def test_a_dependent_submitted_during_the_grace_period_on_a_job_already_stopped_
 @pytest.mark.slow
 def test_jobs_a_queued_pass_leaves_for_later_are_not_new_again(seed: Seeder, store: str, run, aws: SimulatedAWS, workdir: Path) -> None:
     configure(workdir, "policies:\n  - job-name: 'publish-*'\n    action: wait\n")
-    _world(seed)
+    work_queue(seed)
     _job(seed, "publish-1", "RUNNABLE")  # under policy wait
     seed.job(jobName="sweep", jobQueue="work", jobDefinition="proc", arrayProperties={"size": 2})  # running
     drained = _drain(run, store, "--grace", "1s")

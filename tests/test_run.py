@@ -3,7 +3,6 @@ written in Python against the simulated AWS), the watcher, restore; exit codes, 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import yaml
 
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import configure, overlapping, records, replacements_of, run_process
+from .conftest import configure, overlapping, records, rename_plan, replacements_of, run_process
 
 DEFINITION = {
     "image": "busybox",
@@ -235,10 +234,7 @@ def test_a_renamed_queue_left_open_brings_its_late_job_back_once_on_the_new_name
 ) -> None:
     drained = _world(seed)
     monkeypatch.setenv("DELETION_SECONDS", "1.5")
-    plan = workdir / "plan.json"
-    change = {"actions": ["delete", "create"], "before": {"name": "work"}, "after": {"name": "work-v2"}}
-    resource = {"address": "aws_batch_job_queue.q", "type": "aws_batch_job_queue", "change": change}
-    plan.write_text(json.dumps({"format_version": "1.2", "resource_changes": [resource]}))
+    plan = rename_plan(workdir)
     store = f"file://{workdir}/manifests"
     result = run(
         "run", "--store", store, "--queue", "work", "--plan", str(plan), "--no-freeze", "--deploy-id", "d1",

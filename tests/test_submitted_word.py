@@ -6,24 +6,16 @@ the replacements run unrecorded into the next apply. ListJobs lags 1 s here (loo
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.lease import Leases, lease_scope
-from jobguard.adapters.stores import open_store
 from jobguard.sim import Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT, REGION
 
-from .conftest import configure, exactly_once, job_of, records, replacements_of
-
-
-@pytest.fixture
-def lagging(aws: SimulatedAWS) -> None:
-    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=1.0)
+from .conftest import drained_then_restored, exactly_once, job_of, one_job, records, replacements_of, store_at
 
 
 @pytest.mark.usefixtures("lagging")
@@ -33,10 +25,8 @@ def test_a_replacement_a_restore_just_made_is_drained_by_the_next_deploy(
 ) -> None:
     """The next deploy's drain starts as the restore ends. `alone`: nothing else on the queues, nothing is stopped;
     `beside-...`: a queued job on a second queue is stopped (cancelled at once), so the wait for stops ends at once."""
-    seed.queue("work")
+    job = one_job(seed)
     seed.queue("later")
-    seed.definition("proc")
-    job = job_of(seed, "job")
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     queued = [job_of(seed, "queued", "RUNNABLE", queue="later")] if beside else []
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
@@ -57,11 +47,7 @@ def test_a_replacement_a_restore_just_made_is_drained_by_the_next_deploy(
 @pytest.mark.slow
 def test_a_drain_long_after_the_last_restore_does_not_wait(seed: Seeder, store: str, run: Any, aws: SimulatedAWS) -> None:
     """The word is old (the store's clock moved on past lookup-window): no look, no wait."""
-    seed.queue("work")
-    seed.definition("proc")
-    job_of(seed, "job")
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    drained_then_restored(seed, store, run)
     time.sleep(1.5 + 1.0 + 1.5)  # lookup-window, the slack, and the two runs' estimates of the store's clock (whole seconds)
     started = time.monotonic()
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2")
@@ -72,12 +58,7 @@ def test_a_drain_long_after_the_last_restore_does_not_wait(seed: Seeder, store: 
 
 @pytest.mark.usefixtures("lagging")
 def test_a_restore_that_submitted_nothing_leaves_no_word(seed: Seeder, store: str, run: Any) -> None:
-    seed.queue("work")
-    seed.definition("proc")
-    job_of(seed, "job")
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    configure(Path.cwd(), "max-resubmits: 0\n")  # restore submits nothing
-    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
+    drained_then_restored(seed, store, run, resubmit=False)
     drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "d2")
     assert drained.code == 0, drained.err
     assert "looking again in" not in drained.out, drained.out
@@ -88,9 +69,7 @@ def test_word_that_cannot_be_written_is_told_and_the_restore_still_succeeds(
 ) -> None:
     from jobguard.errors import StoreError
 
-    seed.queue("work")
-    seed.definition("proc")
-    job_of(seed, "job")
+    one_job(seed)
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     write = Leases._note_submissions
 
@@ -118,6 +97,7 @@ def test_word_that_cannot_be_written_is_told_and_the_restore_still_succeeds(
 PLANS = Path(__file__).parent / "plans"
 
 
+@pytest.mark.usefixtures("lagging")
 @pytest.mark.parametrize("where", ["science-queue", "legacy-queue"])
 def test_a_dependent_submitted_between_the_waiting_listing_and_the_stop_is_not_lost(
     seed: Seeder, store: str, run: Any, aws: SimulatedAWS, workdir: Path, monkeypatch: pytest.MonkeyPatch, where: str
@@ -127,9 +107,6 @@ def test_a_dependent_submitted_between_the_waiting_listing_and_the_stop_is_not_l
     still catch it (waiting: taken; failed with it: recorded as a late job), or, on a queue the deploy drains,
     restore's sweep. `legacy-queue` is configured but the plan leaves it alone: only the drain's looks cover it.
     ListJobs lags 1 s (Timing.realistic)."""
-    from dataclasses import replace
-
-    aws.batch.timing = replace(aws.batch.timing, list_lag_seconds=1.0)
     seed.definition("proc")
     for queue in ("science-queue", "legacy-queue"):
         seed.queue(queue)
@@ -164,12 +141,8 @@ def test_a_dependent_submitted_between_the_waiting_listing_and_the_stop_is_not_l
 def test_a_word_from_the_future_or_damaged_costs_a_window_at_most(seed: Seeder, store: str, run: Any, aws: SimulatedAWS, at: str) -> None:
     """A `submitted/` document with a time far ahead (a skewed clock, a hand edit) or no time at all: the drain
     waits lookup-window and a second at most, or not at all."""
-    seed.queue("work")
-    seed.definition("proc")
-    job_of(seed, "job")
-    assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
-    assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
-    target = open_store(store, Aws(AwsSettings()))
+    drained_then_restored(seed, store, run)
+    target = store_at(store)
     key = f"submitted/{lease_scope(ACCOUNT, REGION)}work"
     current = target.read(key)
     assert current is not None  # the restore's word, replaced
