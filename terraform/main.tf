@@ -357,6 +357,7 @@ data "aws_iam_policy_document" "jobguard" {
       # TransactWriteItems is authorised per contained operation: jobguard's transactions hold
       # (conditional) Puts only. It never updates an item in place, and never sends ConditionCheck.
       actions = [
+        "dynamodb:BatchGetItem",
         "dynamodb:DeleteItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",

@@ -332,9 +332,10 @@ def dynamodb_document(seed: Seeder, table: str, deploy_id: str) -> dict[str, Any
     """A manifest as one document, read item by item from the table."""
     dynamodb = seed.client("dynamodb")
     header = dynamodb.get_item(TableName=table, Key={"pk": {"S": "deploys"}, "sk": {"S": deploy_id}})["Item"]
-    items = dynamodb.query(
+    pages = dynamodb.get_paginator("query").paginate(
         TableName=table, KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": f"deploy#{deploy_id}"}}
-    )["Items"]
+    )
+    items = [item for page in pages for item in page["Items"]]  # a query answers at most 1 MB
     jobs = [json.loads(i["body"]["S"]) for i in sorted(items, key=lambda i: int(i["seq"]["N"]))]
     return {**json.loads(header["body"]["S"]), "jobs": jobs}
 

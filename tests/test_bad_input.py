@@ -960,6 +960,7 @@ def test_secrets_of_bad_notify_targets_are_not_echoed(w: World, run) -> None:
         ("dynamodb", "dynamodb:PutItem", "drain"),  # the lease put
         ("s3", "s3:GetObject", "restore"),
         ("dynamodb", "dynamodb:Query", "restore"),
+        ("dynamodb", "dynamodb:BatchGetItem", "restore"),
         ("dynamodb", "dynamodb:GetItem", "status"),
         ("s3", "kms:VerifyMac", "restore"),
         ("dynamodb", "kms:GenerateMac", "drain"),

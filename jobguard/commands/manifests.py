@@ -162,7 +162,7 @@ class Manifests:
                 found = found.settled()
                 manifest = replace(Manifest.from_document({**found.value, "jobs": []}, where), jobs=manifest.jobs)
             # A page edited in place keeps its old name: the next save writes every page, under the names of their records.
-            layout.stored = layout.digests == list(found.named)
+            layout.stored = found.named is None or layout.digests == list(found.named)
         layout.extend(list(manifest.jobs))
         self._check(manifest, deploy_id, where, layout)
         return found.version, manifest, layout
@@ -225,12 +225,17 @@ class Manifests:
             if manifest.deploy_id not in self._opened and manifest.has_work_left:
                 self._mark_open(manifest.deploy_id)
             manifest.updated_at = now()
+            read_back: set[str] = set()  # records of the pages written, held whole while the next step writes them too
             try:
-                for step in self._steps(manifest):
-                    self._write(manifest, step)
+                steps = self._steps(manifest)
+                for n, step in enumerate(steps):
+                    self._write(manifest, step, read_back)
+                    self._let_go(manifest, read_back, self._pages_of(manifest.deploy_id, steps[n + 1] if n + 1 < len(steps) else []))
             except ConflictError:
                 self._merge(manifest)
                 continue
+            finally:
+                self._let_go(manifest, read_back, set())
             manifest.released_queues.clear()
             manifest.window_changed = False
             if not manifest.has_work_left:
@@ -255,10 +260,12 @@ class Manifests:
             return [changed]
         return [changed[start : start + limit] for start in range(0, len(changed), limit)]
 
-    def _write(self, manifest: Manifest, ids: list[str]) -> None:
+    def _write(self, manifest: Manifest, ids: list[str], read_back: set[str]) -> None:
         """One conditional write of a whole, signed manifest: the committed records with the changes of `ids` applied.
 
-        Only the pages holding a record of `step` are hashed and handed to the store with their records.
+        Only the pages holding a record of `step` are hashed and handed to the store with their records. Under
+        elision, the records of those pages are left whole, named in `read_back` (`_let_go` lets their submissions
+        go): a store that takes a page's changes in several steps (DynamoDB) reads the page back once, not every step.
         """
         deploy_id = manifest.deploy_id
         committed, layout = self.committed.setdefault(deploy_id, {}), self.layouts.setdefault(deploy_id, Layout(PAGE_RECORDS))
@@ -279,6 +286,10 @@ class Manifests:
             ids = order[index * size : (index + 1) * size]
             held = [manifest.jobs[i] if i in step else committed[i] for i in ids]
             held = self.whole(manifest, held)  # the page as stored gives back the submissions held elided
+            if layout.elided:
+                unchanged = [r for r in held if r.job_id not in step]
+                committed.update((r.job_id, r) for r in unchanged)
+                read_back.update(r.job_id for r in unchanged)
             records = [_plain(r) for r in held]
             pages.append(Page(index, page_digest(records), tuple(records), frozenset(step.intersection(ids))))
         head: dict[str, Any] = {**_header(manifest), "page_records": size}
@@ -293,12 +304,29 @@ class Manifests:
         committed.update({i: manifest.jobs[i] for i in step})
         layout.extend(added)
         layout.digests, layout.stored = [p.digest for p in pages], True
-        if layout.elided:  # their submissions are in the pages just written: let them go
-            for job_id in step:
-                manifest.jobs[job_id] = committed[job_id] = elision.elide(manifest.jobs[job_id])
+        if layout.elided:  # their submissions are in the pages just written: let go of by `_let_go`
+            read_back.update(step)
         for job_id in step:
             manifest.changed.pop(job_id, None)
         manifest.signature = signature
+
+    def _pages_of(self, deploy_id: str, ids: list[str]) -> set[int]:
+        """The pages a step of `ids` writes: theirs, and the last (where records not yet placed go)."""
+        layout = self.layouts[deploy_id]
+        pages = {layout.position[i] // layout.size for i in ids if i in layout.position}
+        return pages | {len(layout.order) // layout.size} if len(pages) < len(ids) else pages
+
+    def _let_go(self, manifest: Manifest, read_back: set[str], keep: set[int]) -> None:
+        """The submissions of the records `read_back` names, let go but on the pages `keep` (the next step's)."""
+        committed, layout = self.committed.get(manifest.deploy_id, {}), self.layouts.get(manifest.deploy_id)
+        for job_id in list(read_back):
+            if layout is not None and layout.position.get(job_id, -1) // layout.size in keep:
+                continue
+            read_back.discard(job_id)
+            if job_id in committed:
+                committed[job_id] = elision.elide(committed[job_id])
+            if job_id in manifest.jobs and job_id not in manifest.changed:
+                manifest.jobs[job_id] = committed.get(job_id) or elision.elide(manifest.jobs[job_id])
 
     def whole(self, manifest: Manifest, records: list[JobRecord]) -> list[JobRecord]:
         """`records` with their submissions, those held elided read back from their pages (checked against the
@@ -327,8 +355,9 @@ class Manifests:
 
         Its name is its digest, which the signature covers: records that no longer hash to it were changed since.
         """
-        digest, where = self.layouts[manifest.deploy_id].digests[index], self.store.uri(manifest.deploy_id)
-        records = self.store.page(manifest.deploy_id, index, digest)
+        layout, where = self.layouts[manifest.deploy_id], self.store.uri(manifest.deploy_id)
+        digest, ids = layout.digests[index], layout.order[index * layout.size : (index + 1) * layout.size]
+        records = self.store.page(manifest.deploy_id, index, digest, ids)
         if records is None:
             return None
         if page_digest(records) != digest:

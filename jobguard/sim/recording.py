@@ -110,6 +110,8 @@ def _dynamodb(action: str, raw: bytes, account: str, region: str) -> list[Call]:
             for kind, spec in item.items()
             if kind in names
         ]
+    if action == "dynamodb:BatchGetItem":  # authorised per table read
+        return [Call(action, table(str(name))) for name in body.get("RequestItems", {})]
     return [Call(action, table(str(body.get("TableName", ""))))]
 
 

@@ -41,6 +41,8 @@ FaultRule = Callable[[str, int], Fault | None]  # (action, how many calls of it 
 AfterHook = Callable[[str, int], None]  # (action, how many calls of it so far), after the answer is sent
 # An EventBridge PutEvents entry -> (ErrorCode, ErrorMessage) to refuse it alone, as a partly failed batch does; None accepts it.
 EventRule = Callable[[Json], tuple[str, str] | None]
+# A DynamoDB BatchGetItem key -> True to leave it unprocessed, as DynamoDB does when a table's read capacity is exceeded.
+KeyRule = Callable[[Json], bool]
 
 _MODEL_PATHS = {
     "/v1/submitjob": "submit_job",
@@ -116,6 +118,7 @@ class SimulatedAWS:
         self.fault: FaultRule | None = None
         self.after: AfterHook | None = None
         self.refuse_event: EventRule | None = None
+        self.unprocessed: KeyRule | None = None
         self.bulk_stop = True  # False: TerminateJobs / CancelJobs unknown, as in moto
         self.refuse_stop: StopRule | None = None  # a per-job error in a TerminateJobs / CancelJobs answer
         self.limits: dict[str, RateLimit] = {}
@@ -281,6 +284,8 @@ class SimulatedAWS:
                 return self._delete_job_queue(environ, start_response, raw)
         if self.refuse_event is not None and environ.get("HTTP_X_AMZ_TARGET", "").endswith(".PutEvents"):
             return self._put_events(environ, start_response, raw, self.refuse_event)
+        if self.unprocessed is not None and environ.get("HTTP_X_AMZ_TARGET", "").endswith(".BatchGetItem"):
+            return self._batch_get_item(environ, start_response, raw, self.unprocessed)
         return self._moto(environ, start_response)
 
     def _compute_environment(self, environ: Json, start_response: Any, action: str, raw: bytes) -> Any:
@@ -291,21 +296,10 @@ class SimulatedAWS:
             return self._moto(environ, start_response)
         if action == "CreateComputeEnvironment":
             body = self.batch.compute_environment_request(body)
-        forwarded = json.dumps(body).encode()
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-            captured.update(status=status, headers=headers)
-
-        answer = b"".join(self._moto({**environ, "wsgi.input": io.BytesIO(forwarded), "CONTENT_LENGTH": str(len(forwarded))}, capture))
-        status = str(captured.get("status", "500 Error"))
+        status, headers, answer = self._forward(environ, body)
         if status.startswith("200"):
             return _json(start_response, 200, self.batch.compute_environment_answer(action, body, json.loads(answer or b"{}")))
-        start_response(
-            status,
-            [(k, v) for k, v in captured.get("headers", []) if k.lower() != "content-length"] + [("Content-Length", str(len(answer)))],
-        )
-        return [answer]
+        return _passed_on(start_response, status, headers, answer)
 
     def _delete_job_queue(self, environ: Json, start_response: Any, raw: bytes) -> Any:
         """DeleteJobQueue as Batch does it: only a DISABLED queue, and its jobs end (`BatchModel.queue_deleted`)."""
@@ -335,23 +329,42 @@ class SimulatedAWS:
         accepted = [entry for entry, refusal in zip(entries, refusals, strict=True) if refusal is None]
         results: list[Json] = []
         if accepted:
-            body = json.dumps({**json.loads(raw), "Entries": accepted}).encode()
-            forwarded = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
-            captured: dict[str, str] = {}
-
-            def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-                captured["status"] = status
-
-            answer = b"".join(self._moto(forwarded, capture))
-            if not captured.get("status", "").startswith("200"):
-                start_response(
-                    captured.get("status", "500 Error"), [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))]
-                )
-                return [answer]
+            status, headers, answer = self._forward(environ, {**json.loads(raw), "Entries": accepted})
+            if not status.startswith("200"):
+                return _passed_on(start_response, status, headers, answer)
             results = json.loads(answer).get("Entries", [])
         merged = iter(results)
         answered = [next(merged) if refusal is None else {"ErrorCode": refusal[0], "ErrorMessage": refusal[1]} for refusal in refusals]
         return _json(start_response, 200, {"FailedEntryCount": sum("ErrorCode" in e for e in answered), "Entries": answered})
+
+    def _batch_get_item(self, environ: Json, start_response: Any, raw: bytes, unprocessed: KeyRule) -> Any:
+        """BatchGetItem with the keys `unprocessed` picks left out of the read and answered in UnprocessedKeys."""
+        request = json.loads(raw or b"{}")
+        left: Json = {}
+        for table, spec in request.get("RequestItems", {}).items():
+            keys = spec.get("Keys", [])
+            spec["Keys"] = [k for k in keys if not unprocessed(k)]
+            if len(spec["Keys"]) < len(keys):
+                left[table] = {**spec, "Keys": [k for k in keys if unprocessed(k)]}
+        request["RequestItems"] = {t: s for t, s in request.get("RequestItems", {}).items() if s["Keys"]}
+        answer: Json = {"Responses": {}}
+        if request["RequestItems"]:
+            status, headers, body = self._forward(environ, request)
+            if not status.startswith("200"):
+                return _passed_on(start_response, status, headers, body)
+            answer = json.loads(body)
+        return _json(start_response, 200, {**answer, "UnprocessedKeys": left})
+
+    def _forward(self, environ: Json, request: Json) -> tuple[str, list[tuple[str, str]], bytes]:
+        """`request` (a JSON body) sent on to moto in place of the one received: its status, headers and body."""
+        body = json.dumps(request).encode()
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured.update(status=status, headers=headers)
+
+        answer = b"".join(self._moto({**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}, capture))
+        return str(captured.get("status", "500 Error")), list(captured.get("headers", [])), answer
 
     def _tags(self, environ: Json, arn: str, raw: bytes) -> Json:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -447,6 +460,12 @@ def _cut(environ: Json) -> None:
     if connection is not None:
         with suppress(OSError):
             connection.shutdown(socket.SHUT_RDWR)
+
+
+def _passed_on(start_response: Any, status: str, headers: list[tuple[str, str]], body: bytes) -> list[bytes]:
+    """moto's own answer (an error), as it gave it."""
+    start_response(status, [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _json(start_response: Any, status: int, body: Json) -> list[bytes]:

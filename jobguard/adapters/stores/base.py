@@ -38,7 +38,8 @@ class Versioned:
     pages: Callable[[], Iterator[list[Any]]] | None = None
     # The digests the head names its pages by, in order: a page whose records no longer hash to its name (edited, then
     # accepted unsigned) is rewritten under its own name by the next save, never named by a digest no page is stored under.
-    named: tuple[str, ...] = ()
+    # None: the store keeps each record apart, not in pages named by their digests (DynamoDB): a page is what it holds.
+    named: tuple[str, ...] | None = None
     # After `pages` is read through: the head (header, version, `named`) those pages belong to. A save during the read
     # moves it on when every page read before it is still named by the new head.
     settled: Callable[[], Versioned] | None = None
@@ -74,10 +75,11 @@ class Store(Protocol):
     def version(self, deploy_id: str) -> str | None:
         """The version `load` would give now (None: no manifest), read without reading the records."""
 
-    def page(self, deploy_id: str, index: int, digest: str) -> list[Any] | None:
+    def page(self, deploy_id: str, index: int, digest: str, ids: Sequence[str]) -> list[Any] | None:
         """The records of page `index` as a save stored it under `digest` (not yet checked against it), or None
-        when the store no longer holds that page. Only stores whose `load` hands out pages (`Versioned.pages`)
-        keep them: for the others, None."""
+        when the store no longer holds that page. `ids`: the job ids the page holds, in order (a store keeping
+        records apart reads them by id). Only stores whose `load` hands out pages (`Versioned.pages`) keep
+        them: for the others, None."""
 
     def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         """Write a manifest if its stored version is still `version` (None: it must not exist yet).

@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...domain.documents import parse_json
+from ...domain.pages import page_digest
 from ...errors import ConflictError, ManifestError, StoreError
 from ..aws import Aws, translate
 from ..retry import error_code, error_message
 from .base import Page, Versioned, split_key
+from .paged import READ_AHEAD
 
 TRANSACTION_ITEMS = 100
+BATCH_KEYS = 100  # BatchGetItem reads at most 100 items a call
 READ_ATTEMPTS = 8
 RETENTION_SECONDS = 90 * 24 * 3600
 HEADER_PK = "deploys"
@@ -48,6 +53,7 @@ class DynamoDBStore:
 
     def __init__(self, aws: Aws, table: str) -> None:
         self.aws, self.table = aws, table
+        self._versions: dict[str, str] = {}  # deploy id -> the version last read or written
 
     def location(self) -> str:
         return f"dynamodb://{self.table}"
@@ -56,8 +62,11 @@ class DynamoDBStore:
         return f"dynamodb://{self.table}/{deploy_id}"
 
     def _call(self, action: str, what: str, **request: Any) -> dict[str, Any]:
+        return self._attempt(action, what, lambda: self.aws.send("dynamodb", action, **request))
+
+    def _attempt(self, action: str, what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         try:
-            return self.aws.attempts("dynamodb", action, lambda: self.aws.send("dynamodb", action, **request))
+            return self.aws.attempts("dynamodb", action, fn)
         except ClientError as exc:
             if error_code(exc) in CONFLICT:
                 raise ConflictError(f"{what}: changed by another process since it was read") from None
@@ -72,24 +81,105 @@ class DynamoDBStore:
 
     # -- manifests -------------------------------------------------------------------------
     def load(self, deploy_id: str) -> Versioned | None:
-        """The header, then the job items, then the header's version again: a save that landed in between
-        (another run writing the same manifest) would pair one version's header with another's records."""
+        """The header, the order of the job items (their keys and places only), then the records page by page
+        from `Versioned.pages`, read as they are asked for: a manifest of 100 000 records is never held whole.
+        Once the pages are read, the header's version is read again (`Versioned.settled`): a save that landed
+        in between (another run writing the same manifest) raises ConflictError and the caller reads again.
+
+        A header without `page_records` was saved before pages (its signature covers the whole document):
+        its records are handed out whole, as `jobs`."""
         where = self.uri(deploy_id)
         for _ in range(READ_ATTEMPTS):
-            item = self._header(deploy_id, where)
-            if item is None:
-                return None
-            header = _body(item, where)
-            if not isinstance(header, dict):
-                raise ManifestError(f"{where}: damaged manifest header, not a JSON object")
-            records = []
-            for job in self._query(_job_pk(deploy_id), f"cannot read {where}"):
-                records.append((_number(job, "seq"), _body(job, f"{where}: {job.get('sk', {}).get('S', '?')}")))
-            again = self._header(deploy_id, where, projection="version")
-            if again is not None and _version(again) == _version(item):
-                document = {**header, "jobs": [r for _, r in sorted(records, key=lambda pair: pair[0])]}
-                return Versioned(document, _version(item))
+            with suppress(ConflictError):  # a save landed between the header and the records: read again
+                return self._load(deploy_id, where)
         raise StoreError(f"{where}: other writers kept changing the manifest while it was read; gave up after {READ_ATTEMPTS} tries")
+
+    def _load(self, deploy_id: str, where: str) -> Versioned | None:
+        item = self._header(deploy_id, where)
+        if item is None:
+            return None
+        header, version = _body(item, where), _version(item)
+        self._versions[deploy_id] = version
+        if not isinstance(header, dict):
+            raise ManifestError(f"{where}: damaged manifest header, not a JSON object")
+        order = self._order(deploy_id, where)
+        size = header.get("page_records")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            jobs = [r for records in self._read_pages(deploy_id, version, [order], where) for r in records]
+            self._settled(deploy_id, version, where)
+            return Versioned({**header, "jobs": jobs}, version)
+        chunks = [order[start : start + size] for start in range(0, len(order), size)]
+        found = Versioned(header, version)
+
+        def settled() -> Versioned:
+            self._settled(deploy_id, version, where)
+            return found
+
+        return replace(found, pages=lambda: self._read_pages(deploy_id, version, chunks, where), settled=settled)
+
+    def page(self, deploy_id: str, index: int, digest: str, ids: Sequence[str]) -> list[Any] | None:
+        """The items of `ids`, in their order. None when one is gone or they no longer hash to `digest` and the
+        manifest was saved since this store last read or wrote it (a save changed them: the caller reads it again);
+        records changed with no save (an edit of the table) are handed out for the caller to refuse."""
+        where = f"{self.uri(deploy_id)} page {index}"
+        items = self._items(deploy_id, list(ids), f"cannot read {where}")
+        records = [_body(items[job_id], f"{where}: job {job_id}") for job_id in ids if job_id in items]
+        if len(records) == len(ids) and page_digest(records) == digest:
+            return records
+        saved = self.version(deploy_id) != self._versions.get(deploy_id)
+        return None if saved or len(records) < len(ids) else records
+
+    def _order(self, deploy_id: str, where: str) -> list[str]:
+        """The job ids of a manifest in their places (`seq`), read without their records."""
+        items = self._query(_job_pk(deploy_id), f"cannot read {where}", projection="sk, seq")
+        return [sk.removeprefix("job#") for _, sk in sorted((_number(i, "seq"), i["sk"]["S"]) for i in items)]
+
+    def _read_pages(self, deploy_id: str, version: str, chunks: list[list[str]], where: str) -> Iterator[list[Any]]:
+        """The records of each chunk of ids, `paged.READ_AHEAD` chunks read at once; a record gone since the ids
+        were read is a save in between (ConflictError) unless the header's version is still the one read."""
+        for start in range(0, len(chunks), READ_AHEAD):
+            batch = chunks[start : start + READ_AHEAD]
+            read = self.aws.parallel(lambda ids: self._items(deploy_id, ids, f"cannot read {where}"), batch)
+            for ids, items in zip(batch, read, strict=True):
+                missing = [i for i in ids if i not in items]
+                if missing:
+                    self._settled(deploy_id, version, where)
+                    raise ManifestError(f"{where}: job {missing[0]} is listed but its record is gone: dropped from the table?")
+                yield [_body(items[i], f"{where}: job {i}") for i in ids]
+
+    def _items(self, deploy_id: str, ids: list[str], what: str) -> dict[str, dict[str, Any]]:
+        """The job items of `ids` by job id (those not stored are absent), `BATCH_KEYS` a BatchGetItem, in parallel."""
+        keys = [[_key(_job_pk(deploy_id), f"job#{i}") for i in ids[start : start + BATCH_KEYS]] for start in range(0, len(ids), BATCH_KEYS)]
+        found: dict[str, dict[str, Any]] = {}
+        for items in self.aws.parallel(lambda batch: self._batch_get(batch, what), keys):
+            found.update((item["sk"]["S"].removeprefix("job#"), item) for item in items)
+        return found
+
+    def _batch_get(self, keys: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
+        """One BatchGetItem of at most `BATCH_KEYS` keys, its unprocessed keys asked again under the retry policy."""
+        items: list[dict[str, Any]] = []
+        left = keys
+
+        def attempt() -> dict[str, Any]:
+            nonlocal left
+            answer = self.aws.send("dynamodb", "batch_get_item", RequestItems={self.table: {"Keys": left, "ConsistentRead": True}})
+            items.extend(answer.get("Responses", {}).get(self.table, []))
+            left = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+            if left:
+                # DynamoDB leaves keys unprocessed when the table's read capacity is exceeded, and asks the caller to
+                # back off exponentially: retried as the throttling it is.
+                message = f"{len(left)} of {len(keys)} keys left unprocessed"
+                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": message}}, "BatchGetItem")
+            return answer
+
+        self._attempt("batch_get_item", what, attempt)
+        return items
+
+    def _settled(self, deploy_id: str, version: str, where: str) -> None:
+        """ConflictError when the manifest's version is no longer `version`: a save landed while it was read."""
+        again = self._header(deploy_id, where, projection="version")
+        if again is None or _version(again) != version:
+            raise ConflictError(f"{where}: replaced by another run while it was read")
 
     def _header(self, deploy_id: str, where: str, projection: str | None = None) -> dict[str, Any] | None:
         request: dict[str, Any] = {"TableName": self.table, "Key": _key(HEADER_PK, deploy_id), "ConsistentRead": True}
@@ -101,10 +191,6 @@ class DynamoDBStore:
     def version(self, deploy_id: str) -> str | None:
         item = self._header(deploy_id, self.uri(deploy_id), projection="version")
         return None if item is None else _version(item)
-
-    def page(self, deploy_id: str, index: int, digest: str) -> list[Any] | None:
-        """Records are items of their own, never read back as pages (`load` hands out none): restore holds them whole."""
-        return None
 
     def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         where = self.uri(deploy_id)
@@ -137,12 +223,13 @@ class DynamoDBStore:
             }
             items.append({"Put": {"TableName": self.table, "Item": item}})
         self._call("transact_write_items", f"cannot write {where}", TransactItems=items)
+        self._versions[deploy_id] = str(current + 1)
         return str(current + 1)
 
     def deploy_ids(self) -> list[str]:
         return sorted(item["sk"]["S"] for item in self._query(HEADER_PK, f"cannot list {self.location()}"))
 
-    def _query(self, pk: str, what: str) -> list[dict[str, Any]]:
+    def _query(self, pk: str, what: str, projection: str | None = None) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         request: dict[str, Any] = {
             "TableName": self.table,
@@ -150,6 +237,8 @@ class DynamoDBStore:
             "ExpressionAttributeValues": {":pk": {"S": pk}},
             "ConsistentRead": True,
         }
+        if projection:
+            request["ProjectionExpression"] = projection
         while True:
             page = self._call("query", what, **request)
             items += page.get("Items", [])

@@ -55,7 +55,7 @@ class FileStore:
 
         return paged.load(deploy_id, str(path), head, self._pages_of)
 
-    def page(self, deploy_id: str, index: int, digest: str) -> list[Any] | None:
+    def page(self, deploy_id: str, index: int, digest: str, ids: Sequence[str]) -> list[Any] | None:
         return paged.page(deploy_id, index, digest, str(self.folder / f"{deploy_id}{SUFFIX}"), self._pages_of)
 
     def _pages_of(self, keys: list[str]) -> list[bytes | None]:

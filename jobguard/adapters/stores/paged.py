@@ -73,8 +73,8 @@ def load(
 
     def pages() -> Iterator[list[Any]]:
         index = 0
-        while index < len(settled[-1].named):
-            keys = [page_key(deploy_id, i, d) for i, d in enumerate(settled[-1].named)]
+        while index < len(_digests(settled[-1])):
+            keys = [page_key(deploy_id, i, d) for i, d in enumerate(_digests(settled[-1]))]
             for index, body in enumerate(read(keys[index : index + READ_AHEAD]), start=index):  # noqa: B020
                 if body is None:
                     if len(settled) > FOLLOWS:  # saves faster than the pages can be read: the caller reads again, a bounded number of times
@@ -120,9 +120,13 @@ def _followed(read: Versioned, again: Versioned | None, keys: list[str], index: 
     if again is None or not isinstance(head, dict) or KIND not in head:
         raise ConflictError(f"{where}: replaced by another run while it was read")
     followed = _paged(head, again.version, where)
-    if followed.value.get("page_records") != read.value.get("page_records") or followed.named[:index] != read.named[:index]:
+    if followed.value.get("page_records") != read.value.get("page_records") or _digests(followed)[:index] != _digests(read)[:index]:
         raise ConflictError(f"{where}: replaced by another run while it was read")
     return followed
+
+
+def _digests(head: Versioned) -> tuple[str, ...]:
+    return head.named or ()
 
 
 def _records(page: Any, deploy_id: str, index: int, where: str) -> list[Any]:

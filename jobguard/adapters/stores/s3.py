@@ -61,7 +61,7 @@ class S3Store:
 
         return paged.load(deploy_id, self.uri(deploy_id), head, self._pages_of)
 
-    def page(self, deploy_id: str, index: int, digest: str) -> list[Any] | None:
+    def page(self, deploy_id: str, index: int, digest: str, ids: Sequence[str]) -> list[Any] | None:
         return paged.page(deploy_id, index, digest, self.uri(deploy_id), self._pages_of)
 
     def version(self, deploy_id: str) -> str | None:
