@@ -138,6 +138,10 @@ class SimulatedAWS:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import WSGIRequestHandler, make_server
 
+        from . import dynamodb
+
+        dynamodb.install()  # a transaction's rollback copy costs what it touches, not the whole table
+
         class QuietHandler(WSGIRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 pass
