@@ -8,6 +8,10 @@
                                                            submissions do (`submitting`, then `resubmitted`), without
                                                            Batch: the manifest's share of restore's peak RSS; --whole
                                                            holds every record with its submission (as before elision)
+  ... [--table NAME]                                       the manifest in a DynamoDB table (created by `write`) at
+                                                           AWS_ENDPOINT_URL (a `python -m jobguard.sim` of its own,
+                                                           so that the table's memory is not counted), not FOLDER's
+                                                           store; FOLDER still holds the signing key
 
 The records are shaped as `bench.run` leaves them after a real drain (a job seeded as its `_seed` does,
 drained and seen to end; the record below was copied from such a run), with ids, names, inputs and
@@ -21,11 +25,17 @@ import gc
 import time
 import tracemalloc
 import uuid
+from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import boto3
+
+from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.signing import FileSigner
+from jobguard.adapters.stores import Store
+from jobguard.adapters.stores.dynamodb import DynamoDBStore
 from jobguard.adapters.stores.file import FileStore
 from jobguard.commands.manifests import Manifests
 from jobguard.domain.manifest import RESTORE, RESUBMITTED, SUBMITTING, JobRecord
@@ -75,14 +85,29 @@ def record(index: int, variables: int = 1) -> JobRecord:
     )
 
 
-def _manifests(folder: Path) -> Manifests:
+def _manifests(folder: Path, table: str | None = None) -> Manifests:
     signer = FileSigner(folder / "signing.key", create=True)
-    return Manifests(FileStore(folder / "manifests"), signer, ACCOUNT, REGION, Reporter())
+    store: Store = FileStore(folder / "manifests") if table is None else DynamoDBStore(Aws(AwsSettings()), table)
+    return Manifests(store, signer, ACCOUNT, REGION, Reporter())
 
 
-def write(folder: Path, jobs: int, variables: int = 1) -> None:
+def _create_table(name: str) -> None:
+    """The table as the Terraform module creates it (pk/sk strings), unless it exists."""
+    dynamodb = boto3.client("dynamodb")
+    with suppress(dynamodb.exceptions.ResourceInUseException):
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+
+def write(folder: Path, jobs: int, variables: int = 1, table: str | None = None) -> None:
     """A signed, paged manifest of `jobs` records, saved as drain saves it (one page of records at a time)."""
-    manifests = _manifests(folder)
+    if table is not None:
+        _create_table(table)
+    manifests = _manifests(folder, table)
     manifest = manifests.new(DEPLOY, {})
     manifest.queues = ["bench"]
     for start in range(0, jobs, 500):
@@ -91,13 +116,13 @@ def write(folder: Path, jobs: int, variables: int = 1) -> None:
     print(f"wrote {jobs} records to {manifests.store.uri(DEPLOY)}")
 
 
-def load(folder: Path, trace: int) -> None:
+def load(folder: Path, trace: int, table: str | None = None) -> None:
     """Read the manifest as restore reads it, and say what it cost."""
     if trace:
         tracemalloc.start(1)
     before = _peak_kb()
     started = time.monotonic()
-    manifests = _manifests(folder)
+    manifests = _manifests(folder, table)
     manifests.elide = True  # as restore reads: records held without their submissions
     chosen = manifests.load(DEPLOY)  # restore: the candidates
     fresh = manifests.load(DEPLOY)  # restore: read again under the leases
@@ -116,12 +141,12 @@ def load(folder: Path, trace: int) -> None:
     _ = chosen, fresh
 
 
-def restore(folder: Path, whole: bool) -> None:
+def restore(folder: Path, whole: bool, table: str | None = None) -> None:
     """Read the manifest as restore does, then move every record as restore's pages of submissions do: each page's
     submissions read back (`Manifests.whole`), marked `submitting` and saved, then `resubmitted` and saved."""
     before = _peak_kb()
     started = time.monotonic()
-    manifests = _manifests(folder)
+    manifests = _manifests(folder, table)
     manifests.elide = not whole
     manifest = manifests.load(DEPLOY)
     assert manifest is not None
@@ -148,14 +173,15 @@ def main(argv: list[str] | None = None) -> Any:
     parser.add_argument("--variables", type=int, default=1, help="write: environment variables per job's submission")
     parser.add_argument("--whole", action="store_true", help="restore: hold every record whole (as before elision)")
     parser.add_argument("--trace", type=int, default=0, help="show this many of tracemalloc's top allocators (slower)")
+    parser.add_argument("--table", help="the manifest in this DynamoDB table at AWS_ENDPOINT_URL, not in FOLDER")
     args = parser.parse_args(argv)
     args.folder.mkdir(parents=True, exist_ok=True)
     if args.what == "write":
-        write(args.folder, args.jobs, args.variables)
+        write(args.folder, args.jobs, args.variables, args.table)
     elif args.what == "restore":
-        restore(args.folder, args.whole)
+        restore(args.folder, args.whole, args.table)
     else:
-        load(args.folder, args.trace)
+        load(args.folder, args.trace, args.table)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from moto.dynamodb.models.table import Table
 
 from jobguard.sim import Seeder
 
@@ -41,9 +42,11 @@ def test_a_transaction_costs_what_it_touches_not_the_table(seed: Seeder) -> None
         dynamodb.batch_write_item(
             RequestItems={"t": [{"PutRequest": {"Item": _put(f"{start + k:05d}")["Put"]["Item"]}} for k in range(25)]}
         )
+    tracked = len(getattr(Table, "instances_tracked"))  # noqa: B009 (moto sets it on its models' classes at run time)
     small = _timed(dynamodb, "x", 1)
     large = _timed(dynamodb, "y", 99)
     assert large < 30 * small + 0.5, (small, large)  # a copy of the table per item: ~99 x (table copy)
+    assert len(getattr(Table, "instances_tracked")) == tracked  # noqa: B009  # no copy kept by moto until its next reset (gigabytes, once)
 
 
 def _timed(dynamodb: Any, prefix: str, items: int) -> float:
