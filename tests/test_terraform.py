@@ -539,7 +539,7 @@ def representative_calls(example: str, lifecycle: tf.Lifecycle) -> list[Call]:
     else:
         table = _state(lifecycle, "module.jobguard.aws_dynamodb_table.manifests")["arn"]
         store_key = _state(lifecycle, "aws_kms_key.store")["arn"]
-        for action in ("GetItem", "PutItem", "DeleteItem", "Query"):
+        for action in ("GetItem", "BatchGetItem", "PutItem", "DeleteItem", "Query"):
             calls.append(Call(f"dynamodb:{action}", table))
         # DynamoDB uses the table's customer managed key on jobguard's behalf.
         via = {"kms:ViaService": f"dynamodb.{REGION}.amazonaws.com"}
