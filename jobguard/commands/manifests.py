@@ -353,7 +353,8 @@ class Manifests:
     def _stored_page(self, manifest: Manifest, index: int) -> dict[str, JobRecord] | None:
         """Page `index` as last read or written (whole records), or None when the store no longer holds it.
 
-        Its name is its digest, which the signature covers: records that no longer hash to it were changed since.
+        Its name is its digest, which the signature covers: records that no longer hash to it were changed since,
+        by a save (the manifest's version moved on since this run read or wrote it: None, read again) or by hand.
         """
         layout, where = self.layouts[manifest.deploy_id], self.store.uri(manifest.deploy_id)
         digest, ids = layout.digests[index], layout.order[index * layout.size : (index + 1) * layout.size]
@@ -361,6 +362,8 @@ class Manifests:
         if records is None:
             return None
         if page_digest(records) != digest:
+            if self.store.version(manifest.deploy_id) != self.versions.get(manifest.deploy_id):
+                return None  # saved by another run since this one read or wrote the page: `whole` reads the manifest again
             raise SignatureError(
                 f"{where} page {index}: its records no longer hash to the digest the signature covers: changed after jobguard wrote it",
                 hint="compare it with its earlier versions in the store; restore acts on nothing it cannot verify",
