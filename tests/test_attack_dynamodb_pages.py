@@ -559,3 +559,34 @@ def test_batch_get_reading_one_key_a_call_still_restores(
     restored = _restore(run, store)
     assert restored.code == 0, restored.err
     _inputs_kept(aws, seed, jobs)
+
+
+@pytest.mark.slow
+@DYNAMODB
+@pytest.mark.usefixtures("small_pages")
+@pytest.mark.parametrize("attempt", range(2))
+def test_matrix_legs_restoring_at_once_over_small_shared_pages_send_each_job_once(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, attempt: int
+) -> None:
+    """Pages of 4: [leg-0 x4] [leg-0 x2, leg-1 x2] [leg-1 x4], two legs' restores at the same time, each saving in
+    steps of 3 (the shared page's records written and read back by both, over and over)."""
+    seed.definition("proc")
+    jobs = _jobs(seed, "leg-0", 6)
+    assert run("drain", "--store", store, "--queue", "leg-0", "--deploy-id", "d1").code == 0
+    jobs += _jobs(seed, "leg-1", 6)
+    assert run("drain", "--store", store, "--queue", "leg-1", "--deploy-id", "d1").code == 0
+    legs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RESTORE_IN_STEPS, "restore", "--store", store, "--queue", leg, "--deploy-id", "d1"],
+            env={**os.environ, **MATRIX},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for leg in ("leg-0", "leg-1")
+    ]
+    for process in legs:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    _inputs_kept(aws, seed, jobs)
+    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"resubmitted"}
