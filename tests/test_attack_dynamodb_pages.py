@@ -590,3 +590,37 @@ def test_matrix_legs_restoring_at_once_over_small_shared_pages_send_each_job_onc
         assert process.returncode == 0, err
     _inputs_kept(aws, seed, jobs)
     assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"resubmitted"}
+
+
+@DYNAMODB
+@pytest.mark.usefixtures("small_pages")
+def test_a_manifest_signed_whole_before_pages_is_read_in_batches_and_restored_once(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header without page_records, its signature over the whole document (WHOLE): its records read whole, in
+    BatchGetItems of 3 keys here, some keys unprocessed at first; the next save writes it in pages."""
+    from jobguard.domain.pages import WHOLE
+
+    from .conftest import load_manifest
+    from .hostile import resign, write_document
+
+    jobs = _drained(seed, run, store)
+    document = load_manifest(store, seed, "d1")
+    document.pop("page_records")
+    document["signature"]["algorithm"] = WHOLE
+    resign(document, seed)
+    write_document(store, seed, "d1", document)
+    monkeypatch.setattr("jobguard.adapters.stores.dynamodb.BATCH_KEYS", 3)
+    asked: dict[str, int] = {}
+
+    def first_ask_unprocessed(key: dict[str, Any]) -> bool:
+        sk = key["sk"]["S"]
+        asked[sk] = asked.get(sk, 0) + 1
+        return hash(sk) % 2 == 0 and asked[sk] <= 2
+
+    aws.unprocessed = first_ask_unprocessed
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
+    assert aws.calls["dynamodb:BatchGetItem"] >= 4
+    _inputs_kept(aws, seed, jobs)
+    assert json.loads(_header(seed)["body"]["S"])["page_records"] == PAGE
