@@ -624,3 +624,34 @@ def test_a_manifest_signed_whole_before_pages_is_read_in_batches_and_restored_on
     assert aws.calls["dynamodb:BatchGetItem"] >= 4
     _inputs_kept(aws, seed, jobs)
     assert json.loads(_header(seed)["body"]["S"])["page_records"] == PAGE
+
+
+@DYNAMODB
+@pytest.mark.usefixtures("small_pages")
+def test_an_item_edited_by_hand_as_another_run_saves_is_still_refused_before_its_page_is_sent(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edit hides behind a save (the header's version moves on with it): restore reads the manifest again
+    rather than refusing the page outright, and the read again refuses it (the signature)."""
+    jobs = _drained(seed, run, store)
+    item = _items(seed)[5]  # page 1
+    record = json.loads(item["body"]["S"])
+    whole, edited = Manifests.whole, list[int]()
+
+    def edited_and_saved(self: Manifests, manifest: Any, wanted: list[JobRecord]) -> list[JobRecord]:
+        if any(r.job_id == record["job_id"] for r in wanted) and not edited:
+            edited.append(1)
+            evil = {**record, "submission": {**record["submission"], "containerOverrides": {"command": ["rm", "-rf", "/"]}}}
+            _put(seed, {**item, "body": {"S": json.dumps(evil, sort_keys=True)}})
+            _saved_behind(seed)
+        return whole(self, manifest, wanted)
+
+    monkeypatch.setattr(Manifests, "whole", edited_and_saved)
+    one_error(_restore(run, store), 2, "signature")
+    assert edited
+    on_page_1 = {json.loads(i["body"]["S"])["job_id"] for i in _items(seed)[4:8]}
+    assert not on_page_1 & set(replacements_of(aws))
+    assert not [j for j in aws.batch.jobs.values() if "command" in j.request.get("containerOverrides", {})]
+    monkeypatch.setattr(Manifests, "whole", whole)
+    _put(seed, item)
+    _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs, sent=len(replacements_of(aws)))
