@@ -655,3 +655,25 @@ def test_an_item_edited_by_hand_as_another_run_saves_is_still_refused_before_its
     monkeypatch.setattr(Manifests, "whole", whole)
     _put(seed, item)
     _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs, sent=len(replacements_of(aws)))
+
+
+@DYNAMODB
+@pytest.mark.usefixtures("small_pages")
+@pytest.mark.parametrize("command", ["drain", "status"])
+def test_drain_and_status_of_a_deploy_whose_items_cannot_be_read_change_nothing(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, command: str
+) -> None:
+    """BatchGetItem leaves every key unprocessed: a second drain of the deploy stops no job and queues nothing;
+    status says so in one line."""
+    from .hostile import assert_unchanged, snapshot
+
+    jobs = _drained(seed, run, store)
+    more = _jobs(seed, "later", 3)
+    before = snapshot(aws, seed, store)
+    aws.unprocessed = lambda key: True
+    args = ("--queue", "later") if command == "drain" else ()
+    one_error(run(command, "--store", store, "--deploy-id", "d1", *args), 4, "unprocessed")
+    aws.unprocessed = None
+    assert_unchanged(before, aws, seed)
+    assert run("drain", "--store", store, "--queue", "later", "--deploy-id", "d1").code == 0
+    _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs + more)
