@@ -18,17 +18,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...domain.documents import parse_json
-from ...domain.pages import page_digest
 from ...errors import ConflictError, ManifestError, StoreError
 from ..aws import Aws, translate
 from ..retry import error_code, error_message
 from .base import Page, Versioned, split_key
-from .paged import READ_AHEAD
 
 TRANSACTION_ITEMS = 100
 BATCH_KEYS = 100  # BatchGetItem reads at most 100 items a call
@@ -53,7 +52,6 @@ class DynamoDBStore:
 
     def __init__(self, aws: Aws, table: str) -> None:
         self.aws, self.table = aws, table
-        self._versions: dict[str, str] = {}  # deploy id -> the version last read or written
 
     def location(self) -> str:
         return f"dynamodb://{self.table}"
@@ -99,10 +97,9 @@ class DynamoDBStore:
         if item is None:
             return None
         header, version = _body(item, where), _version(item)
-        self._versions[deploy_id] = version
         if not isinstance(header, dict):
             raise ManifestError(f"{where}: damaged manifest header, not a JSON object")
-        order = self._order(deploy_id, where)
+        order = self._order(deploy_id, version, where)
         size = header.get("page_records")
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             jobs = [r for records in self._read_pages(deploy_id, version, [order], where) for r in records]
@@ -118,29 +115,37 @@ class DynamoDBStore:
         return replace(found, pages=lambda: self._read_pages(deploy_id, version, chunks, where), settled=settled)
 
     def page(self, deploy_id: str, index: int, digest: str, ids: Sequence[str]) -> list[Any] | None:
-        """The items of `ids`, in their order. None when one is gone or they no longer hash to `digest` and the
-        manifest was saved since this store last read or wrote it (a save changed them: the caller reads it again);
-        records changed with no save (an edit of the table) are handed out for the caller to refuse."""
+        """The items of `ids`, in their order (the caller checks them against `digest`); None when one is no longer
+        stored (the caller reads the manifest again)."""
         where = f"{self.uri(deploy_id)} page {index}"
         items = self._items(deploy_id, list(ids), f"cannot read {where}")
-        records = [_body(items[job_id], f"{where}: job {job_id}") for job_id in ids if job_id in items]
-        if len(records) == len(ids) and page_digest(records) == digest:
-            return records
-        saved = self.version(deploy_id) != self._versions.get(deploy_id)
-        return None if saved or len(records) < len(ids) else records
+        if any(job_id not in items for job_id in ids):
+            return None
+        return [_body(items[job_id], f"{where}: job {job_id}") for job_id in ids]
 
-    def _order(self, deploy_id: str, where: str) -> list[str]:
-        """The job ids of a manifest in their places (`seq`), read without their records."""
+    def _order(self, deploy_id: str, version: str, where: str) -> list[str]:
+        """The job ids of a manifest in their places (`seq`), read without their records. Saves place records at
+        0, 1, 2, ...: other places are a save read half-way (ConflictError) or an edit of the table."""
         items = self._query(_job_pk(deploy_id), f"cannot read {where}", projection="sk, seq")
-        return [sk.removeprefix("job#") for _, sk in sorted((_number(i, "seq"), i["sk"]["S"]) for i in items)]
+        placed = sorted((_number(i, "seq"), i["sk"]["S"]) for i in items)
+        for place, (seq, sk) in enumerate(placed):
+            if seq != place:
+                self._settled(deploy_id, version, where)
+                raise ManifestError(
+                    f"{where}: records are not at places 0 to {len(placed) - 1} ({sk} is at place {seq} where {place} was due): "
+                    "records deleted or their places edited"
+                )
+        return [sk.removeprefix("job#") for _, sk in placed]
 
     def _read_pages(self, deploy_id: str, version: str, chunks: list[list[str]], where: str) -> Iterator[list[Any]]:
-        """The records of each chunk of ids, `paged.READ_AHEAD` chunks read at once; a record gone since the ids
-        were read is a save in between (ConflictError) unless the header's version is still the one read."""
-        for start in range(0, len(chunks), READ_AHEAD):
-            batch = chunks[start : start + READ_AHEAD]
-            read = self.aws.parallel(lambda ids: self._items(deploy_id, ids, f"cannot read {where}"), batch)
-            for ids, items in zip(batch, read, strict=True):
+        """The records of each chunk of ids, as many chunks read at once as give every worker a BatchGetItem (more
+        would only hold more records at once); a record gone since the ids were read is a save in between
+        (ConflictError) unless the header's version is still the one read."""
+        at_once = max(1, -(-self.aws.settings.workers * BATCH_KEYS // max(1, len(chunks[0]) if chunks else 1)))
+        for start in range(0, len(chunks), at_once):
+            batch = chunks[start : start + at_once]
+            items = self._items(deploy_id, [i for ids in batch for i in ids], f"cannot read {where}")
+            for ids in batch:
                 missing = [i for i in ids if i not in items]
                 if missing:
                     self._settled(deploy_id, version, where)
@@ -156,24 +161,24 @@ class DynamoDBStore:
         return found
 
     def _batch_get(self, keys: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
-        """One BatchGetItem of at most `BATCH_KEYS` keys, its unprocessed keys asked again under the retry policy."""
+        """BatchGetItem of at most `BATCH_KEYS` keys, those left unprocessed asked again: at once while each answer
+        reads some, under the retry policy (back-off) when one reads none."""
         items: list[dict[str, Any]] = []
         left = keys
-
-        def attempt() -> dict[str, Any]:
-            nonlocal left
-            answer = self.aws.send("dynamodb", "batch_get_item", RequestItems={self.table: {"Keys": left, "ConsistentRead": True}})
-            items.extend(answer.get("Responses", {}).get(self.table, []))
-            left = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-            if left:
-                # DynamoDB leaves keys unprocessed when the table's read capacity is exceeded, and asks the caller to
-                # back off exponentially: retried as the throttling it is.
-                message = f"{len(left)} of {len(keys)} keys left unprocessed"
-                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": message}}, "BatchGetItem")
-            return answer
-
-        self._attempt("batch_get_item", what, attempt)
+        while left:
+            answer = self._attempt("batch_get_item", what, partial(self._read_some, left))
+            items += answer.get("Responses", {}).get(self.table, [])
+            left = _unprocessed(answer, self.table)
         return items
+
+    def _read_some(self, keys: list[dict[str, Any]]) -> dict[str, Any]:
+        answer = self.aws.send("dynamodb", "batch_get_item", RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}})
+        if len(_unprocessed(answer, self.table)) == len(keys):
+            # DynamoDB leaves keys unprocessed when the table's read capacity is exceeded and asks the caller to back
+            # off exponentially: an answer that read none is retried as the throttling it is.
+            message = f"{len(keys)} keys left unprocessed"
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": message}}, "BatchGetItem")
+        return answer
 
     def _settled(self, deploy_id: str, version: str, where: str) -> None:
         """ConflictError when the manifest's version is no longer `version`: a save landed while it was read."""
@@ -223,7 +228,6 @@ class DynamoDBStore:
             }
             items.append({"Put": {"TableName": self.table, "Item": item}})
         self._call("transact_write_items", f"cannot write {where}", TransactItems=items)
-        self._versions[deploy_id] = str(current + 1)
         return str(current + 1)
 
     def deploy_ids(self) -> list[str]:
@@ -292,6 +296,11 @@ def _condition(version: int) -> dict[str, Any]:
     if not version:
         return {"ConditionExpression": "attribute_not_exists(pk)"}
     return {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": {"N": str(version)}}}
+
+
+def _unprocessed(answer: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    keys: list[dict[str, Any]] = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+    return keys
 
 
 def _version(item: dict[str, Any]) -> str:
