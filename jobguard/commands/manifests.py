@@ -314,7 +314,7 @@ class Manifests:
         """The pages a step of `ids` writes: theirs, and the last (where records not yet placed go)."""
         layout = self.layouts[deploy_id]
         pages = {layout.position[i] // layout.size for i in ids if i in layout.position}
-        return pages | {len(layout.order) // layout.size} if len(pages) < len(ids) else pages
+        return pages | {len(layout.order) // layout.size} if any(i not in layout.position for i in ids) else pages
 
     def _let_go(self, manifest: Manifest, read_back: set[str], keep: set[int]) -> None:
         """The submissions of the records `read_back` names, let go but on the pages `keep` (the next step's)."""
