@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -141,6 +142,22 @@ def test_invalid_request_is_not_retried(seed: Seeder, store: str, run, aws: Simu
     seed.batch.update_job_queue(jobQueue="work", state="ENABLED")
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     _assert_exactly_once(aws, jobs, runs=4)
+
+
+@pytest.mark.parametrize("service", ["sts", "batch"])
+def test_a_request_whose_body_is_cut_short_is_no_call(aws: SimulatedAWS, service: str) -> None:
+    """A client killed mid-body (tests kill and pause jobguard at every call) never gets a whole request to
+    AWS: nothing is carried out, counted or authorised (a half STS body once showed up as `sts:POST`)."""
+    body = b"Action=GetCallerIdentity&Version=2011-06-15" if service == "sts" else b'{"jobName": "x", "jobQueue": "work", '
+    head = (
+        f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: jobguard/1 botocore/1\r\nContent-Length: {len(body) + 40}\r\n"
+        f"Authorization: AWS4-HMAC-SHA256 Credential=AKID/20261208/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", int(aws.endpoint.rsplit(":", 1)[1])), timeout=10) as client:
+        client.sendall(head.encode() + body[:12])
+        client.shutdown(socket.SHUT_WR)  # the rest never comes
+        assert client.recv(1024) == b""  # the server read what came and hung up without an answer
+    assert not aws.calls and not aws.recorded
 
 
 def _check_stopped_only_when_marked(aws: SimulatedAWS, jobs: list[str], stored: dict[str, dict[str, Any]]) -> set[str]:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ import pytest
 from jobguard.adapters.aws import Aws, AwsSettings
 from jobguard.adapters.lease import Leases, LeaseSettings, lease_scope
 from jobguard.adapters.stores import open_store
+from jobguard.commands.manifests import Manifests
 from jobguard.domain.tags import mark_of
 from jobguard.sim import STOP_ACTIONS, Seeder, SimulatedAWS
 from jobguard.sim.server import ACCOUNT
@@ -395,6 +397,34 @@ def test_restore_of_everything_while_a_drain_starts(seed: Seeder, store: str, ru
     assert hinted.code == 0, hinted.err
     assert _owed_twice(store, seed, ["1301", "1302"]) == set()
     assert tally(aws, jobs, runs=second.runs + 3, faults=1) == (0, 0)
+
+
+def test_a_restore_of_everything_between_a_drain_indexing_its_deploy_and_saving_it(
+    seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person's restore of everything reads the index just after a drain put its deploy there, and before the
+    drain's manifest exists: it finds no manifest behind the entry and drops it as stale. The drain goes on and
+    records its jobs; its entry must be back, or no later restore of everything (nor the next deploy's
+    adoption) sees those jobs again."""
+    jobs = _queue(seed, "work", 3, chain=False)
+    write = Manifests._write
+    restored: list[subprocess.CompletedProcess[str]] = []
+
+    def restore_first(self: Manifests, manifest: Any, ids: list[str], read_back: set[str]) -> None:
+        if not restored:
+            popen = run_process("restore", "--store", store)
+            out, err = popen.communicate(timeout=120)
+            restored.append(subprocess.CompletedProcess(popen.args, popen.returncode, out, err))
+        write(self, manifest, ids, read_back)
+
+    monkeypatch.setattr(Manifests, "_write", restore_first)
+    drained = run("drain", "--store", store, "--queue", "work", "--deploy-id", "1301")
+    monkeypatch.setattr(Manifests, "_write", write)
+    assert drained.code == 0, drained.err
+    assert restored[0].returncode == 0 and "nothing to restore" in restored[0].stdout, restored[0]
+    assert all(asked_to_stop(aws, j) for j in jobs)
+    by_hand = run("restore", "--store", store)  # of everything: it sees the deploy (and leaves it to its own restore)
+    assert by_hand.code == 0 and "deploy 1301 holds it" in by_hand.out and "3 owed jobs wait for its restore" in by_hand.out, by_hand.out
 
 
 @pytest.mark.parametrize("legs", [2])

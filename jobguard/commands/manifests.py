@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
@@ -220,10 +221,15 @@ class Manifests:
         changes in steps, each a whole signed manifest: a save interrupted between two steps leaves
         the last complete step, never a mix that no longer verifies.
         """
+        opening = False  # this save indexes the deploy: it confirms the entry once the manifest is written
         for _ in range(MERGE_ATTEMPTS):
             self.fence()
             if manifest.deploy_id not in self._opened and manifest.has_work_left:
                 self._mark_open(manifest.deploy_id)
+                opening = True
+            # Read before the write that shows nothing is left, so that the entry dropped is the one a run that
+            # saves work after this write cannot have confirmed yet (see `_confirm_open`).
+            closing = None if manifest.has_work_left else self.index_entry(manifest.deploy_id)
             manifest.updated_at = now()
             read_back: set[str] = set()  # records of the pages written, held whole while the next step writes them too
             try:
@@ -238,8 +244,10 @@ class Manifests:
                 self._let_go(manifest, read_back, set())
             manifest.released_queues.clear()
             manifest.window_changed = False
-            if not manifest.has_work_left:
-                self._close(manifest.deploy_id)
+            if opening:
+                self._confirm_open(manifest.deploy_id)
+            if closing is not None:
+                self.forget_index(manifest.deploy_id, closing)
             return
         raise ConflictError(
             f"{self.store.uri(manifest.deploy_id)}: other writers kept changing the manifest; gave up after {MERGE_ATTEMPTS} tries"
@@ -389,29 +397,47 @@ class Manifests:
         """Deploy ids whose manifests may still have work left (the index: one listing, however long the history)."""
         return self.store.keys("open")
 
+    def index_entry(self, deploy_id: str) -> Versioned | None:
+        """The deploy's entry in the index of open deploys, as it is now."""
+        return self.store.read(f"open/{deploy_id}")
+
     def _mark_open(self, deploy_id: str) -> None:
         """Index the deploy as open before its manifest can hold work (so it is never missed)."""
-        if self.store.read(f"open/{deploy_id}") is None:
-            body = json.dumps({"deploy_id": deploy_id, "opened_at": now()}).encode()
+        if self.index_entry(deploy_id) is None:
             with suppress(ConflictError):  # another run of the deploy indexed it just now
-                self.store.write(f"open/{deploy_id}", body, None)
+                self.store.write(f"open/{deploy_id}", _entry(deploy_id), None)
         self._opened.add(deploy_id)
 
-    def _close(self, deploy_id: str) -> None:
+    def _confirm_open(self, deploy_id: str) -> None:
+        """Once the manifest holds work, give the deploy's entry a new version (or write it again if it is gone).
+
+        A run that drops an entry read it before the manifest that showed nothing left, and drops only the
+        version it read: if it read the manifest before this run's write, its drop either fails on the new
+        version or came first, and this finds the entry gone.
+        """
+        for _ in range(MERGE_ATTEMPTS):
+            found = self.index_entry(deploy_id)
+            try:
+                self.store.write(f"open/{deploy_id}", _entry(deploy_id), None if found is None else found.version)
+                return
+            except ConflictError:
+                continue  # changed meanwhile, by another run of the deploy: look again
+
+    def forget_index(self, deploy_id: str, entry: Versioned) -> None:
+        """Drop the deploy's index entry, if still at `entry`: read before a manifest that was gone or had nothing left."""
         try:
-            found = self.store.read(f"open/{deploy_id}")
-            if found is not None:
-                self.store.delete(f"open/{deploy_id}", found.version)
+            self.store.delete(f"open/{deploy_id}", entry.version)
         except ConflictError:
-            return
+            return  # a run saved work meanwhile, and said so
         except UnreachableError as exc:  # the manifest is saved: a stale entry only costs the next restore one look
             self.report.warning(f"{self.store.location()} open/{deploy_id}: index entry not removed ({exc}); the next restore removes it")
             return
         self._opened.discard(deploy_id)
 
-    def forget_index(self, deploy_id: str) -> None:
-        """Drop an index entry whose manifest is gone or has nothing left (found stale by a restore)."""
-        self._close(deploy_id)
+
+def _entry(deploy_id: str) -> bytes:
+    """An index entry; its nonce makes each one a new version where a version is the content's hash (S3, folder)."""
+    return json.dumps({"deploy_id": deploy_id, "written": now(), "nonce": secrets.token_hex(8)}).encode()
 
 
 FIELDS = tuple(f.name for f in fields(JobRecord))

@@ -144,6 +144,7 @@ def _candidates(ctx: Context, deploy_id: str | None, named: bool, result: Restor
     for other in ctx.manifests.open_ids():
         if other in found:
             continue
+        entry = ctx.manifests.index_entry(other)  # before the manifest: what a drain saving meanwhile changes
         try:
             manifest = ctx.manifests.load(other)
         except ForeignManifestError as exc:
@@ -155,7 +156,8 @@ def _candidates(ctx: Context, deploy_id: str | None, named: bool, result: Restor
                 raise
             continue  # another deploy's problem: its own restore reports it
         if manifest is None or not manifest.has_work_left:
-            ctx.manifests.forget_index(other)
+            if entry is not None:
+                ctx.manifests.forget_index(other, entry)
             continue
         if deploy_id is None or _adopted_by(ctx, manifest, deploy_id):
             found[other] = manifest

@@ -54,10 +54,6 @@ def _batch(action: str, raw: bytes, answer: bytes, batch: Any, account: str, reg
     body = _json(raw)
     prefix = f"arn:aws:batch:{region}:{account}"
     if action == "batch:SubmitJob":
-        if not body.get("jobQueue") or not body.get("jobDefinition"):
-            # botocore refuses to send a SubmitJob without both: this body was cut short (a client
-            # killed or paused mid-request), and such a request authorises and carries out nothing.
-            return []
         queue = str(body.get("jobQueue", ""))
         calls = [
             Call(action, queue if queue.startswith("arn:") else f"{prefix}:job-queue/{queue}"),
