@@ -33,7 +33,7 @@ from ..domain import elision
 from ..domain.manifest import JobRecord, Manifest, now, records_of
 from ..domain.pages import PAGED, WHOLE, manifest_digest, page_digest
 from ..domain.schema import integral
-from ..errors import ConflictError, ManifestError, SignatureError, StoreError, UnreachableError
+from ..errors import ConflictError, ManifestError, SignatureError, StoreError, UnreachableError, UsageError
 from ..output.report import Reporter
 
 MERGE_ATTEMPTS = 8
@@ -79,6 +79,7 @@ class Manifests:
     # deploy -> version, manifest, pages last read, and whether it was read to be elided
     _read: dict[str, tuple[str, Manifest, Layout, bool]] = field(default_factory=dict)
     _opened: set[str] = field(default_factory=set)
+    _damaged: set[str] = field(default_factory=set)  # deploys whose index entry cannot be read (see `index_entry`)
 
     def new(self, deploy_id: str, origin: dict[str, str]) -> Manifest:
         """An empty manifest for this account and region."""
@@ -398,12 +399,26 @@ class Manifests:
         return self.store.keys("open")
 
     def index_entry(self, deploy_id: str) -> Versioned | None:
-        """The deploy's entry in the index of open deploys, as it is now."""
-        return self.store.read(f"open/{deploy_id}")
+        """The deploy's entry in the index of open deploys, as it is now.
+
+        None also for an entry that cannot be read at all (made by hand: a folder, too big; its body is never
+        parsed): such an entry is left as it is, never dropped nor rewritten, and still indexes its deploy, so
+        that it stops no restore of this deploy or of any other.
+        """
+        try:
+            return self.store.read(f"open/{deploy_id}")
+        except UsageError as exc:
+            if deploy_id not in self._damaged:
+                self._damaged.add(deploy_id)
+                self.report.warning(
+                    f"{exc}: deploy {deploy_id}'s entry in the index of open deploys is left as it is"
+                    " (remove it by hand once the deploy has nothing left)"
+                )
+            return None
 
     def _mark_open(self, deploy_id: str) -> None:
         """Index the deploy as open before its manifest can hold work (so it is never missed)."""
-        if self.index_entry(deploy_id) is None:
+        if self.index_entry(deploy_id) is None and deploy_id not in self._damaged:
             with suppress(ConflictError):  # another run of the deploy indexed it just now
                 self.store.write(f"open/{deploy_id}", _entry(deploy_id), None)
         self._opened.add(deploy_id)
@@ -417,6 +432,8 @@ class Manifests:
         """
         for _ in range(MERGE_ATTEMPTS):
             found = self.index_entry(deploy_id)
+            if deploy_id in self._damaged:
+                return
             try:
                 self.store.write(f"open/{deploy_id}", _entry(deploy_id), None if found is None else found.version)
                 return

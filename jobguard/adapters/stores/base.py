@@ -96,7 +96,9 @@ class Store(Protocol):
         """A small document (bytes), or None."""
 
     def write(self, key: str, body: bytes, version: str | None) -> str:
-        """Create (`version` None) or replace a small document; ConflictError if it changed. The new version."""
+        """Create (`version` None) or replace a small document; ConflictError if it changed. The new version: never
+        one the key had with other content, even before a delete, so a delete at a version read long ago takes
+        nothing written since (a content hash, or on DynamoDB a count from a random start)."""
 
     def delete(self, key: str, version: str) -> None:
         """Delete a small document if still at `version`; ConflictError if it changed; gone already is fine."""

@@ -14,6 +14,7 @@ instead of interleaving and an interrupted save leaves the last version whole.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
@@ -33,6 +34,7 @@ TRANSACTION_ITEMS = 100
 BATCH_KEYS = 100  # BatchGetItem reads at most 100 items a call
 READ_ATTEMPTS = 8
 RETENTION_SECONDS = 90 * 24 * 3600
+FIRST_VERSIONS = 2**62  # a document's first version is one of these: two never meet
 HEADER_PK = "deploys"
 CONFLICT = ("TransactionCanceledException", "ConditionalCheckFailedException")
 
@@ -262,14 +264,17 @@ class DynamoDBStore:
     def write(self, key: str, body: bytes, version: str | None) -> str:
         kind, name = split_key(key)
         current = int(version) if version else 0
+        # A document written anew starts at a random version, not at 1: a delete conditional on a version read
+        # before the document was deleted and written again must not take the new one (the index of open deploys).
+        new = current + 1 if current else secrets.randbelow(FIRST_VERSIONS) + 1
         item = {
             **_key(kind, name),
             "body": {"S": body.decode()},
-            "version": {"N": str(current + 1)},
+            "version": {"N": str(new)},
             "expires_at": {"N": str(int(time.time()) + RETENTION_SECONDS)},
         }
         self._call("put_item", f"cannot write {self.location()} {key}", TableName=self.table, Item=item, **_condition(current))
-        return str(current + 1)
+        return str(new)
 
     def delete(self, key: str, version: str) -> None:
         kind, name = split_key(key)
