@@ -388,3 +388,21 @@ def test_a_drain_that_cannot_hand_its_lease_on_fails_and_its_restore_goes_ahead(
     assert restored.code == 0, restored.err
     assert read_lease(store_at(store), "work", SCOPE) is None
     assert {k: len(v) for k, v in replacements_of(aws).items()} == dict.fromkeys(jobs, 1)
+
+
+def test_a_late_release_leaves_the_lease_a_later_run_took_anew(aws: SimulatedAWS, store: str) -> None:
+    """A run pauses right after taking `work`; meanwhile another run takes the lease over and lets it go, and a
+    third takes it anew. The first run's late release must leave the third's lease alone (on DynamoDB a
+    document made again once started at the version the first run still held, and the delete matched it)."""
+    first = _hold(store, "d1")
+    behind = store_at(store)
+    key = f"leases/{SCOPE}work"
+    taken = behind.read(key)
+    assert taken is not None
+    over = behind.write(key, taken.value.replace(b"d1", b"d2"), taken.version)  # the second run, after the first's hold expired
+    behind.delete(key, over)
+    third = _hold(store, "d3")
+    first.release(keep_for_deploy=False, raise_errors=False)
+    lease = read_lease(store_at(store), "work", SCOPE)
+    assert lease is not None and lease.deploy_id == "d3"
+    third.release(keep_for_deploy=False)
