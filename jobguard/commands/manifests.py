@@ -33,7 +33,7 @@ from ..domain import elision
 from ..domain.manifest import JobRecord, Manifest, now, records_of
 from ..domain.pages import PAGED, WHOLE, manifest_digest, page_digest
 from ..domain.schema import integral
-from ..errors import ConflictError, ManifestError, SignatureError, StoreError, UnreachableError, UsageError
+from ..errors import ConflictError, ManifestError, SignatureError, StoreError, UnreachableError
 from ..output.report import Reporter
 
 MERGE_ATTEMPTS = 8
@@ -79,7 +79,6 @@ class Manifests:
     # deploy -> version, manifest, pages last read, and whether it was read to be elided
     _read: dict[str, tuple[str, Manifest, Layout, bool]] = field(default_factory=dict)
     _opened: set[str] = field(default_factory=set)
-    _damaged: set[str] = field(default_factory=set)  # deploys whose index entry cannot be read (see `index_entry`)
 
     def new(self, deploy_id: str, origin: dict[str, str]) -> Manifest:
         """An empty manifest for this account and region."""
@@ -102,9 +101,14 @@ class Manifests:
         else:
             fetched = self._fetch(deploy_id)
             if fetched is None:
+                self._opened.discard(deploy_id)
                 return None
             version, manifest, layout = fetched
             self._read[deploy_id] = (version, _copy(manifest), layout, self.elide)
+        if not manifest.has_work_left:
+            # Another run may have saved it so and be dropping its index entry (a save merged onto its write reads it
+            # here too): work this run saves there indexes the deploy again, and confirms it.
+            self._opened.discard(deploy_id)
         self.versions[deploy_id] = version
         self.committed[deploy_id] = dict(manifest.jobs)
         self.layouts[deploy_id] = replace(layout, order=list(layout.order), digests=list(layout.digests), position=dict(layout.position))
@@ -245,7 +249,7 @@ class Manifests:
                 self._let_go(manifest, read_back, set())
             manifest.released_queues.clear()
             manifest.window_changed = False
-            if opening:
+            if opening and manifest.has_work_left:
                 self._confirm_open(manifest.deploy_id)
             if closing is not None:
                 self.forget_index(manifest.deploy_id, closing)
@@ -399,26 +403,12 @@ class Manifests:
         return self.store.keys("open")
 
     def index_entry(self, deploy_id: str) -> Versioned | None:
-        """The deploy's entry in the index of open deploys, as it is now.
-
-        None also for an entry that cannot be read at all (made by hand: a folder, too big; its body is never
-        parsed): such an entry is left as it is, never dropped nor rewritten, and still indexes its deploy, so
-        that it stops no restore of this deploy or of any other.
-        """
-        try:
-            return self.store.read(f"open/{deploy_id}")
-        except UsageError as exc:
-            if deploy_id not in self._damaged:
-                self._damaged.add(deploy_id)
-                self.report.warning(
-                    f"{exc}: deploy {deploy_id}'s entry in the index of open deploys is left as it is"
-                    " (remove it by hand once the deploy has nothing left)"
-                )
-            return None
+        """The deploy's entry in the index of open deploys, as it is now."""
+        return self.store.read(f"open/{deploy_id}")
 
     def _mark_open(self, deploy_id: str) -> None:
         """Index the deploy as open before its manifest can hold work (so it is never missed)."""
-        if self.index_entry(deploy_id) is None and deploy_id not in self._damaged:
+        if self.index_entry(deploy_id) is None:
             with suppress(ConflictError):  # another run of the deploy indexed it just now
                 self.store.write(f"open/{deploy_id}", _entry(deploy_id), None)
         self._opened.add(deploy_id)
@@ -432,8 +422,6 @@ class Manifests:
         """
         for _ in range(MERGE_ATTEMPTS):
             found = self.index_entry(deploy_id)
-            if deploy_id in self._damaged:
-                return
             try:
                 self.store.write(f"open/{deploy_id}", _entry(deploy_id), None if found is None else found.version)
                 return

@@ -38,7 +38,7 @@ from ..domain.manifest import (
     JobRecord,
     Manifest,
 )
-from ..errors import JobCallError, LeaseError, ManifestError, UsageError
+from ..errors import CredentialsError, JobCallError, LeaseError, UsageError
 from .context import Context
 from .doubles import Unconfirmed, contested, marked_jobs, reconcile, usable
 from .manifests import ForeignManifestError
@@ -144,14 +144,16 @@ def _candidates(ctx: Context, deploy_id: str | None, named: bool, result: Restor
     for other in ctx.manifests.open_ids():
         if other in found:
             continue
-        entry = ctx.manifests.index_entry(other)  # before the manifest: what a drain saving meanwhile changes
         try:
+            entry = ctx.manifests.index_entry(other)  # before the manifest: what a drain saving meanwhile changes
             manifest = ctx.manifests.load(other)
         except ForeignManifestError as exc:
             result.facts.append(f"skipped: {exc}")
             ctx.report.line(f"skipped: {exc}")
             continue
-        except ManifestError:
+        except CredentialsError:
+            raise  # this run's problem, not the other deploy's
+        except UsageError:  # a damaged manifest, or an entry or manifest that cannot be read (a folder, too big)
             if deploy_id is None:
                 raise
             continue  # another deploy's problem: its own restore reports it

@@ -198,14 +198,15 @@ class SimulatedAWS:
 
     # -- WSGI ------------------------------------------------------------------------------
     def _app(self, environ: Json, start_response: Any) -> Any:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else b""
-        if len(raw) < length:
+        raw = _body(environ)
+        if raw is None:
             # The client went away mid-body (killed or paused by a test): AWS never gets a whole
             # request, so it neither carries it out nor authorises it, and it is not a call.
             _cut(environ)
             return []
-        environ["wsgi.input"] = io.BytesIO(raw)
+        environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(raw), str(len(raw))  # handed on whole, dechunked
+        environ.pop("wsgi.input_terminated", None)
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
         action = _action(environ, raw)
         with self._count_lock:
             self.calls[action] += 1
@@ -462,6 +463,21 @@ def _s3_action(method: str, path: str, query: str) -> str:
             return "ListBucket"
         return {"PUT": "CreateBucket", "DELETE": "DeleteBucket", "HEAD": "HeadBucket"}.get(method, method)
     return {"GET": "GetObject", "PUT": "PutObject", "DELETE": "DeleteObject", "HEAD": "GetObject"}.get(method, method)
+
+
+def _body(environ: Json) -> bytes | None:
+    """The request's whole body; None when it ended before it was whole. A body sent with
+    `Transfer-Encoding: chunked` has no Content-Length: werkzeug dechunks it and ends the stream at
+    the last chunk (`wsgi.input_terminated`), and raises when the stream ends before that chunk."""
+    stream = environ["wsgi.input"]
+    if environ.get("wsgi.input_terminated") and not environ.get("CONTENT_LENGTH"):
+        try:
+            return bytes(stream.read())
+        except (OSError, ValueError):
+            return None
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = bytes(stream.read(length)) if length else b""
+    return raw if len(raw) == length else None
 
 
 def _cut(environ: Json) -> None:
