@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -19,7 +19,7 @@ from jobguard.commands.manifests import Manifests
 from jobguard.domain.manifest import JobRecord
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import TABLE, exactly_once, records, replacements_of, run_process
+from .conftest import TABLE, exactly_once, killed_at_call, records, replacements_of, run_process, whole_records_at_each_submit
 from .hostile import one_error
 
 PAGE = 4
@@ -47,6 +47,13 @@ def _inputs_kept(aws: SimulatedAWS, seed: Seeder, jobs: list[str]) -> None:
 
 
 DYNAMODB = pytest.mark.parametrize("store", ["dynamodb"], indirect=True)
+Test = TypeVar("Test", bound=Callable[..., None])
+
+
+def PAGED(test: Test) -> Test:
+    """On DynamoDB, in pages of PAGE records."""
+    paged: Test = DYNAMODB(pytest.mark.usefixtures("small_pages")(test))
+    return paged
 
 
 def _table(seed: Seeder) -> Any:
@@ -88,17 +95,45 @@ def _restore(run: Any, store: str, *more: str) -> Any:
     return run("restore", "--store", store, "--deploy-id", "d1", *more)
 
 
-def _nothing_sent_then_rerun_finishes(aws: SimulatedAWS, seed: Seeder, run: Any, store: str, jobs: list[str], sent: int = 0) -> None:
-    assert len(replacements_of(aws)) == sent
-    rerun = _restore(run, store)
-    assert rerun.code == 0, rerun.err
+def _restored_once(aws: SimulatedAWS, seed: Seeder, run: Any, store: str, jobs: list[str]) -> None:
+    """A restore of d1 that succeeds, each job replaced once with its own inputs."""
+    restored = _restore(run, store)
+    assert restored.code == 0, restored.err
     _inputs_kept(aws, seed, jobs)
+
+
+def _all_resubmitted(seed: Seeder, store: str) -> None:
     assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"resubmitted"}
 
 
+def _nothing_sent_then_rerun_finishes(aws: SimulatedAWS, seed: Seeder, run: Any, store: str, jobs: list[str], sent: int = 0) -> None:
+    assert len(replacements_of(aws)) == sent
+    _restored_once(aws, seed, run, store, jobs)
+    _all_resubmitted(seed, store)
+
+
+def _unprocessed_at_first(
+    asks: int | Callable[[str], int], which: Callable[[str], bool] = lambda sk: True
+) -> Callable[[dict[str, Any]], bool]:
+    """For `aws.unprocessed`: BatchGetItem leaves each key `which` picks unprocessed the first `asks` times (or
+    `asks(sk)` times) a call asks for it. The simulation looks at each key of a call twice."""
+    looked: dict[str, int] = {}
+
+    def unprocessed(key: dict[str, Any]) -> bool:
+        sk = key["sk"]["S"]
+        looked[sk] = looked.get(sk, 0) + 1
+        times = asks(sk) if callable(asks) else asks
+        return which(sk) and looked[sk] <= 2 * times
+
+    return unprocessed
+
+
+def _every_other(sk: str) -> bool:
+    return hash(sk) % 2 == 0
+
+
 # -- a flaky BatchGetItem -----------------------------------------------------------------------------------------
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_batch_get_leaving_every_key_unprocessed_fails_with_one_line_and_a_rerun_finishes(
     seed: Seeder, store: str, run, aws: SimulatedAWS
 ) -> None:
@@ -109,27 +144,15 @@ def test_batch_get_leaving_every_key_unprocessed_fails_with_one_line_and_a_rerun
     _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_batch_get_leaving_keys_unprocessed_a_while_still_restores_each_job_once(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     jobs = _drained(seed, run, store)
-    asked: dict[str, int] = {}
-
-    def throttled(key: dict[str, Any]) -> bool:
-        """Every other key left unprocessed the first two times it is asked for (each ask looks twice)."""
-        sk = key["sk"]["S"]
-        asked[sk] = asked.get(sk, 0) + 1
-        return hash(sk) % 2 == 0 and asked[sk] <= 4
-
-    aws.unprocessed = throttled
-    restored = _restore(run, store)
-    assert restored.code == 0, restored.err
+    aws.unprocessed = _unprocessed_at_first(2, which=_every_other)
+    _restored_once(aws, seed, run, store, jobs)
     assert aws.calls["dynamodb:BatchGetItem"] > 0
-    _inputs_kept(aws, seed, jobs)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_batch_get_unprocessed_forever_while_reading_a_page_back_sends_nothing_of_it(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,22 +173,18 @@ def test_batch_get_unprocessed_forever_while_reading_a_page_back_sends_nothing_o
     _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs, sent=len(replacements_of(aws)))
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 @pytest.mark.parametrize("fault", ["drop", "lost-reply", (500, "InternalServerError"), (400, "ThrottlingException")])
 def test_batch_get_failing_every_other_call_still_restores_each_job_once(
     seed: Seeder, store: str, run, aws: SimulatedAWS, fault: Any
 ) -> None:
     jobs = _drained(seed, run, store)
     aws.fault = lambda action, count: fault if action == "dynamodb:BatchGetItem" and count % 2 else None
-    restored = _restore(run, store)
-    assert restored.code == 0, restored.err
+    _restored_once(aws, seed, run, store, jobs)
     assert aws.faults["dynamodb:BatchGetItem"] > 1
-    _inputs_kept(aws, seed, jobs)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_batch_get_dropped_every_time_fails_with_one_line_and_a_rerun_finishes(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     jobs = _drained(seed, run, store)
     aws.fault = lambda action, count: "drop" if action == "dynamodb:BatchGetItem" else None
@@ -175,8 +194,7 @@ def test_batch_get_dropped_every_time_fails_with_one_line_and_a_rerun_finishes(s
 
 
 # -- items and headers changed by hand ----------------------------------------------------------------------------
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_a_job_item_deleted_by_hand_is_refused_before_anything_is_sent(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     jobs = _drained(seed, run, store)
     gone = _items(seed)[5]
@@ -187,8 +205,7 @@ def test_a_job_item_deleted_by_hand_is_refused_before_anything_is_sent(seed: See
     _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_a_job_item_deleted_by_hand_after_restore_read_it_stops_restore_before_its_page_is_sent(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,8 +226,7 @@ def test_a_job_item_deleted_by_hand_after_restore_read_it_stops_restore_before_i
     _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs, sent=len(replacements_of(aws)))
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 @pytest.mark.parametrize("change", ["swap", "duplicate", "garbage", "absent"])
 def test_job_item_places_changed_by_hand_are_refused_or_harmless(seed: Seeder, store: str, run, aws: SimulatedAWS, change: str) -> None:
     """Two records swapped, a place given twice, a place that is not a number, no place: the order the signature
@@ -237,8 +253,7 @@ def test_job_item_places_changed_by_hand_are_refused_or_harmless(seed: Seeder, s
         _inputs_kept(aws, seed, jobs)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 @pytest.mark.parametrize("size", ["4", 0, -1, True, 2.5, 10**9, None, [4], 3, 5])
 def test_a_header_whose_page_records_is_absent_or_garbage_is_refused_with_one_line(
     seed: Seeder, store: str, run, aws: SimulatedAWS, size: Any
@@ -256,8 +271,7 @@ def test_a_header_whose_page_records_is_absent_or_garbage_is_refused_with_one_li
     _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_a_header_without_page_records_is_read_whole_in_pages_of_the_default_size(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     """Without `page_records` a header reads as one from before pages: records handed out whole, the signature
     checked in pages of the default size (PAGE here, as written): the same manifest, restored once."""
@@ -265,9 +279,7 @@ def test_a_header_without_page_records_is_read_whole_in_pages_of_the_default_siz
     header = _header(seed)
     body = {k: v for k, v in json.loads(header["body"]["S"]).items() if k != "page_records"}
     _put(seed, {**header, "body": {"S": json.dumps(body)}})
-    restored = _restore(run, store)
-    assert restored.code == 0, restored.err
-    _inputs_kept(aws, seed, jobs)
+    _restored_once(aws, seed, run, store, jobs)
 
 
 # -- another run saves the manifest while restore reads it ---------------------------------------------------------
@@ -314,8 +326,7 @@ def _saved_behind(seed: Seeder) -> None:
     _put(seed, {**header, "version": {"N": str(int(header["version"]["N"]) + 1)}})
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 @pytest.mark.parametrize("where", ["_order", "_items"])
 def test_a_save_landing_while_restore_reads_the_manifest_is_read_again(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, where: str
@@ -330,14 +341,11 @@ def test_a_save_landing_while_restore_reads_the_manifest_is_read_again(
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(DynamoDBStore, where, with_a_save)
-    restored = _restore(run, store)
-    assert restored.code == 0, restored.err
+    _restored_once(aws, seed, run, store, jobs)
     assert len(saves) == 3
-    _inputs_kept(aws, seed, jobs)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_saves_landing_during_every_read_give_up_with_one_line_and_a_rerun_finishes(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -354,8 +362,7 @@ def test_saves_landing_during_every_read_give_up_with_one_line_and_a_rerun_finis
     _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_a_record_gone_between_the_order_and_its_page_with_no_save_is_one_error(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -376,8 +383,7 @@ def test_a_record_gone_between_the_order_and_its_page_with_no_save_is_one_error(
 
 
 # -- status and drain read the same way ---------------------------------------------------------------------------
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_status_and_a_second_drain_of_the_deploy_read_paged_items(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     jobs = _drained(seed, run, store)
     aws.unprocessed = lambda key: hash(key["sk"]["S"]) % 3 == 0 and aws.calls["dynamodb:BatchGetItem"] % 2 == 1
@@ -388,34 +394,22 @@ def test_status_and_a_second_drain_of_the_deploy_read_paged_items(seed: Seeder, 
     drained = run("drain", "--store", store, "--queue", "later", "--deploy-id", "d1")
     assert drained.code == 0, drained.err
     assert len(records(store, seed, "d1")) == 15
-    restored = _restore(run, store)
-    assert restored.code == 0, restored.err
-    _inputs_kept(aws, seed, jobs + more)
+    _restored_once(aws, seed, run, store, jobs + more)
 
 
 # -- memory -------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 @pytest.mark.parametrize("atomic", [1, 3])
 def test_saves_in_small_steps_over_dependents_spread_across_pages_hold_a_bounded_number_of_whole_records(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, atomic: int
 ) -> None:
-    from jobguard.adapters.batch import Batch
-
-    from .test_elision import _check_restored, _whole_records
+    from .test_elision import _check_restored
     from .test_elision import _drained as _drained_with_dependents
 
     monkeypatch.setattr(DynamoDBStore, "atomic_records", atomic)
     jobs = _drained_with_dependents(seed, run, store)
-    held: list[int] = []
-    submit = Batch.submit
-
-    def counted(self: Batch, request: dict[str, Any]) -> str:
-        held.append(_whole_records())
-        return submit(self, request)
-
-    monkeypatch.setattr(Batch, "submit", counted)
+    held = whole_records_at_each_submit(monkeypatch)
     restored = _restore(run, store)
     assert restored.code == 0, restored.err
     _check_restored(aws, jobs)
@@ -430,8 +424,7 @@ RESTORE_IN_STEPS = (
 
 
 @pytest.mark.slow
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 @pytest.mark.parametrize(
     ("action", "at"),
     [("dynamodb:BatchGetItem", n) for n in (1, 2, 3, 4, 6, 8)] + [("dynamodb:TransactWriteItems", n) for n in (1, 2, 3, 5, 8, 9)],
@@ -449,25 +442,12 @@ def test_a_restore_killed_at_a_paged_read_or_a_step_is_finished_by_the_next_each
         stderr=subprocess.PIPE,
         text=True,
     )
-
-    def kill(called: str, count: int) -> None:
-        if called == action and count == first:  # carried out; its answer never reaches the restore
-            os.kill(process.pid, signal.SIGKILL)
-
-    aws.after = kill
-    try:
-        process.communicate(timeout=120)
-    finally:
-        aws.after = None
-    assert process.returncode == -signal.SIGKILL
-    rerun = _restore(run, store)
-    assert rerun.code == 0, rerun.err
-    _inputs_kept(aws, seed, jobs)
-    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"resubmitted"}
+    killed_at_call(aws, process, action, first)
+    _restored_once(aws, seed, run, store, jobs)
+    _all_resubmitted(seed, store)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_places_renumbered_with_gaps_are_refused_before_anything_is_sent(seed: Seeder, store: str, run, aws: SimulatedAWS) -> None:
     """Saves place records at 0, 1, 2, ...: places renumbered by hand would have the next save write its records
     between them, out of the signed order. Refused in one line, nothing sent; once mended, restored once."""
@@ -480,14 +460,11 @@ def test_places_renumbered_with_gaps_are_refused_before_anything_is_sent(seed: S
     assert not replacements_of(aws)
     for item in items:
         _put(seed, item)
-    restored = _restore(run, store)
-    assert restored.code == 0, restored.err
-    _inputs_kept(aws, seed, jobs)
+    _restored_once(aws, seed, run, store, jobs)
 
 
 @pytest.mark.slow
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_batch_get_gone_once_jobs_are_sent_stops_restore_in_a_save_and_a_rerun_sends_none_twice(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -504,8 +481,7 @@ def test_batch_get_gone_once_jobs_are_sent_stops_restore_in_a_save_and_a_rerun_s
     _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs, sent=len(replacements_of(aws)))
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 @pytest.mark.parametrize("fault", ["lost-reply", "drop"])
 def test_a_step_whose_reply_is_lost_is_merged_and_each_job_sent_once(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch, fault: str
@@ -514,11 +490,9 @@ def test_a_step_whose_reply_is_lost_is_merged_and_each_job_sent_once(
     jobs = _drained(seed, run, store, 11)
     first = aws.calls["dynamodb:TransactWriteItems"]
     aws.fault = lambda action, count: fault if action == "dynamodb:TransactWriteItems" and (count - first) % 3 == 1 else None
-    restored = _restore(run, store)
-    assert restored.code == 0, restored.err
+    _restored_once(aws, seed, run, store, jobs)
     assert aws.faults["dynamodb:TransactWriteItems"] > 2
-    _inputs_kept(aws, seed, jobs)
-    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"resubmitted"}
+    _all_resubmitted(seed, store)
 
 
 @DYNAMODB
@@ -529,23 +503,12 @@ def test_batch_get_reading_one_key_a_call_still_restores(
     monkeypatch.setattr("jobguard.commands.manifests.PAGE_RECORDS", 12)
     jobs = _drained(seed, run, store, 12)
     rank = {item["sk"]["S"]: n for n, item in enumerate(_items(seed))}
-    asked: dict[str, int] = {}
-
-    def one_a_call(key: dict[str, Any]) -> bool:
-        """Key n of the page is read by the n+1-th call asking for it (the rule looks at each key twice a call)."""
-        sk = key["sk"]["S"]
-        asked[sk] = asked.get(sk, 0) + 1
-        return asked[sk] <= 2 * rank[sk]
-
-    aws.unprocessed = one_a_call
-    restored = _restore(run, store)
-    assert restored.code == 0, restored.err
-    _inputs_kept(aws, seed, jobs)
+    aws.unprocessed = _unprocessed_at_first(rank.__getitem__)  # key n of the page read by the n+1-th call asking for it
+    _restored_once(aws, seed, run, store, jobs)
 
 
 @pytest.mark.slow
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 @pytest.mark.parametrize("attempt", range(2))
 def test_matrix_legs_restoring_at_once_over_small_shared_pages_send_each_job_once(
     seed: Seeder, store: str, run, aws: SimulatedAWS, attempt: int
@@ -571,11 +534,10 @@ def test_matrix_legs_restoring_at_once_over_small_shared_pages_send_each_job_onc
         _, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
     _inputs_kept(aws, seed, jobs)
-    assert {r["outcome"] for r in records(store, seed, "d1").values()} == {"resubmitted"}
+    _all_resubmitted(seed, store)
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_a_manifest_signed_whole_before_pages_is_read_in_batches_and_restored_once(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -593,23 +555,13 @@ def test_a_manifest_signed_whole_before_pages_is_read_in_batches_and_restored_on
     resign(document, seed)
     write_document(store, seed, "d1", document)
     monkeypatch.setattr("jobguard.adapters.stores.dynamodb.BATCH_KEYS", 3)
-    asked: dict[str, int] = {}
-
-    def first_ask_unprocessed(key: dict[str, Any]) -> bool:
-        sk = key["sk"]["S"]
-        asked[sk] = asked.get(sk, 0) + 1
-        return hash(sk) % 2 == 0 and asked[sk] <= 2
-
-    aws.unprocessed = first_ask_unprocessed
-    restored = _restore(run, store)
-    assert restored.code == 0, restored.err
+    aws.unprocessed = _unprocessed_at_first(1, which=_every_other)
+    _restored_once(aws, seed, run, store, jobs)
     assert aws.calls["dynamodb:BatchGetItem"] >= 4
-    _inputs_kept(aws, seed, jobs)
     assert json.loads(_header(seed)["body"]["S"])["page_records"] == PAGE
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 def test_an_item_edited_by_hand_as_another_run_saves_is_still_refused_before_its_page_is_sent(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -639,8 +591,7 @@ def test_an_item_edited_by_hand_as_another_run_saves_is_still_refused_before_its
     _nothing_sent_then_rerun_finishes(aws, seed, run, store, jobs, sent=len(replacements_of(aws)))
 
 
-@DYNAMODB
-@pytest.mark.usefixtures("small_pages")
+@PAGED
 @pytest.mark.parametrize("command", ["drain", "status"])
 def test_drain_and_status_of_a_deploy_whose_items_cannot_be_read_change_nothing(
     seed: Seeder, store: str, run, aws: SimulatedAWS, command: str

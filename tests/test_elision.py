@@ -5,10 +5,7 @@ save is read again through the new head; every job is still resubmitted exactly 
 
 from __future__ import annotations
 
-import gc
 import json
-import os
-import signal
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,16 +13,14 @@ from typing import Any
 
 import pytest
 
-from jobguard.adapters.batch import Batch
 from jobguard.adapters.stores.dynamodb import DynamoDBStore
 from jobguard.adapters.stores.file import FileStore
 from jobguard.adapters.stores.s3 import S3Store
 from jobguard.commands.manifests import Manifests
-from jobguard.domain.elision import elided
 from jobguard.domain.manifest import JobRecord
 from jobguard.sim import Seeder, SimulatedAWS
 
-from .conftest import load_manifest, overlapping, records, replacements_of, run_process
+from .conftest import killed_at_call, load_manifest, overlapping, records, replacements_of, run_process, whole_records_at_each_submit
 from .hostile import one_error
 
 PAGE = 4  # records per page, and jobs sent per page: 36 jobs make 9 pages
@@ -66,13 +61,6 @@ def _dependency(jobs: list[str], i: int) -> str:
     return jobs[(i - JOBS) * 5] if i >= JOBS else jobs[i - 1]
 
 
-def _whole_records() -> int:
-    """JobRecords alive in this process that hold their submission. Garbage is collected first: the drain run in
-    this process before may have left its records in cycles not yet collected (CI counted 44 of 36 once)."""
-    gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, JobRecord) and not elided(o))
-
-
 def _check_restored(aws: SimulatedAWS, jobs: list[str]) -> None:
     """Every job replaced once, with its own inputs, its dependency pointing at its dependency's replacement."""
     replaced = replacements_of(aws)
@@ -91,14 +79,7 @@ def test_restore_holds_the_submissions_of_a_page_not_of_every_job(
     seed: Seeder, store: str, run, aws: SimulatedAWS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     jobs = _drained(seed, run, store)
-    held: list[int] = []
-    submit = Batch.submit
-
-    def counted(self: Batch, request: dict[str, Any]) -> str:
-        held.append(_whole_records())
-        return submit(self, request)
-
-    monkeypatch.setattr(Batch, "submit", counted)
+    held = whole_records_at_each_submit(monkeypatch)
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     _check_restored(aws, jobs)
     assert len(held) == JOBS + DOWN
@@ -246,17 +227,7 @@ def test_a_restore_killed_while_it_sends_is_finished_by_the_next_each_job_once(
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     first = aws.calls["batch:SubmitJob"] + at
     process = run_process("restore", "--store", store, "--deploy-id", "d1")
-
-    def kill(action: str, count: int) -> None:
-        if action == "batch:SubmitJob" and count == first:  # Batch carried it out; its answer never reaches the restore
-            os.kill(process.pid, signal.SIGKILL)
-
-    aws.after = kill
-    try:
-        process.communicate(timeout=600)
-    finally:
-        aws.after = None
-    assert process.returncode == -signal.SIGKILL
+    killed_at_call(aws, process, "batch:SubmitJob", first, timeout=600)
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     replaced = replacements_of(aws)
     assert sorted(replaced) == sorted(jobs) and all(len(r) == 1 for r in replaced.values())
@@ -279,19 +250,14 @@ def test_a_save_in_steps_reads_each_page_back_once(
     jobs = [seed.job(jobName=f"j{i}", jobQueue="work", jobDefinition="proc", containerOverrides=o) for i, o in enumerate(overrides)]
     assert run("drain", "--store", store, "--queue", "work", "--deploy-id", "d1").code == 0
     reads: Counter[int] = Counter()
-    held: list[int] = []
-    page, submit = DynamoDBStore.page, Batch.submit
+    page = DynamoDBStore.page
 
     def counted(self: DynamoDBStore, deploy_id: str, index: int, digest: str, ids: Sequence[str]) -> list[Any] | None:
         reads[index] += 1
         return page(self, deploy_id, index, digest, ids)
 
-    def sent(self: Batch, request: dict[str, Any]) -> str:
-        held.append(_whole_records())
-        return submit(self, request)
-
     monkeypatch.setattr(DynamoDBStore, "page", counted)
-    monkeypatch.setattr(Batch, "submit", sent)
+    held = whole_records_at_each_submit(monkeypatch)
     assert run("restore", "--store", store, "--deploy-id", "d1").code == 0
     replaced = replacements_of(aws)
     assert sorted(replaced) == sorted(jobs) and all(len(r) == 1 for r in replaced.values())
