@@ -77,7 +77,7 @@ variable "kms_key_arn" {
 }
 
 variable "manifest_retention_days" {
-  description = "Days after which manifests expire: S3 lifecycle expiry, or the TTL jobguard writes to expires_at in the table."
+  description = "Days after which the S3 store's objects expire (lifecycle expiry, counted from each object's last write: restore a deploy within this many days of its drain, or its pages of records may be gone). The DynamoDB store's TTL is not set here: jobguard writes expires_at 90 days after each manifest was made."
   type        = number
   default     = 90
 

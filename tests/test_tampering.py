@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from jobguard.sim import Seeder, SimulatedAWS
+from jobguard.sim.server import ACCOUNT, REGION
 
 from .conftest import configure, load_manifest, records, replacements_of
 from .hostile import (
@@ -210,6 +211,33 @@ def test_untouched_manifest_restores(drained, seed: Seeder, store: str, run, aws
     """The control: the same world, nothing edited, restores (re-signing by its own key is what jobguard does)."""
     first, second = drained
     edit(store, seed, "d1", lambda d: None, sign=True)
+    result = run("restore", "--store", store, "--deploy-id", "d1")
+    assert result.code == 0, result.err
+    assert {k: len(v) for k, v in replacements_of(aws).items()} == {first: 1, second: 1}
+
+
+@pytest.mark.parametrize("store", ["dynamodb"], indirect=True)
+@pytest.mark.parametrize("item", ["header", "lease"])
+@pytest.mark.parametrize("version", [{"S": "3"}, {"N": "0"}, {"N": "2.5"}, None], ids=["string", "zero", "fraction", "missing"])
+def test_a_dynamodb_item_whose_version_was_edited_is_refused_in_one_line(
+    drained, seed: Seeder, store: str, run, aws: SimulatedAWS, item: str, version: Json | None
+) -> None:
+    """Taken as no version, every save against it failed as a conflict, retried until the run gave up
+    blaming other writers; now the run stops at once naming the item, and runs once it is put right."""
+    first, second = drained
+    table = seed.client("dynamodb")
+    key = (
+        {"pk": {"S": "deploys"}, "sk": {"S": "d1"}}
+        if item == "header"
+        else {"pk": {"S": "leases"}, "sk": {"S": f"{ACCOUNT}.{REGION}.work"}}
+    )
+    original = table.get_item(TableName=store.removeprefix("dynamodb://"), Key=key)["Item"]
+    edited = {k: v for k, v in original.items() if k != "version"} | ({"version": version} if version else {})
+    table.put_item(TableName=store.removeprefix("dynamodb://"), Item=edited)
+    before = snapshot(aws, seed, store)
+    one_error(run("restore", "--store", store, "--deploy-id", "d1"), 2, "damaged item", "version")
+    assert_unchanged(before, aws, seed)
+    table.put_item(TableName=store.removeprefix("dynamodb://"), Item=original)
     result = run("restore", "--store", store, "--deploy-id", "d1")
     assert result.code == 0, result.err
     assert {k: len(v) for k, v in replacements_of(aws).items()} == {first: 1, second: 1}

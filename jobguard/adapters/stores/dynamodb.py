@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import replace
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -98,7 +99,7 @@ class DynamoDBStore:
         item = self._header(deploy_id, where)
         if item is None:
             return None
-        header, version = _body(item, where), _version(item)
+        header, version = _body(item, where), _version(item, where)
         if not isinstance(header, dict):
             raise ManifestError(f"{where}: damaged manifest header, not a JSON object")
         order = self._order(deploy_id, version, where)
@@ -185,7 +186,7 @@ class DynamoDBStore:
     def _settled(self, deploy_id: str, version: str, where: str) -> None:
         """ConflictError when the manifest's version is no longer `version`: a save landed while it was read."""
         again = self._header(deploy_id, where, projection="version")
-        if again is None or _version(again) != version:
+        if again is None or _version(again, where) != version:
             raise ConflictError(f"{where}: replaced by another run while it was read")
 
     def _header(self, deploy_id: str, where: str, projection: str | None = None) -> dict[str, Any] | None:
@@ -196,12 +197,13 @@ class DynamoDBStore:
         return item
 
     def version(self, deploy_id: str) -> str | None:
-        item = self._header(deploy_id, self.uri(deploy_id), projection="version")
-        return None if item is None else _version(item)
+        where = self.uri(deploy_id)
+        item = self._header(deploy_id, where, projection="version")
+        return None if item is None else _version(item, where)
 
     def save(self, deploy_id: str, head: dict[str, Any], pages: Sequence[Page], version: str | None) -> str:
         where = self.uri(deploy_id)
-        expires = str(int(time.time()) + RETENTION_SECONDS)
+        expires = _expiry(head)
         size = int(head["page_records"])
         jobs = [
             (page.index * size + place, job)
@@ -259,7 +261,7 @@ class DynamoDBStore:
         item = self._call("get_item", f"cannot read {where}", TableName=self.table, Key=_key(kind, name), ConsistentRead=True).get("Item")
         if item is None:
             return None
-        return Versioned(item.get("body", {}).get("S", "").encode(), _version(item))
+        return Versioned(item.get("body", {}).get("S", "").encode(), _version(item, where))
 
     def write(self, key: str, body: bytes, version: str | None) -> str:
         kind, name = split_key(key)
@@ -297,6 +299,17 @@ class DynamoDBStore:
         return self.aws.server_time("dynamodb")
 
 
+def _expiry(head: dict[str, Any]) -> str:
+    """When a manifest's items expire: RETENTION_SECONDS after the manifest was made, the header and every record
+    alike. A record is written only when it changes, the header at every save: were each to expire counted from
+    its own write, TTL would take a long-open manifest's first records and leave its header naming them."""
+    try:
+        made = datetime.fromisoformat(str(head.get("created_at"))).timestamp()
+    except ValueError:  # no date: as if made now
+        made = time.time()
+    return str(int(min(made, time.time()) + RETENTION_SECONDS))
+
+
 def _condition(version: int) -> dict[str, Any]:
     if not version:
         return {"ConditionExpression": "attribute_not_exists(pk)"}
@@ -308,8 +321,14 @@ def _unprocessed(answer: dict[str, Any], table: str) -> list[dict[str, Any]]:
     return keys
 
 
-def _version(item: dict[str, Any]) -> str:
-    return str(_number(item, "version"))
+def _version(item: dict[str, Any], where: str) -> str:
+    """The item's version, a whole number above 0 as jobguard writes it. One edited by hand is refused: taken as
+    none, every conditional write against it would fail as if another run had just written."""
+    value = item.get("version", {}).get("N")
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or int(value) < 1:
+        shown = json.dumps(item.get("version"))[:60]
+        raise ManifestError(f"{where}: damaged item: its version {shown} is not a whole number above 0 (edited by hand?)")
+    return value
 
 
 def _number(item: dict[str, Any], name: str) -> int:
